@@ -1,0 +1,5 @@
+"""``python -m orchestrator`` is ``advgrid``."""
+
+from orchestrator.cli import main
+
+main()

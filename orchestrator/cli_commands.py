@@ -1,0 +1,419 @@
+"""The ``advgrid`` subcommands (registered on :data:`orchestrator.cli.main`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from orchestrator import reports
+from orchestrator import spec as specmod
+from orchestrator.cli import (
+    _settings,
+    _study_ref,
+    echo_table,
+    err,
+    main,
+    open_db,
+    out,
+    render_json,
+    storage_options,
+    user_errors,
+)
+from orchestrator.errors import AdvgridError
+from orchestrator.study_run import RunOptions, plan_only, run_study
+from tasks.attacks import ATTACKS
+from tasks.datasets import DATASETS
+from tasks.defenses import DEFENSES
+from tasks.models import MODELS
+
+FORMATS = click.Choice(["table", "json", "csv", "markdown"])
+REGISTRIES = {"attacks": ATTACKS, "defenses": DEFENSES, "models": MODELS, "datasets": DATASETS}
+
+
+@main.command()
+@click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
+@storage_options
+@click.option(
+    "--ray-address",
+    envvar="RAY_ADDRESS",
+    default="local",
+    show_default=True,
+    help="local (private cluster on this machine), auto (the cluster this machine "
+    "belongs to) or ray://host:10001.",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["ray", "inline"]),
+    default="ray",
+    show_default=True,
+    help="inline runs cells one by one in this process.",
+)
+@click.option(
+    "--max-inflight",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Cells submitted at once [default: study's execution.max_inflight, "
+    "else 2 × cluster CPUs].",
+)
+@click.option("--retry-failed", is_flag=True, help="Run quarantined cells again.")
+@click.option("--dry-run", is_flag=True, help="Validate and plan; write nothing.")
+@click.option("--no-mlflow", is_flag=True, help="Do not log to MLflow (the outbox keeps them).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no tables.")
+def run(
+    study_file: Path,
+    db: str | None,
+    store: str | None,
+    mlflow_uri: str | None,
+    ray_address: str,
+    executor: str,
+    max_inflight: int | None,
+    retry_failed: bool,
+    dry_run: bool,
+    no_mlflow: bool,
+    quiet: bool,
+) -> None:
+    """Run (or resume) the study in STUDY_FILE and print its transfer tables.
+
+    Only cells not yet done are run; running the same command again after a crash picks up
+    where it stopped. Exits 1 if cells failed or could not run.
+
+    \b
+    Examples:
+      advgrid run examples/quickstart.yaml
+      advgrid run study.yaml --executor inline --no-mlflow
+      advgrid run study.yaml --db postgresql://lab@dbhost/advgrid --store /nfs/advgrid
+      advgrid run study.yaml --ray-address auto --max-inflight 64
+    """
+    with user_errors():
+        study = specmod.load(study_file)
+        settings = _settings(db, store, mlflow_uri, study)
+        if dry_run:
+            _print_plan(plan_only(study, settings, existing=False))
+            return
+        opts = RunOptions(
+            executor=executor,
+            ray_address=ray_address,
+            max_inflight=max_inflight,
+            retry_failed=retry_failed,
+            mlflow=not no_mlflow,
+            quiet=quiet,
+        )
+        summary, cells = run_study(study, settings, opts, console=err)
+    if not quiet:
+        for m in reports.transfer_matrices(cells):
+            echo_table(reports.matrix_table(m))
+    if not summary.ok:
+        raise click.exceptions.Exit(1)
+
+
+def _print_plan(rows: list[dict]) -> None:
+    table = Table(title="cells by kind and state", title_justify="left")
+    for col in ("kind", "planned", "done", "to run"):
+        table.add_column(col, justify="right" if col != "kind" else "left")
+    for r in rows:
+        table.add_row(r["kind"], str(r["planned"]), str(r["done"]), str(r["to_run"]))
+    echo_table(table)
+
+
+@main.command()
+@click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
+@storage_options
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+def plan(
+    study_file: Path, db: str | None, store: str | None, mlflow_uri: str | None, fmt: str
+) -> None:
+    """Show the cells of STUDY_FILE by kind, and how many would run. Writes nothing.
+
+    \b
+    Examples:
+      advgrid plan examples/quickstart.yaml
+      advgrid plan study.yaml --format json
+    """
+    with user_errors():
+        study = specmod.load(study_file)
+        rows = plan_only(study, _settings(db, store, mlflow_uri, study), existing=True)
+    if fmt == "json":
+        render_json({"study": study.name, "cells": rows})
+    else:
+        _print_plan(rows)
+
+
+@main.command()
+@click.argument("study", required=False)
+@storage_options
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+def status(
+    study: str | None, db: str | None, store: str | None, mlflow_uri: str | None, fmt: str
+) -> None:
+    """Progress of STUDY (a name or its file): cells by kind and state, and failures.
+
+    Without STUDY, lists the studies in the database.
+
+    \b
+    Examples:
+      advgrid status
+      advgrid status quickstart --format json
+    """
+    with user_errors():
+        name, loaded = _study_ref(study) if study else (None, None)
+        database = open_db(_settings(db, store, mlflow_uri, loaded).db_url)
+        if name is None:
+            names = [s.name for s in database.list_studies()]
+            render_json(names) if fmt == "json" else out.print("\n".join(names) or "no studies")
+            return
+        row = database.get_study(name)
+        counts = database.counts(row.id)
+        failed = [
+            c for state in ("failed", "quarantined") for c in database.cells(row.id, state=state)
+        ]
+    if fmt == "json":
+        render_json(
+            {
+                "study": name,
+                "cells": counts,
+                "failures": [
+                    {
+                        "cell_key": c.key,
+                        "kind": c.kind,
+                        "state": c.state,
+                        "attempts": c.attempts,
+                        "error": c.error,
+                    }
+                    for c in failed
+                ],
+            }
+        )
+        return
+    table = Table(title=f"study {name}", title_justify="left")
+    states = ["pending", "running", "done", "failed", "quarantined"]
+    table.add_column("kind")
+    for s in states:
+        table.add_column(s, justify="right")
+    for kind, by_state in sorted(counts.items()):
+        table.add_row(kind, *(str(by_state.get(s, 0)) for s in states))
+    echo_table(table)
+    for c in failed:
+        last = (c.error or "").strip().splitlines()
+        out.print(
+            f"[red]{c.state}[/] {c.kind} {c.key[:12]} after {c.attempts} attempt(s): "
+            f"{last[-1] if last else ''}"
+        )
+
+
+@main.command()
+@click.argument("study")
+@storage_options
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.option(
+    "--kind",
+    type=click.Choice(["train", "attack", "transfer"]),
+    default=None,
+    help="Only cells of this kind.",
+)
+def results(
+    study: str,
+    db: str | None,
+    store: str | None,
+    mlflow_uri: str | None,
+    fmt: str,
+    kind: str | None,
+) -> None:
+    """Every cell of STUDY (a name or its file) with its parameters and metrics.
+
+    JSON rows hold cell_key, kind, state, dataset, model (train: the model; attack: the
+    source; transfer: the target), defense, attack, params, metrics and, for transfer rows,
+    source and target.
+
+    \b
+    Examples:
+      advgrid results quickstart
+      advgrid results quickstart --kind attack --format csv > attacks.csv
+    """
+    with user_errors():
+        name, loaded = _study_ref(study)
+        database = open_db(_settings(db, store, mlflow_uri, loaded).db_url)
+        rows = [reports.row(c) for c in database.cells(database.get_study(name).id, kind=kind)]
+    if fmt == "json":
+        render_json(rows)
+    elif fmt == "csv":
+        click.echo(reports.results_csv(rows), nl=False)
+    elif fmt == "markdown":
+        click.echo(reports.results_csv(rows).replace(",", " | "), nl=False)
+    else:
+        echo_table(reports.results_table(rows))
+
+
+@main.command()
+@click.argument("study")
+@storage_options
+@click.option("--attack", default=None, help="Attack name (e.g. pgd).")
+@click.option("--eps", default=None, help="Attack budget, e.g. 0.1 or 8/255.")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Further attack-parameter filter, e.g. --param steps=40 (repeatable).",
+)
+@click.option(
+    "--denominator",
+    type=click.Choice(list(reports.DENOMINATORS)),
+    default="source_success",
+    show_default=True,
+    help="Which adversarial examples a rate counts.",
+)
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def transfer(
+    study: str,
+    db: str | None,
+    store: str | None,
+    mlflow_uri: str | None,
+    attack: str | None,
+    eps: str | None,
+    params: tuple[str, ...],
+    denominator: str,
+    fmt: str,
+) -> None:
+    """Transfer matrices of STUDY: how often source i's examples fool target j.
+
+    matrix[i][j] = fooled / n, where n counts source i's adversarial examples selected by
+    --denominator: source_success (those that fooled the source itself; the default, so the
+    diagonal is 1.0 by construction), all (every example), or target_correct (those whose
+    clean input target j classified correctly). "Fooled" means target j misclassifies it.
+    With filters that select one attack configuration, --format json prints one object
+    {attack, eps, sources, targets, matrix, n, ...}; otherwise a list of them.
+
+    \b
+    Examples:
+      advgrid transfer quickstart
+      advgrid transfer quickstart --attack pgd --eps 0.1 --format json
+      advgrid transfer quickstart --attack pgd --eps 8/255 --param steps=40 --format markdown
+    """
+    with user_errors():
+        eps_value = _parse_eps(eps)
+        where = dict(_parse_param(p) for p in params)
+        name, loaded = _study_ref(study)
+        database = open_db(_settings(db, store, mlflow_uri, loaded).db_url)
+        cells = database.cells(database.get_study(name).id, kind="transfer")
+        matrices = reports.transfer_matrices(
+            cells, attack=attack, eps=eps_value, where=where, denominator=denominator
+        )
+        if not matrices:
+            raise AdvgridError(
+                f"no done transfer cells in study {name!r} match the filters; "
+                f"see `advgrid results {name} --kind transfer`"
+            )
+    if fmt == "json":
+        objs = [m.to_json() for m in matrices]
+        render_json(objs[0] if len(objs) == 1 and (attack or eps) else objs)
+    elif fmt == "csv":
+        click.echo(reports.matrix_csv(matrices), nl=False)
+    elif fmt == "markdown":
+        click.echo("\n\n".join(reports.matrix_markdown(m) for m in matrices))
+    else:
+        for m in matrices:
+            echo_table(reports.matrix_table(m))
+
+
+def _parse_eps(eps: str | None) -> float | None:
+    if eps is None:
+        return None
+    from tasks.params import parse_number
+
+    try:
+        return float(parse_number(eps))  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--eps") from exc
+
+
+def _parse_param(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"expected KEY=VALUE, got {text!r}", param_hint="--param")
+    return key.strip(), value.strip()
+
+
+@main.command(name="list")
+@click.argument("kind", type=click.Choice(sorted(REGISTRIES)))
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+def list_(kind: str, fmt: str) -> None:
+    """The registered components of KIND with a one-line summary and their parameters.
+
+    \b
+    Examples:
+      advgrid list attacks
+      advgrid list datasets --format json
+    """
+    entries = list(REGISTRIES[kind])
+    if fmt == "json":
+        render_json(
+            [
+                {
+                    "name": e.name,
+                    "summary": e.summary,
+                    "params": json.loads(json.dumps(e.params.model_json_schema())),
+                }
+                for e in entries
+            ]
+        )
+        return
+    table = Table(title_justify="left")
+    for col in ("name", "summary", "params (defaults)"):
+        table.add_column(col)
+    for e in entries:
+        fields = ", ".join(
+            f"{n}={'' if f.is_required() else repr(f.default)}"
+            for n, f in e.params.model_fields.items()
+        )
+        table.add_row(e.name, e.summary, fields)
+    echo_table(table)
+
+
+@main.group()
+def db() -> None:
+    """The SQL index: schema migrations and facts."""
+
+
+@db.command()
+@storage_options
+def upgrade(db: str | None, store: str | None, mlflow_uri: str | None) -> None:
+    """Migrate the database to the schema this advgrid needs.
+
+    \b
+    Examples:
+      advgrid db upgrade
+      advgrid db upgrade --db postgresql://lab@dbhost/advgrid
+    """
+    from storage import Database
+
+    with user_errors():
+        database = Database(_settings(db, store, mlflow_uri).db_url)
+        before, after = database.upgrade()
+    out.print(f"database at revision {after} (was {before or 'empty'})")
+
+
+@db.command()
+@storage_options
+def info(db: str | None, store: str | None, mlflow_uri: str | None) -> None:
+    """Where the database is, its schema revision and row counts (password masked).
+
+    \b
+    Examples:
+      advgrid db info
+    """
+    from storage import Database
+
+    with user_errors():
+        render_json(Database(_settings(db, store, mlflow_uri).db_url).info())
+
+
+__all__ = ["err"]

@@ -1,0 +1,321 @@
+"""The run loop: plan, record, claim, submit, commit, repeat — resumable at every step.
+
+Everything a run learns goes to the SQL index first; the loop keeps only what is in flight.
+A cell is claimed with a lease before it is submitted; a heartbeat thread extends the leases
+of in-flight cells; a result is committed only while its lease token is still valid. If
+this process dies, its leases expire (or, on this host, are released at once when the next
+run sees the owning process is gone) and the next run picks the cells up.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from rich.console import Console
+
+from orchestrator import checkpoints
+from orchestrator.config import Settings
+from orchestrator.errors import AdvgridError
+from orchestrator.executors import InlineExecutor, RayExecutor
+from orchestrator.plan import Plan, PlannedCell, canonical_json
+from orchestrator.progress import RunProgress
+from orchestrator.tracking import Tracker
+from storage import ArtifactRecord, ClaimedCell, Database, NewCell
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+
+
+@dataclass
+class Summary:
+    """What one ``advgrid run`` did."""
+
+    study: str
+    planned: dict[str, int]
+    new_cells: int
+    to_run: int
+    ran: int = 0
+    done: int = 0
+    failed: int = 0
+    dropped: int = 0
+    blocked: list[str] = field(default_factory=list)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        bad = {"failed", "quarantined", "pending", "running"}
+        return not any(n for states in self.counts.values() for s, n in states.items() if s in bad)
+
+
+def owner_id() -> str:
+    """``host:pid:nonce`` — lets a later run on this host see that the owner is gone."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def release_dead_local_owners(db: Database, study_id: int) -> int:
+    """Expire leases held by processes of this host that no longer exist."""
+    host, dead = socket.gethostname(), []
+    for owner in db.running_owners(study_id):
+        parts = owner.split(":")
+        local = len(parts) == 3 and parts[0] == host and parts[1].isdigit()
+        if local and not _pid_alive(int(parts[1])):
+            dead.append(owner)
+    return db.expire_leases(study_id, dead) if dead else 0
+
+
+class Heartbeat(threading.Thread):
+    """Extends the leases of in-flight cells every ``lease_s / 4`` seconds."""
+
+    def __init__(self, db: Database, lease_s: float) -> None:
+        super().__init__(name="advgrid-heartbeat", daemon=True)
+        self.db, self.lease_s = db, lease_s
+        self.tokens: set[str] = set()
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.lease_s / 4):
+            with self.lock:
+                tokens = list(self.tokens)
+            if tokens:
+                try:
+                    self.db.heartbeat(tokens, self.lease_s)
+                except Exception:  # a missed beat is retried; the lease has slack
+                    log.warning("lease heartbeat failed; retrying", exc_info=True)
+
+
+class Driver:
+    """Runs one study's plan to completion on an executor."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        settings: Settings,
+        db: Database,
+        *,
+        max_inflight: int | None = None,
+        console: Console | None = None,
+        mlflow: bool = True,
+    ) -> None:
+        self.plan, self.settings, self.db = plan, settings, db
+        self.study = plan.study
+        self.execution = self.study.file.execution
+        self.max_inflight = max_inflight or self.execution.max_inflight or 0
+        self.executor: InlineExecutor | RayExecutor = InlineExecutor()
+        self.console = console or Console(stderr=True, quiet=True)
+        self.mlflow = mlflow
+        self.owner = owner_id()
+        self.cells = plan.by_key()
+        self.inflight: dict[int, tuple[ClaimedCell, PlannedCell]] = {}
+        self.artifacts: dict[str, dict[str, str]] = {}
+        self.file_digests: dict[str, str] = {}
+
+    def prepare(self, *, retry_failed: bool = False) -> tuple[int, Summary]:
+        """Record the study and its cells; returns the study id and a summary so far."""
+        self.file_digests = checkpoints.import_all(self.study, self.settings.store_root)
+        row = self.db.upsert_study(
+            self.study.name, self.study.text, self.study.spec_hash, getpass.getuser(), VERSION
+        )
+        new = self.db.add_cells(
+            row.id,
+            (
+                NewCell(c.key, c.kind, canonical_json(c.spec), list(c.depends_on))
+                for c in self.plan.cells
+            ),
+        )
+        if retry_failed:
+            self.db.retry_quarantined(row.id)
+        release_dead_local_owners(self.db, row.id)
+        done = self.db.cells(row.id, state="done")
+        self.artifacts = {c.key: dict(c.artifacts) for c in done}
+        done_keys = {c.key for c in done}
+        to_run = sum(1 for c in self.plan.cells if c.key not in done_keys)
+        summary = Summary(self.study.name, self.plan.counts(), new, to_run)
+        return row.id, summary
+
+    def run(
+        self, study_id: int, summary: Summary, executor: InlineExecutor | RayExecutor
+    ) -> Summary:
+        """Run every runnable cell of the plan on ``executor`` until none is left."""
+        start = time.perf_counter()
+        self.executor = executor
+        self.max_inflight = self.max_inflight or executor.default_inflight()
+        tracker = (
+            Tracker.launch(self.settings, self.study, self.db, study_id) if self.mlflow else None
+        )
+        beat = Heartbeat(self.db, self.execution.lease_seconds)
+        beat.start()
+        try:
+            with RunProgress(self.console, summary.to_run) as progress:
+                self._loop(study_id, summary, beat, tracker, progress)
+        except BaseException:
+            self._release_inflight()
+            raise
+        finally:
+            beat.stopped.set()
+            if tracker is not None:
+                tracker.close(self.console)
+        summary.counts = self.db.counts(study_id)
+        summary.elapsed_s = time.perf_counter() - start
+        return summary
+
+    def _loop(
+        self,
+        study_id: int,
+        summary: Summary,
+        beat: Heartbeat,
+        tracker: Tracker | None,
+        progress: RunProgress,
+    ) -> None:
+        idle_since: float | None = None
+        while True:
+            claimed = self._fill(study_id, beat)
+            if not self.inflight and not claimed:
+                if not self._others_running(study_id):
+                    break
+                idle_since = idle_since or time.monotonic()
+                time.sleep(min(2.0, self.execution.lease_seconds / 4))
+                continue
+            idle_since = None
+            for outcome in self.executor.poll(timeout=0.5):
+                cell, planned = self.inflight.pop(outcome.cell_id)
+                with beat.lock:
+                    beat.tokens.discard(cell.token)
+                self._commit(cell, outcome, summary, tracker)
+                progress.update(summary, running=len(self.inflight))
+            progress.update(summary, running=len(self.inflight))
+        summary.blocked = [
+            c.key for c in self.db.cells(study_id, state="pending") if c.key in self.cells
+        ]
+
+    def _fill(self, study_id: int, beat: Heartbeat) -> int:
+        free = self.max_inflight - len(self.inflight)
+        if free <= 0:
+            return 0
+        claimed = self.db.claim(
+            study_id,
+            self.owner,
+            free,
+            self.execution.lease_seconds,
+            self.execution.max_attempts,
+            keys=set(self.cells),
+        )
+        for cell in claimed:
+            planned = self.cells[cell.key]
+            self.inflight[cell.id] = (cell, planned)
+            with beat.lock:
+                beat.tokens.add(cell.token)
+            try:
+                payload = self._payload(study_id, planned)
+            except AdvgridError as exc:
+                self.inflight.pop(cell.id)
+                self.db.fail(
+                    cell.id,
+                    cell.token,
+                    error=str(exc),
+                    worker=self.owner,
+                    max_attempts=self.execution.max_attempts,
+                )
+                continue
+            resources = self.execution.resources_for(cell.kind).model_dump()
+            payload["num_cpus"] = resources["num_cpus"]
+            self.executor.submit(cell.id, payload, resources)
+        return len(claimed)
+
+    def _others_running(self, study_id: int) -> bool:
+        counts = self.db.counts(study_id)
+        return any(states.get("running", 0) for states in counts.values())
+
+    def _payload(self, study_id: int, cell: PlannedCell) -> dict:
+        inputs = {}
+        for role, src in cell.inputs.items():
+            if src[0] == "file":
+                inputs[role] = self.file_digests[src[1]]
+                continue
+            key, dep_role = src[1], src[2]
+            if key not in self.artifacts:
+                found = self.db.artifacts_of(study_id, [key], dep_role)
+                self.artifacts[key] = {dep_role: found[key]} if key in found else {}
+            if dep_role not in self.artifacts[key]:
+                raise AdvgridError(
+                    f"input {role!r} of cell {cell.key[:12]}: dependency "
+                    f"{key[:12]} has no {dep_role!r} artifact"
+                )
+            inputs[role] = self.artifacts[key][dep_role]
+        return {
+            "key": cell.key,
+            "kind": cell.kind,
+            "spec": cell.spec,
+            "inputs": inputs,
+            "store": self.settings.store_root,
+            "batch_size": self.execution.batch_size,
+        }
+
+    def _commit(
+        self, cell: ClaimedCell, outcome, summary: Summary, tracker: Tracker | None
+    ) -> None:
+        summary.ran += 1
+        if outcome.error is not None:
+            state = self.db.fail(
+                cell.id,
+                cell.token,
+                error=outcome.error,
+                worker="?",
+                max_attempts=self.execution.max_attempts,
+            )
+            summary.failed += 1
+            log.warning(
+                "cell %s (%s) failed: %s",
+                cell.key[:12],
+                cell.kind,
+                outcome.error.strip().splitlines()[-1] if outcome.error.strip() else "",
+            )
+            if state is None:
+                summary.dropped += 1
+            return
+        result = outcome.result
+        records = {role: ArtifactRecord(**rec) for role, rec in result["artifacts"].items()}
+        ok = self.db.complete(
+            cell.id,
+            cell.token,
+            metrics=result["metrics"],
+            artifacts=records,
+            duration_s=result["duration_s"],
+            worker=result["worker"],
+        )
+        if not ok:
+            summary.dropped += 1
+            log.warning("cell %s: lease lost before commit; result dropped", cell.key[:12])
+            return
+        summary.done += 1
+        self.artifacts[cell.key] = {role: r.digest for role, r in records.items()}
+        if tracker is not None:
+            tracker.enqueue(cell.id)
+
+    def _release_inflight(self) -> None:
+        self.executor.cancel_all()
+        for cell, _ in self.inflight.values():
+            try:
+                self.db.release(cell.id, cell.token, outcome="killed")
+            except Exception:
+                log.warning("could not release cell %s", cell.key[:12], exc_info=True)
+        self.inflight.clear()

@@ -1,0 +1,148 @@
+"""Grid expansion: a validated study becomes cells with content keys.
+
+A cell key is the SHA-256 of the canonical JSON (sorted keys, no whitespace) of
+``{"schema": SCHEMA_VERSION, "spec": <normalized spec>, "deps": <sorted dependency keys>}``.
+Specs hold normalized params (defaults filled in), the evaluation slice by the hash of its
+sample indices and a checkpoint file by its content hash, so the same work always gets the
+same key and extending a study adds only new keys. Labels (model and dataset names) are part
+of the spec: renaming a model is a new model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.spec import Resolved, Study
+from tasks import datasets
+
+SCHEMA_VERSION = 1
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def cell_key(spec: dict, deps: list[str] | tuple[str, ...]) -> str:
+    payload = {"schema": SCHEMA_VERSION, "spec": spec, "deps": sorted(deps)}
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PlannedCell:
+    """One unit of work. ``inputs`` maps an input role to where it comes from:
+    ``("cell", key, role)`` — an artifact of another cell — or ``("file", model_name)``."""
+
+    key: str
+    kind: str
+    spec: dict
+    depends_on: tuple[str, ...]
+    inputs: dict[str, tuple[str, ...]]
+
+
+@dataclass
+class Plan:
+    study: Study
+    cells: list[PlannedCell] = field(default_factory=list)
+
+    def add(self, kind: str, spec: dict, inputs: dict[str, tuple[str, ...]]) -> PlannedCell:
+        deps = tuple(sorted({src[1] for src in inputs.values() if src[0] == "cell"}))
+        cell = PlannedCell(cell_key(spec, deps), kind, spec, deps, inputs)
+        self.cells.append(cell)
+        return cell
+
+    def by_key(self) -> dict[str, PlannedCell]:
+        return {c.key: c for c in self.cells}
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(c.kind for c in self.cells))
+
+
+def _component(r: Resolved) -> dict:
+    return {"name": r.name, "label": r.label, "params": r.params}
+
+
+def _eval_hash(d: Resolved) -> str:
+    params = datasets.params_of(d.name, d.params)
+    data = datasets.load(d.name, params)
+    return datasets.split(len(data.y), params).eval_hash
+
+
+def expand(study: Study) -> Plan:
+    """All cells of ``study``: train, then attack, then transfer, in a stable order."""
+    plan, spec = Plan(study), study.file
+    names = [m.name for m in spec.models]
+    sources = names if spec.sources == "all" else spec.sources
+    targets = names if spec.targets == "all" else spec.targets
+    for d in study.datasets:
+        ds = _component(d)
+        refs = _model_refs(plan, study, ds, d.label)
+        ds_eval = {"dataset": ds, "eval_hash": _eval_hash(d)}
+        attacks = [
+            _attack(plan, ds_eval, src, refs[src], defense, attack)
+            for src in sources
+            if src in refs
+            for defense in study.defenses
+            for attack in study.attacks
+        ]
+        for cell, tgt, tdef in (
+            (a, t, td) for a in attacks for t in targets if t in refs for td in study.defenses
+        ):
+            tspec = {
+                **cell.spec,
+                "kind": "transfer",
+                "target": tgt,
+                "target_defense": _component(tdef),
+            }
+            if refs[tgt][0] == "file":
+                tspec["target_checkpoint_sha256"] = refs[tgt][2]
+            plan.add(
+                "transfer",
+                tspec,
+                {"adversarial": ("cell", cell.key, "adversarial"), "checkpoint": refs[tgt]},
+            )
+    return plan
+
+
+def _model_refs(plan: Plan, study: Study, ds: dict, label: str) -> dict[str, tuple[str, ...]]:
+    """Where each model's checkpoint on this dataset comes from; adds the train cells."""
+    refs: dict[str, tuple[str, ...]] = {}
+    for m in study.file.models:
+        if m.datasets is not None and label not in m.datasets:
+            continue
+        model = {"name": m.name, "arch": m.arch, "params": _arch_params(m.arch, m.params)}
+        if m.train is not None:
+            spec = {
+                "kind": "train",
+                "dataset": ds,
+                "model": model,
+                "train": m.train.model_dump(mode="json"),
+            }
+            refs[m.name] = ("cell", plan.add("train", spec, {}).key, "checkpoint")
+        else:
+            refs[m.name] = ("file", m.name, study.checkpoints[m.name][1])
+    return refs
+
+
+def _arch_params(arch: str, params: dict) -> dict:
+    from tasks.models import MODELS
+
+    return MODELS.params_of(arch, params).model_dump(mode="json")
+
+
+def _attack(
+    plan: Plan, ds_eval: dict, src: str, ref: tuple[str, ...], defense: Resolved, attack: Resolved
+) -> PlannedCell:
+    spec = {
+        "kind": "attack",
+        **ds_eval,
+        "source": src,
+        "defense": _component(defense),
+        "attack": {"name": attack.name, "params": attack.params},
+    }
+    if ref[0] == "file":
+        spec["source_checkpoint_sha256"] = ref[2]
+    return plan.add("attack", spec, {"checkpoint": ref})

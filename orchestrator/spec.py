@@ -1,0 +1,319 @@
+"""Study files: parsing and complete validation before anything is written.
+
+A study file is YAML. Its structure is checked by pydantic (unknown keys are errors); then
+every component name is resolved in its registry, every parameter validated by the
+component's params model (each point of a parameter grid separately) and every cross
+reference checked. All problems are collected and reported together, each with the line in
+the file and the path of the offending value (``attacks[2].eps[0]: must be ≥ 0``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from orchestrator.errors import ConfigError
+from orchestrator.yamlpos import Positions, format_path
+from tasks.attacks import ATTACKS
+from tasks.datasets import DATASETS
+from tasks.defenses import DEFENSES
+from tasks.models import MODELS
+from tasks.registry import Registry
+from tasks.training import TrainParams
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Component(BaseModel):
+    """A registry name plus flat parameters (``{name: pgd, eps: 0.1, steps: [10, 40]}``)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    @property
+    def values(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ModelEntry(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    arch: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    train: TrainParams | None = None
+    checkpoint: str | None = None
+    datasets: list[str] | None = None
+
+
+class Resources(_Strict):
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+
+
+class Execution(_Strict):
+    batch_size: int = Field(256, ge=1)
+    max_inflight: int | None = Field(None, ge=1)
+    max_attempts: int = Field(3, ge=1)
+    lease_seconds: float = Field(120.0, gt=0)
+    resources: dict[Literal["train", "attack", "transfer"], Resources] = Field(default_factory=dict)
+
+    def resources_for(self, kind: str) -> Resources:
+        return self.resources.get(kind, Resources())  # type: ignore[call-overload]
+
+
+class Storage(_Strict):
+    db: str | None = None
+    store: str | None = None
+    mlflow_uri: str | None = None
+
+
+class StudyFile(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    datasets: list[Component] = Field(min_length=1)
+    models: list[ModelEntry] = Field(min_length=1)
+    defenses: list[Component] = Field(default_factory=lambda: [Component(name="none")])
+    attacks: list[Component] = Field(min_length=1)
+    sources: Literal["all"] | list[str] = "all"
+    targets: Literal["all"] | list[str] = "all"
+    execution: Execution = Field(default_factory=Execution)
+    storage: Storage = Field(default_factory=Storage)
+
+    @field_validator("defenses")
+    @classmethod
+    def _nonempty(cls, v: list[Component]) -> list[Component]:
+        if not v:
+            raise ValueError("list at least one defense (`- name: none` for undefended models)")
+        return v
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A validated component: registry name, label and normalized params."""
+
+    name: str
+    label: str
+    params: dict[str, Any]
+
+
+@dataclass
+class Study:
+    """A fully validated study."""
+
+    file: StudyFile
+    path: str
+    text: str
+    datasets: list[Resolved] = field(default_factory=list)
+    defenses: list[Resolved] = field(default_factory=list)
+    attacks: list[Resolved] = field(default_factory=list)
+    checkpoints: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (path, sha256)
+
+    @property
+    def name(self) -> str:
+        return self.file.name
+
+    @property
+    def spec_hash(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+_MESSAGES = {
+    "greater_than_equal": "must be ≥ {ge}",
+    "greater_than": "must be > {gt}",
+    "less_than_equal": "must be ≤ {le}",
+    "less_than": "must be < {lt}",
+    "missing": "required key is missing",
+}
+
+
+def _message(err: Any, allowed: list[str]) -> str:
+    kind, ctx = err["type"], err.get("ctx", {})
+    if kind == "extra_forbidden":
+        key = str(err["loc"][-1])
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"unknown key {key!r}; {hint}allowed keys: {', '.join(sorted(allowed))}"
+    if kind in _MESSAGES:
+        ctx = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in ctx.items()}
+        return _MESSAGES[kind].format(**ctx) + f" (got {err.get('input')!r})"
+    return f"{err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r})"
+
+
+class _Problems:
+    def __init__(self, source: str, text: str) -> None:
+        self.source, self.positions = source, Positions(text)
+        self.items: list[str] = []
+
+    def add(self, loc: tuple, message: str) -> None:
+        line = self.positions.line(loc)
+        where = f"line {line}: " if line else ""
+        self.items.append(f"{where}{format_path(loc)}: {message}")
+
+    def add_pydantic(self, exc: ValidationError, prefix: tuple, model: type[BaseModel]) -> None:
+        for err in exc.errors():
+            loc = prefix + tuple(err["loc"])
+            owner = _model_at(model, tuple(err["loc"][:-1]))
+            self.add(loc, _message(err, list(owner.model_fields) if owner else []))
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        info = getattr(current, "model_fields", {}).get(part)
+        if info is None:
+            return None
+        ann = info.annotation
+        args = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type)]
+        candidates = [ann, *args]
+        current = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+        if current is None:
+            return None
+    return current if isinstance(current, type) else None
+
+
+def _resolve(
+    registry: Registry, entry: Component, loc: tuple, problems: _Problems, grid: bool
+) -> list[Resolved]:
+    if entry.name not in registry:
+        problems.add(loc + ("name",), registry.unknown_message(entry.name))
+        return []
+    model = registry.get(entry.name).params
+    values = entry.values
+    label = str(values.pop("label", entry.name))
+    axes = [k for k, v in values.items() if grid and isinstance(v, list)]
+    out: list[Resolved] = []
+    for combo in itertools.product(*(range(len(values[k])) for k in axes)):
+        point = dict(values)
+        point.update({k: values[k][i] for k, i in zip(axes, combo, strict=True)})
+        try:
+            params = model.model_validate(point).model_dump(mode="json")
+        except ValidationError as exc:
+            for err in exc.errors():
+                key = err["loc"][0] if err["loc"] else None
+                sub = (key, combo[axes.index(key)]) if key in axes else tuple(err["loc"][:1])
+                problems.add(
+                    loc + sub + tuple(err["loc"][1:]), _message(err, list(model.model_fields))
+                )
+            continue
+        if not any(r.params == params for r in out):
+            out.append(Resolved(entry.name, label, params))
+    return out
+
+
+def load(path: str | Path) -> Study:
+    """Read and completely validate the study file at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read the study file: {exc.strerror}"]) from exc
+    return parse(text, str(path))
+
+
+def parse(text: str, source: str = "<study>") -> Study:
+    """Validate the study in ``text``; ``source`` names it in error messages."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [f"{where}YAML syntax error: {problem}"]) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(
+            source,
+            [
+                "the study must be a YAML mapping with keys name, datasets, "
+                "models, attacks (see examples/quickstart.yaml)"
+            ],
+        )
+    problems = _Problems(source, text)
+    try:
+        spec = StudyFile.model_validate(data)
+    except ValidationError as exc:
+        problems.add_pydantic(exc, (), StudyFile)
+        raise ConfigError(source, problems.items) from exc
+    study = Study(file=spec, path=source, text=text)
+    _check_components(study, problems)
+    _check_models(study, problems, Path(source).parent)
+    if problems.items:
+        raise ConfigError(source, problems.items)
+    return study
+
+
+def _check_components(study: Study, problems: _Problems) -> None:
+    spec = study.file
+    for i, entry in enumerate(spec.datasets):
+        study.datasets += _resolve(DATASETS, entry, ("datasets", i), problems, grid=False)
+    for i, entry in enumerate(spec.defenses):
+        study.defenses += _resolve(DEFENSES, entry, ("defenses", i), problems, grid=False)
+    for i, entry in enumerate(spec.attacks):
+        study.attacks += _resolve(ATTACKS, entry, ("attacks", i), problems, grid=True)
+    for kind, items in (("datasets", study.datasets), ("defenses", study.defenses)):
+        labels = [r.label for r in items]
+        for label in {x for x in labels if labels.count(x) > 1}:
+            problems.add((kind,), f"{label!r} appears twice; give one entry a distinct `label:`")
+
+
+def _check_models(study: Study, problems: _Problems, base: Path) -> None:
+    spec = study.file
+    names = [m.name for m in spec.models]
+    dataset_labels = [d.label for d in study.datasets]
+    for i, m in enumerate(spec.models):
+        loc = ("models", i)
+        if names.count(m.name) > 1:
+            problems.add(loc + ("name",), f"model name {m.name!r} is used twice")
+        if m.arch not in MODELS:
+            problems.add(loc + ("arch",), MODELS.unknown_message(m.arch))
+        else:
+            try:
+                MODELS.params_of(m.arch, m.params)
+            except ValidationError as exc:
+                problems.add_pydantic(exc, loc + ("params",), MODELS.get(m.arch).params)
+        if (m.train is None) == (m.checkpoint is None):
+            problems.add(loc, "give exactly one of `train:` (a recipe) or `checkpoint:` (a file)")
+        if m.checkpoint is not None:
+            _check_checkpoint(study, m, base, loc, problems)
+        for j, d in enumerate(m.datasets or []):
+            if d not in dataset_labels:
+                problems.add(loc + ("datasets", j), _unknown("dataset", d, dataset_labels))
+    for axis in ("sources", "targets"):
+        value = getattr(spec, axis)
+        for j, name in enumerate([] if value == "all" else value):
+            if name not in names:
+                problems.add((axis, j), _unknown("model", name, names))
+
+
+def _check_checkpoint(
+    study: Study, m: ModelEntry, base: Path, loc: tuple, problems: _Problems
+) -> None:
+    path = Path(m.checkpoint or "")
+    path = path if path.is_absolute() else base / path
+    if not path.is_file():
+        problems.add(loc + ("checkpoint",), f"no such file: {path}")
+        return
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    study.checkpoints[m.name] = (str(path.resolve()), digest.hexdigest())
+
+
+def _unknown(kind: str, name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"no {kind} named {name!r} in this study; {hint}known: {', '.join(known)}"

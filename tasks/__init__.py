@@ -1,0 +1,1 @@
+"""Worker side of advgrid: components and ``run_cell``."""

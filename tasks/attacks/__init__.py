@@ -1,0 +1,9 @@
+"""Attacks: the template base class, norm-ball strategies and one module per family.
+
+Importing this package registers every built-in attack in :data:`ATTACKS`.
+"""
+
+from tasks.attacks import fgsm, pgd  # noqa: F401  (registration)
+from tasks.attacks.base import ATTACKS, Attack, AttackOutput, AttackParams, register
+
+__all__ = ["ATTACKS", "Attack", "AttackOutput", "AttackParams", "register"]

@@ -1,0 +1,175 @@
+"""The attack template: the base class owns everything but the perturbation loop.
+
+``Attack.__call__`` validates inputs, puts the model in eval mode with parameter gradients
+off (both restored afterwards, also on errors), picks targets for targeted attacks, calls
+the concrete attack's ``perturb``, projects the result into [0, 1] (and the eps-ball for
+fixed-budget attacks), and scores success on the final values. All randomness comes from a
+``torch.Generator`` seeded from ``params.seed`` unless the caller passes one.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from tasks.errors import InputError
+from tasks.params import Number
+from tasks.registry import Params, Registry
+
+ATTACKS: Registry = Registry("attack", "attacks")
+
+
+class AttackParams(Params):
+    """Parameters every attack shares."""
+
+    eps: Number = Field(8 / 255, ge=0, description="perturbation budget in [0, 1] pixel units")
+    targeted: bool = False
+    target: Literal["random", "least_likely"] | int = Field(
+        "random", description="target class rule for targeted attacks"
+    )
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class AttackOutput:
+    """Adversarial inputs and per-sample success; pass counts are per sample."""
+
+    x_adv: torch.Tensor
+    success: torch.Tensor
+    target: torch.Tensor | None
+    forward: int
+    backward: int
+
+
+def register(name: str) -> Callable[[type[Attack]], type[Attack]]:
+    """``@register("pgd")``: add the class to :data:`ATTACKS` and record its name."""
+
+    def decorate(cls: type[Attack]) -> type[Attack]:
+        cls.name = name
+        return ATTACKS.register(name)(cls)
+
+    return decorate
+
+
+@contextmanager
+def _attack_mode(model: nn.Module) -> Iterator[None]:
+    training = model.training
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        for p, _ in grads:
+            p.requires_grad_(False)
+        yield
+    finally:
+        model.train(training)
+        for p, flag in grads:
+            p.requires_grad_(flag)
+
+
+class Attack(ABC):
+    """Template method; subclasses write only :meth:`perturb`."""
+
+    Params: ClassVar[type[AttackParams]] = AttackParams
+    name: ClassVar[str] = ""
+    fixed_budget: ClassVar[bool] = True
+    norm: ClassVar[str] = "linf"
+
+    def __init__(self, params: AttackParams) -> None:
+        self.params = params
+        self.forward = self.backward = 0
+
+    def __call__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> AttackOutput:
+        _check(x, y)
+        gen = generator or torch.Generator(device=x.device).manual_seed(self.params.seed)
+        self.forward = self.backward = 0
+        with _attack_mode(model):
+            target = self._targets(model, x, y, gen) if self.params.targeted else None
+            if self.params.eps == 0 and self.fixed_budget:
+                x_adv = x.clone()
+            else:
+                x_adv = self.perturb(model, x.detach(), y, target, gen).detach()
+                x_adv = self._final_projection(x_adv, x)
+            with torch.inference_mode():
+                pred = model(x_adv).argmax(1)
+            self.forward += len(x)
+        success = pred == target if target is not None else pred != y
+        return AttackOutput(x_adv, success, target, self.forward, self.backward)
+
+    @abstractmethod
+    def perturb(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """Return adversarial inputs for ``x``; ``target`` is set for targeted attacks."""
+
+    def _final_projection(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.fixed_budget:
+            from tasks.attacks.norms import ball
+
+            return ball(getattr(self.params, "norm", self.norm)).project(x_adv, x, self.params.eps)
+        return x_adv.clamp(0, 1)
+
+    def loss_grad(
+        self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward and backward pass: (logits, ∇ₓ of the loss to ascend)."""
+        x_adv = x_adv.detach().requires_grad_(True)
+        logits = model(x_adv)
+        loss = F.cross_entropy(logits, y) if target is None else -F.cross_entropy(logits, target)
+        grad = torch.autograd.grad(loss, x_adv)[0]
+        self.forward += len(x_adv)
+        self.backward += len(x_adv)
+        return logits.detach(), grad
+
+    def _targets(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
+    ) -> torch.Tensor:
+        rule = self.params.target
+        with torch.inference_mode():
+            logits = model(x)
+        self.forward += len(x)
+        k = logits.shape[1]
+        if isinstance(rule, int):
+            if not 0 <= rule < k:
+                raise InputError(f"target class {rule} is outside 0..{k - 1}")
+            return torch.full_like(y, rule)
+        if rule == "least_likely":
+            return logits.argmin(1)
+        shift = torch.randint(1, k, y.shape, generator=gen, device=y.device)
+        return (y + shift) % k  # uniform over the classes other than y
+
+
+def _check(x: torch.Tensor, y: torch.Tensor) -> None:
+    if not torch.is_floating_point(x):
+        raise InputError(f"x must be a float tensor in [0, 1], got dtype {x.dtype}")
+    if x.dim() < 2 or y.shape != (x.shape[0],):
+        raise InputError(
+            f"expected x of shape (N, ...) and y of shape (N,), got "
+            f"{tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    if y.dtype != torch.int64:
+        raise InputError(f"y must hold int64 class indices, got {y.dtype}")
+    if x.numel() and (x.min() < 0 or x.max() > 1):
+        raise InputError(
+            f"x must lie in [0, 1] (got [{float(x.min()):.3g}, {float(x.max()):.3g}]); "
+            "normalization belongs inside the model"
+        )

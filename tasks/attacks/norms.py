@@ -1,0 +1,82 @@
+"""Norm-ball geometry as small strategy objects (random start, ascent direction, projection).
+
+An attack holds one ``Ball`` and never branches on the norm itself. Shapes: ``x`` and
+``delta`` are ``(N, ...)``; per-sample quantities are ``(N,)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+class LinfBall:
+    """``‖δ‖∞ ≤ ε``: sign ascent, box clipping."""
+
+    name = "linf"
+
+    @staticmethod
+    def norm(delta: torch.Tensor) -> torch.Tensor:
+        return delta.flatten(1).abs().amax(1)
+
+    @staticmethod
+    def random_start(x: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
+        """Uniform in the cube, as Madry et al."""
+        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return (2 * u - 1) * eps
+
+    @staticmethod
+    def ascent(grad: torch.Tensor) -> torch.Tensor:
+        return grad.sign()
+
+    @staticmethod
+    def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+        delta = torch.clamp(x_adv - x, min=-eps, max=eps)
+        return torch.clamp(x + delta, min=0, max=1)
+
+
+class L2Ball:
+    """``‖δ‖₂ ≤ ε``: normalized-gradient ascent, radial projection."""
+
+    name = "l2"
+    _tiny = 1e-12
+
+    @staticmethod
+    def norm(delta: torch.Tensor) -> torch.Tensor:
+        return delta.flatten(1).norm(p=2, dim=1)
+
+    @classmethod
+    def random_start(cls, x: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
+        """Uniform in the ball: Gaussian direction, radius ``ε·u^(1/d)``."""
+        g = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        d = x[0].numel()
+        u = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
+        radius = eps * u.pow(1.0 / d)
+        return g / _per_sample(cls.norm(g).clamp_min(cls._tiny), g) * _per_sample(radius, g)
+
+    @classmethod
+    def ascent(cls, grad: torch.Tensor) -> torch.Tensor:
+        return grad / _per_sample(cls.norm(grad).clamp_min(cls._tiny), grad)
+
+    @classmethod
+    def project(cls, x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+        delta = x_adv - x
+        scale = (eps / cls.norm(delta).clamp_min(cls._tiny)).clamp(max=1.0)
+        return torch.clamp(x + delta * _per_sample(scale, delta), min=0, max=1)
+
+
+Ball = LinfBall | L2Ball
+BALLS: dict[str, type[LinfBall] | type[L2Ball]] = {"linf": LinfBall, "l2": L2Ball}
+
+
+def ball(norm: str) -> type[LinfBall] | type[L2Ball]:
+    """The strategy for ``norm`` (``linf`` or ``l2``)."""
+    try:
+        return BALLS[norm]
+    except KeyError:
+        raise ValueError(
+            f"norm {norm!r} is not supported here; use one of {sorted(BALLS)}"
+        ) from None

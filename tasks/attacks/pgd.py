@@ -1,0 +1,77 @@
+"""PGD — projected gradient descent on the loss, in an L∞ or L2 ball.
+
+Madry, Makelov, Schmidt, Tsipras & Vladu, "Towards Deep Learning Models Resistant to
+Adversarial Attacks", ICLR 2018.
+
+Threat model: white-box, ``‖x' − x‖ ≤ eps`` in ``norm`` (``linf`` or ``l2``), inputs in
+[0, 1]. From ``x`` (or a uniform random point of the ball when ``random_start``), take
+``steps`` ascent steps of ``step_size`` on the cross-entropy (descent on the target's for
+targeted attacks), projecting onto the ball and [0, 1] after each. Defaults: ``steps=10``,
+``step_size = 2.5 · eps / steps`` (Madry et al.'s rule), random start on, one restart.
+With ``restarts > 1`` each sample keeps the first restart that succeeds, else the last.
+Cost per restart: ``steps`` forward and backward passes per sample.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+
+from tasks.attacks.base import Attack, AttackParams, register
+from tasks.attacks.norms import ball
+from tasks.params import Number
+
+
+class PGDParams(AttackParams):
+    norm: Literal["linf", "l2"] = "linf"
+    steps: int = Field(10, ge=1)
+    step_size: Number | None = Field(None, gt=0, description="default: 2.5 · eps / steps")
+    random_start: bool = True
+    restarts: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _default_step(self) -> PGDParams:
+        if self.step_size is None:
+            object.__setattr__(self, "step_size", 2.5 * self.eps / self.steps)
+        return self
+
+
+@register("pgd")
+class PGD(Attack):
+    """Projected gradient descent in an L∞ or L2 ball, random start, restarts (Madry 2018)."""
+
+    Params = PGDParams
+    params: PGDParams
+
+    def perturb(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        p, geometry = self.params, ball(self.params.norm)
+        step = float(p.step_size or 0.0)  # always set by PGDParams' validator
+        best = x.clone()
+        done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        for _ in range(p.restarts):
+            x_adv = x.clone()
+            if p.random_start:
+                x_adv = torch.clamp(x + geometry.random_start(x, p.eps, generator), 0, 1)
+            for _ in range(p.steps):
+                _, grad = self.loss_grad(model, x_adv, y, target)
+                x_adv = geometry.project(x_adv + step * geometry.ascent(grad), x, p.eps)
+            if p.restarts == 1:
+                return x_adv
+            with torch.inference_mode():
+                pred = model(x_adv).argmax(1)
+            self.forward += len(x)
+            hit = (pred == target) if target is not None else (pred != y)
+            take = ~done
+            best[take] = x_adv[take]
+            done |= hit
+        return best

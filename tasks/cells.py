@@ -1,0 +1,208 @@
+"""``run_cell(payload) -> result``: what a worker does for one cell.
+
+The payload is plain data: the cell's normalized ``spec``, its ``kind``, the digests of the
+artifacts it reads (``inputs``), the artifact-store root and the batch size. Names are
+resolved here, on the worker. The result is small: metrics and the records of the artifacts
+the cell wrote. Tensors never travel back to the driver.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import time
+from collections import OrderedDict
+from typing import Any
+
+import torch
+from torch import nn
+
+from storage import ArtifactStore
+from tasks import datasets, defenses, models, training
+from tasks.attacks import ATTACKS
+from tasks.metrics import attack_metrics, transfer_metrics
+
+log = logging.getLogger(__name__)
+
+CODE_VERSION = "0.1.0"
+
+# Per-process caches keyed by content: Ray reuses worker processes between tasks, so a
+# model or dataset is loaded once per worker, not once per cell.
+_CACHE: OrderedDict[tuple, Any] = OrderedDict()
+_CACHE_SIZE = 32
+
+
+def _cached(key: tuple, load: Any) -> Any:
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    value = load()
+    _CACHE[key] = value
+    if len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return value
+
+
+def device() -> torch.device:
+    """The GPU Ray assigned (or the first visible one), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _dataset(spec: dict) -> tuple[datasets.Data, datasets.Split]:
+    name, values = spec["name"], spec["params"]
+    params = datasets.params_of(name, values)
+
+    def load() -> tuple[datasets.Data, datasets.Split]:
+        data = datasets.load(name, params)
+        return data, datasets.split(len(data.y), params)
+
+    return _cached(("dataset", name, repr(sorted(values.items()))), load)
+
+
+def _model(store: ArtifactStore, digest: str, dev: torch.device) -> nn.Module:
+    def load() -> nn.Module:
+        tensors, meta = store.get(digest)
+        arch = meta["arch"]
+        net = models.build(
+            arch,
+            models.MODELS.params_of(arch, meta["params"]),
+            input_shape=meta["input_shape"],
+            num_classes=meta["num_classes"],
+            mean=meta["mean"],
+            std=meta["std"],
+        )
+        net.load_state_dict(tensors)
+        return net.to(dev).eval()
+
+    return _cached(("model", digest, str(dev)), load)
+
+
+def _defended(model: nn.Module, spec: dict) -> nn.Module:
+    name = spec["name"]
+    return defenses.wrap(model, name, defenses.DEFENSES.params_of(name, spec["params"]))
+
+
+def run_train(payload: dict, store: ArtifactStore) -> dict:
+    """Fit one model on the training part of its dataset; store the checkpoint."""
+    spec = payload["spec"]
+    data, split = _dataset(spec["dataset"])
+    model_spec, recipe = spec["model"], training.TrainParams(**spec["train"])
+    arch = model_spec["arch"]
+    net = models.build(
+        arch,
+        models.MODELS.params_of(arch, model_spec["params"]),
+        input_shape=data.input_shape,
+        num_classes=data.num_classes,
+        mean=data.mean,
+        std=data.std,
+        seed=recipe.seed,
+    )
+    dev = device()
+    net = net.to(dev)
+    metrics = training.fit(net, data.x[split.train].to(dev), data.y[split.train].to(dev), recipe)
+    pred = training.predict(net, data.x[split.eval].to(dev), payload.get("batch_size", 1024))
+    metrics["eval_accuracy"] = float((pred.cpu() == data.y[split.eval]).float().mean())
+    meta = {
+        "kind": "checkpoint",
+        "arch": arch,
+        "params": model_spec["params"],
+        "input_shape": list(data.input_shape),
+        "num_classes": data.num_classes,
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "model": model_spec["name"],
+        "dataset": spec["dataset"],
+        "train": spec["train"],
+        "code_version": CODE_VERSION,
+    }
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    record = store.put(state, meta)
+    return {"metrics": metrics, "artifacts": {"checkpoint": dataclasses.asdict(record)}}
+
+
+def run_attack(payload: dict, store: ArtifactStore) -> dict:
+    """Attack the source model over the evaluation slice; store the adversarial examples."""
+    spec, dev = payload["spec"], device()
+    data, split = _dataset(spec["dataset"])
+    model = _defended(_model(store, payload["inputs"]["checkpoint"], dev), spec["defense"])
+    name = spec["attack"]["name"]
+    attack = ATTACKS.get(name).obj(ATTACKS.params_of(name, spec["attack"]["params"]))
+    x_all, y_all = data.x[split.eval], data.y[split.eval]
+    gen = torch.Generator(device=dev).manual_seed(attack.params.seed)
+    outs, start = [], time.perf_counter()
+    bs = payload["batch_size"]
+    for xb, yb in zip(x_all.split(bs), y_all.split(bs), strict=True):
+        outs.append(attack(model, xb.to(dev), yb.to(dev), generator=gen))
+    wall = time.perf_counter() - start
+    x_adv = torch.cat([o.x_adv for o in outs]).cpu()
+    pred_clean = training.predict(model, x_all.to(dev)).cpu()
+    pred_adv = training.predict(model, x_adv.to(dev)).cpu()  # scored on the stored values
+    targets = [o.target for o in outs]
+    target = torch.cat(targets).cpu() if all(t is not None for t in targets) else None
+    success = (pred_adv == target) if target is not None else (pred_adv != y_all)
+    tensors = {
+        "x_adv": x_adv.contiguous(),
+        "indices": split.eval.clone(),
+        "labels": y_all.clone(),
+        "pred_clean": pred_clean,
+        "pred_adv": pred_adv,
+        "success": success,
+    }
+    if target is not None:
+        tensors["target"] = target
+    metrics = attack_metrics(x_all, tensors, wall_s=wall)
+    metrics["forward"] = float(sum(o.forward for o in outs))
+    metrics["backward"] = float(sum(o.backward for o in outs))
+    meta = {
+        "kind": "adversarial",
+        "source": spec["source"],
+        "defense": spec["defense"],
+        "attack": spec["attack"],
+        "dataset": spec["dataset"],
+        "checkpoint": payload["inputs"]["checkpoint"],
+        "eval_hash": spec["eval_hash"],
+        "code_version": CODE_VERSION,
+    }
+    record = store.put(tensors, meta)
+    return {"metrics": metrics, "artifacts": {"adversarial": dataclasses.asdict(record)}}
+
+
+def run_transfer(payload: dict, store: ArtifactStore) -> dict:
+    """Evaluate one stored adversarial set on one (defended) target model."""
+    spec, dev = payload["spec"], device()
+    data, _ = _dataset(spec["dataset"])
+    adv, _meta = _cached(
+        ("artifact", payload["inputs"]["adversarial"]),
+        lambda: store.get(payload["inputs"]["adversarial"]),
+    )
+    model = _defended(_model(store, payload["inputs"]["checkpoint"], dev), spec["target_defense"])
+    bs = payload["batch_size"]
+    pred_adv = training.predict(model, adv["x_adv"].to(dev), bs).cpu()
+    pred_clean = training.predict(model, data.x[adv["indices"]].to(dev), bs).cpu()
+    return {"metrics": transfer_metrics(adv, pred_clean, pred_adv), "artifacts": {}}
+
+
+RUNNERS = {"train": run_train, "attack": run_attack, "transfer": run_transfer}
+
+
+def run_cell(payload: dict) -> dict:
+    """Run one cell; returns ``{"metrics", "artifacts", "worker", "duration_s"}``."""
+    start = time.perf_counter()
+    store = ArtifactStore(payload["store"])
+    threads = torch.get_num_threads()
+    # the thread count changes float reduction order: pin it to the cell's CPU share so the
+    # same cell gives the same numbers in-process and on any Ray worker
+    torch.set_num_threads(max(1, int(payload.get("num_cpus", 1))))
+    try:
+        result = RUNNERS[payload["kind"]](payload, store)
+    finally:
+        torch.set_num_threads(threads)
+    result["worker"] = worker_name()
+    result["duration_s"] = time.perf_counter() - start
+    return result

@@ -1,0 +1,121 @@
+"""Datasets: tensors in [0, 1], deterministic splits and evaluation slices.
+
+Every dataset loads to a :class:`Data` (``x`` float32 ``(N, C, H, W)`` in [0, 1], ``y``
+int64) and is split by :func:`split` into a training part and an evaluation part with a
+seeded permutation, so a study names the same samples on every machine. The sample indices
+of the evaluation slice enter the cell key (by their hash), never the data itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from tasks.registry import Params, Registry
+
+DATASETS: Registry = Registry("dataset", "datasets")
+
+
+class DatasetParams(Params):
+    """Split settings shared by every dataset."""
+
+    eval_fraction: float = Field(0.25, gt=0, lt=1, description="share of samples held out")
+    eval_size: int | None = Field(
+        None, ge=1, description="evaluate on this many held-out samples (default: all)"
+    )
+    split_seed: int = Field(0, description="seed of the train/eval permutation")
+
+
+@dataclass(frozen=True)
+class Data:
+    """A whole dataset in memory."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+
+@dataclass(frozen=True)
+class Split:
+    """Sample indices of the training part and of the evaluation slice."""
+
+    train: torch.Tensor
+    eval: torch.Tensor
+
+    @property
+    def eval_hash(self) -> str:
+        """SHA-256 of the evaluation indices: how a slice enters a cell key."""
+        return hashlib.sha256(self.eval.numpy().astype("<i8").tobytes()).hexdigest()
+
+
+def _stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return tuple(round(v, 6) for v in mean.tolist()), tuple(round(v, 6) for v in std.tolist())
+
+
+def split(n: int, params: DatasetParams) -> Split:
+    """Seeded permutation of ``range(n)`` cut into train and evaluation indices."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(params.split_seed))
+    n_eval = max(1, round(n * params.eval_fraction))
+    held_out, train = perm[:n_eval], perm[n_eval:]
+    if params.eval_size is not None:
+        held_out = held_out[: params.eval_size]
+    return Split(train=train.sort().values, eval=held_out.sort().values)
+
+
+@DATASETS.register("digits", params=DatasetParams)
+def digits(params: DatasetParams) -> Data:
+    """scikit-learn's bundled 8×8 handwritten digits (1 797 samples, 10 classes; offline)."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.from_numpy((bunch.images / 16.0).astype(np.float32)).unsqueeze(1)
+    y = torch.from_numpy(bunch.target.astype(np.int64))
+    mean, std = _stats(x)
+    return Data(x=x, y=y, num_classes=10, mean=mean, std=std)
+
+
+class SyntheticParams(DatasetParams):
+    n_samples: int = Field(1000, ge=10)
+    num_classes: int = Field(4, ge=2, le=100)
+    channels: int = Field(1, ge=1, le=4)
+    image_size: int = Field(8, ge=2, le=256)
+    noise: float = Field(0.15, ge=0)
+    seed: int = 0
+
+
+@DATASETS.register("synthetic", params=SyntheticParams)
+def synthetic(params: SyntheticParams) -> Data:
+    """Class prototypes plus Gaussian noise, clipped to [0, 1]; any size, generated offline."""
+    g = torch.Generator().manual_seed(params.seed)
+    shape = (params.channels, params.image_size, params.image_size)
+    prototypes = torch.rand((params.num_classes, *shape), generator=g)
+    y = torch.arange(params.n_samples) % params.num_classes
+    y = y[torch.randperm(params.n_samples, generator=g)]
+    noise = torch.randn((params.n_samples, *shape), generator=g) * params.noise
+    x = (prototypes[y] + noise).clamp(0, 1)
+    mean, std = _stats(x)
+    return Data(x=x, y=y.to(torch.int64), num_classes=params.num_classes, mean=mean, std=std)
+
+
+def params_of(name: str, values: dict) -> DatasetParams:
+    """Validated params of dataset ``name``."""
+    params = DATASETS.params_of(name, values)
+    assert isinstance(params, DatasetParams)
+    return params
+
+
+def load(name: str, params: DatasetParams) -> Data:
+    """Load dataset ``name`` with already-validated ``params``."""
+    return DATASETS.get(name).obj(params)

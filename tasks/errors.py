@@ -1,0 +1,16 @@
+"""Errors raised on the worker side."""
+
+
+class TaskError(Exception):
+    """Base of every error raised by :mod:`tasks`."""
+
+
+class UnknownComponentError(TaskError, KeyError):
+    """A component name that no registry knows."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InputError(TaskError, ValueError):
+    """Inputs that break a component's contract (shape, range, dtype)."""

@@ -1,0 +1,103 @@
+"""Fixtures shared by the whole suite: one local Ray per session, study files, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+TINY_STUDY = """\
+name: {name}
+datasets:
+  - name: digits
+    eval_size: 64
+models:
+  - name: mlp
+    arch: mlp
+    params: {{hidden: [64]}}
+    train: {{epochs: 15, lr: 0.005, seed: 0}}
+  - name: cnn
+    arch: small_cnn
+    params: {{width: 8, hidden: 32}}
+    train: {{epochs: 10, lr: 0.005, seed: 0}}
+  - name: mlp2
+    arch: mlp
+    params: {{hidden: [32]}}
+    train: {{epochs: 15, lr: 0.005, seed: 1}}
+attacks:
+  - name: fgsm
+    eps: 0.1
+  - name: pgd
+    eps: 8/255
+    steps: 3
+execution:
+  batch_size: 32
+  lease_seconds: {lease}
+"""
+
+
+def tiny_study(path: Path, name: str = "tiny", lease: float = 60) -> Path:
+    """Write a 3-model × 2-attack study (3 train, 6 attack, 18 transfer cells)."""
+    path.write_text(TINY_STUDY.format(name=name, lease=lease))
+    return path
+
+
+def data_env(root: Path) -> dict[str, str]:
+    """Environment that points the index, store and MLflow store under ``root``."""
+    return {
+        "ADVGRID_DB": f"sqlite:///{root / 'data' / 'advgrid.db'}",
+        "ADVGRID_STORE": str(root / "data" / "store"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'data' / 'mlflow.db'}",
+    }
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh data folder: the index, store and MLflow store all live under it."""
+    for key, value in data_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+class Cli:
+    """Runs ``advgrid`` in-process with click's runner."""
+
+    def __init__(self) -> None:
+        from orchestrator.cli import main
+
+        self.main = main
+        self.runner = CliRunner()
+
+    def __call__(self, *args: object, env: dict[str, str] | None = None) -> Result:
+        return self.runner.invoke(
+            self.main, [str(a) for a in args], env=env, catch_exceptions=False
+        )
+
+
+@pytest.fixture
+def cli() -> Cli:
+    return Cli()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """One local Ray for the whole session (starting one costs seconds)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def dedent(text: str) -> str:
+    return textwrap.dedent(text).lstrip()
+
+
+os.environ.setdefault("PYTHONHASHSEED", "0")
