@@ -34,7 +34,7 @@ REGISTRIES = {"attacks": ATTACKS, "defenses": DEFENSES, "models": MODELS, "datas
 
 
 @main.command()
-@click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("study_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @storage_options
 @click.option(
     "--ray-address",
@@ -119,7 +119,7 @@ def _print_plan(rows: list[dict]) -> None:
 
 
 @main.command()
-@click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("study_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @storage_options
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True

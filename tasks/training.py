@@ -59,6 +59,7 @@ def fit(
                 opt.step()
                 loss_sum += float(loss.detach()) * len(batch)
                 correct += float((logits.argmax(1) == y[batch]).sum())
+    opt.zero_grad(set_to_none=True)  # a checkpoint carries no stale gradients
     model.eval()
     return {"train_loss": loss_sum / len(x), "train_accuracy": correct / len(x)}
 

@@ -1,0 +1,114 @@
+"""The contract every registered attack keeps (run over the whole registry)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from tasks.attacks import ATTACKS, Attack
+from tasks.attacks.norms import ball
+from tasks.errors import InputError
+
+NAMES = [e.name for e in ATTACKS]
+SMALL = {"eps": 0.1, "steps": 5}
+
+
+def make(name: str, **overrides: object) -> Attack:
+    entry = ATTACKS.get(name)
+    values = {k: v for k, v in {**SMALL, **overrides}.items() if k in entry.params.model_fields}
+    return entry.obj(entry.params.model_validate(values))
+
+
+def _norm_of(attack: Attack) -> str:
+    return getattr(attack.params, "norm", attack.norm)
+
+
+@pytest.fixture(params=NAMES)
+def name(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def test_registry_lists_the_skeleton_attacks() -> None:
+    assert {"fgsm", "pgd"} <= set(NAMES)
+    assert all(e.summary for e in ATTACKS)
+
+
+def test_output_in_range_and_inside_the_ball(name: str, trained) -> None:
+    attack = make(name)
+    out = attack(trained.model, trained.x, trained.y)
+    assert out.x_adv.shape == trained.x.shape
+    assert out.x_adv.dtype == trained.x.dtype
+    assert float(out.x_adv.min()) >= 0.0
+    assert float(out.x_adv.max()) <= 1.0
+    if attack.fixed_budget:
+        norms = ball(_norm_of(attack)).norm(out.x_adv - trained.x)
+        assert float(norms.max()) <= attack.params.eps + 1e-6
+
+
+def test_input_not_mutated_and_model_state_restored(name: str, trained) -> None:
+    x = trained.x.clone()
+    model = trained.model
+    model.train()
+    frozen = next(model.parameters())
+    frozen.requires_grad_(False)
+    try:
+        make(name)(model, x, trained.y)
+        assert torch.equal(x, trained.x)
+        assert model.training
+        assert [p.requires_grad for p in model.parameters()].count(False) == 1
+        assert all(p.grad is None for p in model.parameters())
+        with pytest.raises(InputError):
+            make(name)(model, x * 2, trained.y)  # out of [0, 1]: rejected, state restored
+        assert model.training
+        assert not frozen.requires_grad
+    finally:
+        frozen.requires_grad_(True)
+        model.eval()
+
+
+def test_deterministic_under_a_seed(name: str, trained) -> None:
+    a = make(name, seed=3)(trained.model, trained.x[:64], trained.y[:64])
+    b = make(name, seed=3)(trained.model, trained.x[:64], trained.y[:64])
+    assert torch.equal(a.x_adv, b.x_adv)
+
+
+def test_eps_zero_changes_nothing(name: str, trained) -> None:
+    out = make(name, eps=0)(trained.model, trained.x, trained.y)
+    assert torch.equal(out.x_adv, trained.x)
+
+
+def test_lowers_accuracy_and_scores_success_honestly(name: str, trained) -> None:
+    out = make(name)(trained.model, trained.x, trained.y)
+    with torch.inference_mode():
+        pred = trained.model(out.x_adv).argmax(1)
+    assert torch.equal(out.success, pred != trained.y)
+    robust = float((pred == trained.y).float().mean())
+    assert robust < trained.clean_accuracy - 0.3
+    assert out.forward >= len(trained.x)
+    assert out.backward >= len(trained.x)
+
+
+def test_targeted_hits_the_target_more_than_chance(name: str, trained) -> None:
+    out = make(name, targeted=True, eps=0.2)(trained.model, trained.x, trained.y)
+    assert out.target is not None
+    assert bool((out.target != trained.y).all())
+    with torch.inference_mode():
+        pred = trained.model(out.x_adv).argmax(1)
+    assert torch.equal(out.success, pred == out.target)
+    assert float(out.success.float().mean()) > 0.2  # chance is 1/9 of the other classes
+
+
+def test_bad_inputs_raise(name: str, trained) -> None:
+    with pytest.raises(InputError, match=r"y of shape \(N,\)"):
+        make(name)(trained.model, trained.x, trained.y[:-1])
+    with pytest.raises(InputError, match="int64"):
+        make(name)(trained.model, trained.x, trained.y.int())
+
+
+def test_bad_params_explain_themselves(name: str) -> None:
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        ATTACKS.params_of(name, {"eps": -1})
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        ATTACKS.params_of(name, {"epsilon": 0.1})
+    assert ATTACKS.params_of(name, {"eps": "8/255"}).eps == pytest.approx(8 / 255)

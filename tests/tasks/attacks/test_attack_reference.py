@@ -1,0 +1,61 @@
+"""advgrid's attacks against torchattacks on the same model, inputs and budget."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchattacks
+
+from tasks.attacks import ATTACKS
+
+EPS = 0.1
+
+
+def _acc(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.inference_mode():
+        return float((model(x).argmax(1) == y).float().mean())
+
+
+def _ours(name: str, trained, **params: object) -> torch.Tensor:
+    attack = ATTACKS.get(name).obj(ATTACKS.params_of(name, params))
+    return attack(trained.model, trained.x, trained.y).x_adv
+
+
+def test_fgsm_is_bit_identical(trained) -> None:
+    ours = _ours("fgsm", trained, eps=EPS)
+    ref = torchattacks.FGSM(trained.model, eps=EPS)(trained.x, trained.y)
+    assert torch.equal(ours, ref)
+    assert _acc(trained.model, ours, trained.y) < trained.clean_accuracy - 0.3
+
+
+def test_pgd_without_random_start_is_bit_identical(trained) -> None:
+    ours = _ours("pgd", trained, eps=EPS, steps=10, step_size=EPS / 4, random_start=False)
+    ref = torchattacks.PGD(trained.model, eps=EPS, alpha=EPS / 4, steps=10, random_start=False)(
+        trained.x, trained.y
+    )
+    assert torch.equal(ours, ref)
+    assert _acc(trained.model, ours, trained.y) < trained.clean_accuracy - 0.4
+
+
+def test_pgd_with_random_start_within_two_points(trained) -> None:
+    torch.manual_seed(0)  # torchattacks draws its start from the global generator
+    ref = torchattacks.PGD(trained.model, eps=EPS, alpha=EPS / 4, steps=10, random_start=True)(
+        trained.x, trained.y
+    )
+    ours = _ours("pgd", trained, eps=EPS, steps=10, step_size=EPS / 4, random_start=True)
+    ours_acc, ref_acc = _acc(trained.model, ours, trained.y), _acc(trained.model, ref, trained.y)
+    assert ours_acc < trained.clean_accuracy - 0.4
+    assert ours_acc == pytest.approx(ref_acc, abs=0.02)
+
+
+def test_pgd_l2_within_two_points(trained) -> None:
+    eps = 1.0
+    ref = torchattacks.PGDL2(trained.model, eps=eps, alpha=eps / 4, steps=10, random_start=False)(
+        trained.x, trained.y
+    )
+    ours = _ours(
+        "pgd", trained, norm="l2", eps=eps, steps=10, step_size=eps / 4, random_start=False
+    )
+    ours_acc, ref_acc = _acc(trained.model, ours, trained.y), _acc(trained.model, ref, trained.y)
+    assert ours_acc < trained.clean_accuracy - 0.3
+    assert ours_acc == pytest.approx(ref_acc, abs=0.02)
