@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 from rich.console import Console
 
-from orchestrator import checkpoints
 from orchestrator.config import Settings
 from orchestrator.errors import AdvgridError
 from orchestrator.executors import InlineExecutor, RayExecutor
@@ -115,6 +114,7 @@ class Driver:
         max_inflight: int | None = None,
         console: Console | None = None,
         mlflow: bool = True,
+        file_digests: dict[str, str] | None = None,
     ) -> None:
         self.plan, self.settings, self.db = plan, settings, db
         self.study = plan.study
@@ -127,11 +127,10 @@ class Driver:
         self.cells = plan.by_key()
         self.inflight: dict[int, tuple[ClaimedCell, PlannedCell]] = {}
         self.artifacts: dict[str, dict[str, str]] = {}
-        self.file_digests: dict[str, str] = {}
+        self.file_digests = dict(file_digests or {})
 
     def prepare(self, *, retry_failed: bool = False) -> tuple[int, Summary]:
         """Record the study and its cells; returns the study id and a summary so far."""
-        self.file_digests = checkpoints.import_all(self.study, self.settings.store_root)
         row = self.db.upsert_study(
             self.study.name, self.study.text, self.study.spec_hash, getpass.getuser(), VERSION
         )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from orchestrator import executors
+from orchestrator import checkpoints, executors
 from orchestrator.config import Settings
 from orchestrator.driver import Driver, Summary
 from orchestrator.plan import expand
@@ -38,9 +38,16 @@ def run_study(
     if opts.quiet:
         console = Console(stderr=True, quiet=True)
     plan = expand(study)
+    file_digests = checkpoints.import_all(study, settings.store_root)  # checked before any write
     db = Database.open(settings.db_url)
     driver = Driver(
-        plan, settings, db, max_inflight=opts.max_inflight, console=console, mlflow=opts.mlflow
+        plan,
+        settings,
+        db,
+        max_inflight=opts.max_inflight,
+        console=console,
+        mlflow=opts.mlflow,
+        file_digests=file_digests,
     )
     study_id, summary = driver.prepare(retry_failed=opts.retry_failed)
     total = len(plan.cells)

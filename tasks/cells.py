@@ -142,7 +142,7 @@ def run_attack(payload: dict, store: ArtifactStore) -> dict:
     wall = time.perf_counter() - start
     x_adv = torch.cat([o.x_adv for o in outs]).cpu()
     pred_clean = training.predict(model, x_all.to(dev)).cpu()
-    pred_adv = training.predict(model, x_adv.to(dev)).cpu()  # scored on the stored values
+    pred_adv = torch.cat([o.pred for o in outs]).cpu()  # x_adv is stored exactly (float32)
     targets = [o.target for o in outs]
     target = torch.cat(targets).cpu() if all(t is not None for t in targets) else None
     success = (pred_adv == target) if target is not None else (pred_adv != y_all)

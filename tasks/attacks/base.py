@@ -40,9 +40,13 @@ class AttackParams(Params):
 
 @dataclass(frozen=True)
 class AttackOutput:
-    """Adversarial inputs and per-sample success; pass counts are per sample."""
+    """Adversarial inputs, the model's predictions on them and per-sample success.
+
+    Pass counts are per sample (a batch of 8 through the model counts 8).
+    """
 
     x_adv: torch.Tensor
+    pred: torch.Tensor
     success: torch.Tensor
     target: torch.Tensor | None
     forward: int
@@ -108,7 +112,7 @@ class Attack(ABC):
                 pred = model(x_adv).argmax(1)
             self.forward += len(x)
         success = pred == target if target is not None else pred != y
-        return AttackOutput(x_adv, success, target, self.forward, self.backward)
+        return AttackOutput(x_adv, pred, success, target, self.forward, self.backward)
 
     @abstractmethod
     def perturb(
