@@ -245,7 +245,7 @@ def results(
     elif fmt == "csv":
         click.echo(reports.results_csv(rows), nl=False)
     elif fmt == "markdown":
-        click.echo(reports.results_csv(rows).replace(",", " | "), nl=False)
+        click.echo(reports.results_markdown(rows))
     else:
         echo_table(reports.results_table(rows))
 

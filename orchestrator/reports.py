@@ -254,3 +254,28 @@ def results_csv(rows: list[dict[str, Any]]) -> str:
             ]
         )
     return buf.getvalue()
+
+
+def results_markdown(rows: list[dict[str, Any]]) -> str:
+    """The results table as GitHub-flavoured Markdown (key metrics per kind)."""
+    head = (
+        "| kind | state | dataset | model | defense | attack | params | source→target | metrics |"
+    )
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        names = KEY_METRICS.get(r["kind"], ())
+        metrics = ", ".join(f"{n}={r['metrics'][n]:.3f}" for n in names if n in r["metrics"])
+        st = f"{r['source']}→{r['target']}" if r["kind"] == "transfer" else ""
+        cells = [
+            r["kind"],
+            r["state"],
+            r["dataset"] or "",
+            r["model"] or "",
+            r["defense"] or "",
+            r["attack"] or "",
+            _short_params(r["params"]),
+            st,
+            metrics,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -103,7 +103,7 @@ class Registry(Generic[T]):
 
     def unknown_message(self, name: object) -> str:
         self._load_plugins()
-        close = difflib.get_close_matches(str(name), list(self._entries), n=3, cutoff=0.5)
+        close = difflib.get_close_matches(str(name), list(self._entries), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "."
         return (
             f"unknown {self.kind} {name!r}{hint} Run `advgrid list {self.plural}` to see all names."

@@ -84,6 +84,7 @@ class Attack(ABC):
     Params: ClassVar[type[AttackParams]] = AttackParams
     name: ClassVar[str] = ""
     fixed_budget: ClassVar[bool] = True
+    baseline: ClassVar[bool] = False  # e.g. random noise: not expected to fool a model
     norm: ClassVar[str] = "linf"
 
     def __init__(self, params: AttackParams) -> None:

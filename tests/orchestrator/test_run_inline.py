@@ -159,3 +159,20 @@ def test_outbox_logs_cells_done_without_mlflow(workdir: Path, cli) -> None:
     exp = mlflow.get_experiment_by_name("advgrid/outbox")
     runs = mlflow.search_runs([exp.experiment_id], filter_string="tags.`advgrid.role` = 'cell'")
     assert len(runs) == 3 + 3 + 9
+
+
+def test_other_formats(finished, cli) -> None:
+    _, env, _ = finished
+    md = cli("results", "tiny", "--kind", "attack", "--format", "markdown", env=env).output
+    lines = md.strip().splitlines()
+    assert lines[0].startswith("| kind | state | dataset")
+    assert len(lines) == 2 + 6
+    assert all(line.count("|") == 10 for line in lines)
+    csv_out = cli("transfer", "tiny", "--format", "csv", env=env).output.strip().splitlines()
+    assert csv_out[0] == "dataset,attack,params,denominator,source,target,rate,n"
+    assert len(csv_out) == 1 + 2 * 9
+    several = cli("transfer", "tiny", "--format", "json", env=env)
+    assert [m["attack"] for m in json.loads(several.output)] == ["fgsm", "pgd"]
+    none = cli("transfer", "tiny", "--attack", "cw_l2", env=env)
+    assert none.exit_code == 1
+    assert "no done transfer cells in study 'tiny' match the filters" in none.output

@@ -61,8 +61,7 @@ def test_keys_are_stable_and_change_with_the_spec() -> None:
         (
             "  - name: pgd\n",
             "  - name: pgdd\n",
-            "line 21: attacks[1].name: unknown attack 'pgdd'; did you mean 'pgd'? "
-            "Run `advgrid list attacks` to see all names.",
+            "line 21: attacks[1].name: unknown attack 'pgdd'; did you mean 'pgd',",
         ),
         ("    eps: 0.1\n", "    eps: -1\n", "line 20: attacks[0].eps: must be ≥ 0 (got -1)"),
         (

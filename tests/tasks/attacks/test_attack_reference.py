@@ -59,3 +59,45 @@ def test_pgd_l2_within_two_points(trained) -> None:
     ours_acc, ref_acc = _acc(trained.model, ours, trained.y), _acc(trained.model, ref, trained.y)
     assert ours_acc < trained.clean_accuracy - 0.3
     assert ours_acc == pytest.approx(ref_acc, abs=0.02)
+
+
+def _agree(ours: torch.Tensor, ref: torch.Tensor, trained, margin: float = 0.02) -> float:
+    ours_acc, ref_acc = _acc(trained.model, ours, trained.y), _acc(trained.model, ref, trained.y)
+    assert ours_acc < trained.clean_accuracy - 0.3  # the comparison means something
+    assert ours_acc <= ref_acc + margin  # as strong as the reference, or stronger
+    assert ours_acc == pytest.approx(ref_acc, abs=margin)
+    return float((ours - ref).abs().max())
+
+
+def test_bim_matches(trained) -> None:
+    ref = torchattacks.BIM(trained.model, eps=EPS, alpha=EPS / 4, steps=10)(trained.x, trained.y)
+    ours = _ours("bim", trained, eps=EPS, step_size=EPS / 4, steps=10)
+    # the same steps; clipping is written differently, so values may differ in the last ulp
+    assert _agree(ours, ref, trained) < 1e-6
+
+
+def test_mim_matches(trained) -> None:
+    ref = torchattacks.MIFGSM(trained.model, eps=EPS, alpha=EPS / 10, steps=10, decay=1.0)(
+        trained.x, trained.y
+    )
+    ours = _ours("mim", trained, eps=EPS, step_size=EPS / 10, steps=10, decay=1.0)
+    assert _agree(ours, ref, trained) < 1e-6
+
+
+@pytest.mark.parametrize(("name", "loss"), [("apgd_ce", "ce"), ("apgd_dlr", "dlr")])
+def test_apgd_matches(name: str, loss: str, trained) -> None:
+    eps = 0.1  # a budget where neither attack reaches 0 % and a gap would show
+    ref = torchattacks.APGD(
+        trained.model, norm="Linf", eps=eps, steps=20, n_restarts=1, loss=loss, seed=0
+    )(trained.x, trained.y)
+    ours = _ours(name, trained, eps=eps, steps=20)
+    _agree(ours, ref, trained)
+
+
+def test_apgd_t_matches(trained) -> None:
+    eps = 0.1
+    ref = torchattacks.APGDT(
+        trained.model, norm="Linf", eps=eps, steps=20, n_restarts=1, n_classes=10, seed=0
+    )(trained.x, trained.y)
+    ours = _ours("apgd_t", trained, eps=eps, steps=20)
+    _agree(ours, ref, trained)
