@@ -159,6 +159,8 @@ def run_attack(payload: dict, store: ArtifactStore) -> dict:
     metrics = attack_metrics(x_all, tensors, wall_s=wall)
     metrics["forward"] = float(sum(o.forward for o in outs))
     metrics["backward"] = float(sum(o.backward for o in outs))
+    if attack.black_box:  # score-based: every forward pass is a query
+        metrics["queries_mean"] = metrics["forward"] / len(y_all)
     meta = {
         "kind": "adversarial",
         "source": spec["source"],
