@@ -206,11 +206,9 @@ KEY_METRICS = {
 
 
 def _short_params(params: dict) -> str:
-    return " ".join(
-        f"{k}={_fmt_num(v)}"
-        for k, v in params.items()
-        if k in ("arch", "norm", "eps", "steps", "epochs", "targeted")
-    )
+    shown = ("arch", "norm", "eps", "steps", "epochs", "max_queries")
+    text = " ".join(f"{k}={_fmt_num(v)}" for k, v in params.items() if k in shown)
+    return text + (" targeted" if params.get("targeted") else "")
 
 
 def results_table(rows: list[dict[str, Any]]) -> Table:

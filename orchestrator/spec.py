@@ -14,7 +14,7 @@ import hashlib
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -157,7 +157,9 @@ class _Problems:
     def add(self, loc: tuple, message: str) -> None:
         line = self.positions.line(loc)
         where = f"line {line}: " if line else ""
-        self.items.append(f"{where}{format_path(loc)}: {message}")
+        item = f"{where}{format_path(loc)}: {message}"
+        if item not in self.items:  # a bad value shared by several grid points: say it once
+            self.items.append(item)
 
     def add_pydantic(self, exc: ValidationError, prefix: tuple, model: type[BaseModel]) -> None:
         for err in exc.errors():
@@ -194,7 +196,8 @@ def _resolve(
     model = registry.get(entry.name).params
     values = entry.values
     label = str(values.pop("label", entry.name))
-    axes = [k for k, v in values.items() if grid and isinstance(v, list)]
+    takes_list = {n for n, f in model.model_fields.items() if _is_list(f.annotation)}
+    axes = [k for k, v in values.items() if grid and isinstance(v, list) and k not in takes_list]
     out: list[Resolved] = []
     for combo in itertools.product(*(range(len(values[k])) for k in axes)):
         point = dict(values)
@@ -212,6 +215,13 @@ def _resolve(
         if not any(r.params == params for r in out):
             out.append(Resolved(entry.name, label, params))
     return out
+
+
+def _is_list(annotation: object) -> bool:
+    """Whether a parameter itself takes a list (its list values are not a grid)."""
+    if get_origin(annotation) is list:
+        return True
+    return any(_is_list(a) for a in get_args(annotation) if get_origin(annotation) is not Annotated)
 
 
 def load(path: str | Path) -> Study:

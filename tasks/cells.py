@@ -22,7 +22,7 @@ from torch import nn
 from storage import ArtifactStore
 from tasks import datasets, defenses, models, training
 from tasks.attacks import ATTACKS
-from tasks.metrics import attack_metrics, transfer_metrics
+from tasks.metrics import attack_metrics, budget_metrics, transfer_metrics
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,9 @@ def run_attack(payload: dict, store: ArtifactStore) -> dict:
     metrics = attack_metrics(x_all, tensors, wall_s=wall)
     metrics["forward"] = float(sum(o.forward for o in outs))
     metrics["backward"] = float(sum(o.backward for o in outs))
+    if not attack.fixed_budget:
+        norm = getattr(attack.params, "norm", "l2")
+        metrics.update(budget_metrics(x_all, tensors, norm, list(attack.params.eps)))
     if attack.black_box:  # score-based: every forward pass is a query
         metrics["queries_mean"] = metrics["forward"] / len(y_all)
     meta = {

@@ -30,6 +30,28 @@ def _norm_stats(delta: torch.Tensor) -> dict[str, float]:
     return out
 
 
+def budget_metrics(
+    x: torch.Tensor, t: dict[str, torch.Tensor], norm: str, budgets: list[float]
+) -> dict[str, float]:
+    """Minimum-norm attacks: the median norm of successful perturbations and the robust
+    accuracy at each budget (correct when clean and not fooled within the budget)."""
+    flat = (t["x_adv"] - x).flatten(1)
+    norms = {
+        "l2": flat.norm(p=2, dim=1),
+        "linf": flat.abs().amax(1),
+        "l1": flat.abs().sum(1),
+        "l0": (flat.abs() > 1e-12).sum(1).float(),
+    }[norm]
+    success, correct = t["success"].bool(), t["pred_clean"] == t["labels"]
+    out = {}
+    if success.any():
+        out[f"adv_{norm}_median"] = float(norms[success].median())
+    for b in budgets:
+        fooled = success & (norms <= b + 1e-9)
+        out[f"robust_accuracy_eps_{b:g}"] = float((correct & ~fooled).float().mean())
+    return out
+
+
 def attack_metrics(
     x: torch.Tensor, t: dict[str, torch.Tensor], *, wall_s: float
 ) -> dict[str, float]:

@@ -6,7 +6,7 @@ import math
 import re
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 
 _FRACTION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*/\s*([0-9]*\.?[0-9]+)\s*$")
 
@@ -37,5 +37,8 @@ def parse_number(value: object) -> object:
 
 Number = Annotated[float, BeforeValidator(parse_number)]
 """A float that also accepts ``"8/255"``."""
+
+Budget = Annotated[float, BeforeValidator(parse_number), Field(ge=0)]
+"""A non-negative :data:`Number`: one budget of a list of budgets."""
 
 Norm = Literal["linf", "l2", "l1", "l0"]

@@ -3,7 +3,7 @@
 Importing this package registers every built-in attack in :data:`ATTACKS`.
 """
 
-from tasks.attacks import apgd, bim, fgsm, mim, noise, pgd, square  # noqa: F401  (registration)
+from tasks.attacks import apgd, bim, deepfool, fgsm, mim, noise, pgd, square  # noqa: F401
 from tasks.attacks.base import ATTACKS, Attack, AttackOutput, AttackParams, register
 
 __all__ = ["ATTACKS", "Attack", "AttackOutput", "AttackParams", "register"]

@@ -85,7 +85,8 @@ class Attack(ABC):
     name: ClassVar[str] = ""
     fixed_budget: ClassVar[bool] = True
     baseline: ClassVar[bool] = False  # e.g. random noise: not expected to fool a model
-    black_box: ClassVar[bool] = False  # uses scores only: forward passes are its queries
+    black_box: ClassVar[bool] = False
+    supports_targeted: ClassVar[bool] = True  # uses scores only: forward passes are its queries
     norm: ClassVar[str] = "linf"
 
     def __init__(self, params: AttackParams) -> None:

@@ -175,3 +175,14 @@ def test_malformed_study_exits_1_and_changes_nothing(case: str, cli, populated) 
     assert f"Error: {bad}: line " in result.output
     assert fragment in result.output
     assert _tree_digest(root / "data") == before
+
+
+def test_parameters_that_take_lists_are_not_a_grid() -> None:
+    text = BASE.replace(
+        "execution:\n", "  - name: deepfool\n    eps: [0.5, 1.0]\n    steps: [20, 50]\nexecution:\n"
+    )
+    deepfool = [a for a in _parse(text).attacks if a.name == "deepfool"]
+    assert [a.params["eps"] for a in deepfool] == [[0.5, 1.0], [0.5, 1.0]]
+    assert [a.params["steps"] for a in deepfool] == [20, 50]
+    problems = _problems(text.replace("eps: [0.5, 1.0]", "eps: [0.5, -1]"))
+    assert problems == ["line 25: attacks[2].eps[1]: must be ≥ 0 (got -1)"]  # once, not per point

@@ -127,3 +127,22 @@ def test_square_is_at_least_as_strong(trained) -> None:
     assert ours_acc < trained.clean_accuracy - 0.3
     assert out.backward == 0
     assert out.forward <= len(trained.x) * (queries + 1)  # + the final scoring pass
+
+
+def test_deepfool_finds_boundaries_at_least_as_close(trained) -> None:
+    """advgrid's DeepFool fools every sample here; torchattacks' (same steps, overshoot)
+    fools about half, and on the samples both fool the median L2 agrees within 10 %."""
+    ref = torchattacks.DeepFool(trained.model, steps=50, overshoot=0.02)(
+        trained.x[:96], trained.y[:96]
+    )
+    out = ATTACKS.get("deepfool").obj(ATTACKS.params_of("deepfool", {"steps": 50}))(
+        trained.model, trained.x[:96], trained.y[:96]
+    )
+    with torch.inference_mode():
+        ref_fooled = trained.model(ref).argmax(1) != trained.y[:96]
+    assert float(out.success.float().mean()) >= float(ref_fooled.float().mean())
+    both = out.success & ref_fooled
+    assert int(both.sum()) >= 20
+    ours_l2 = (out.x_adv - trained.x[:96]).flatten(1).norm(dim=1)[both].median()
+    ref_l2 = (ref - trained.x[:96]).flatten(1).norm(dim=1)[both].median()
+    assert float(ours_l2) == pytest.approx(float(ref_l2), rel=0.1)
