@@ -159,6 +159,8 @@ def run_attack(payload: dict, store: ArtifactStore) -> dict:
     metrics = attack_metrics(x_all, tensors, wall_s=wall)
     metrics["forward"] = float(sum(o.forward for o in outs))
     metrics["backward"] = float(sum(o.backward for o in outs))
+    for name in {k for o in outs for k in o.counts}:
+        metrics[name] = sum(o.counts.get(name, 0) for o in outs) / len(y_all)
     if not attack.fixed_budget:
         norm = getattr(attack.params, "norm", "l2")
         metrics.update(budget_metrics(x_all, tensors, norm, list(attack.params.eps)))

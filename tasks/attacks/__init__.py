@@ -3,7 +3,17 @@
 Importing this package registers every built-in attack in :data:`ATTACKS`.
 """
 
-from tasks.attacks import apgd, bim, deepfool, fgsm, mim, noise, pgd, square  # noqa: F401
+from tasks.attacks import (  # noqa: F401  (registration)
+    apgd,
+    autoattack,
+    bim,
+    deepfool,
+    fgsm,
+    mim,
+    noise,
+    pgd,
+    square,
+)
 from tasks.attacks.base import ATTACKS, Attack, AttackOutput, AttackParams, register
 
 __all__ = ["ATTACKS", "Attack", "AttackOutput", "AttackParams", "register"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import torch
@@ -42,7 +42,9 @@ class AttackParams(Params):
 class AttackOutput:
     """Adversarial inputs, the model's predictions on them and per-sample success.
 
-    Pass counts are per sample (a batch of 8 through the model counts 8).
+    Pass counts are per sample (a batch of 8 through the model counts 8). ``counts`` holds
+    attack-specific per-sample tallies (e.g. an ensemble's robust samples after each
+    member) that a caller sums over batches and divides by the number of samples.
     """
 
     x_adv: torch.Tensor
@@ -51,6 +53,7 @@ class AttackOutput:
     target: torch.Tensor | None
     forward: int
     backward: int
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 def register(name: str) -> Callable[[type[Attack]], type[Attack]]:
@@ -92,6 +95,7 @@ class Attack(ABC):
     def __init__(self, params: AttackParams) -> None:
         self.params = params
         self.forward = self.backward = 0
+        self.counts: dict[str, int] = {}
 
     def __call__(
         self,
@@ -104,6 +108,7 @@ class Attack(ABC):
         _check(x, y)
         gen = generator or torch.Generator(device=x.device).manual_seed(self.params.seed)
         self.forward = self.backward = 0
+        self.counts = {}
         with _attack_mode(model):
             target = self._targets(model, x, y, gen) if self.params.targeted else None
             if self.params.eps == 0 and self.fixed_budget:
@@ -115,7 +120,9 @@ class Attack(ABC):
                 pred = model(x_adv).argmax(1)
             self.forward += len(x)
         success = pred == target if target is not None else pred != y
-        return AttackOutput(x_adv, pred, success, target, self.forward, self.backward)
+        return AttackOutput(
+            x_adv, pred, success, target, self.forward, self.backward, dict(self.counts)
+        )
 
     @abstractmethod
     def perturb(

@@ -16,6 +16,7 @@ SMALL = {"eps": 0.1, "steps": 5, "step_size": 0.03, "max_queries": 300}
 STRONGER: dict[str, dict[str, object]] = {
     "illc": {"eps": 0.3, "steps": 20},
     "deepfool": {"steps": 50},  # on digits the box constraint needs more than 5 steps
+    "autoattack": {"n_target_classes": 2},
 }
 
 

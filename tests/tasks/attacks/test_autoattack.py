@@ -1,0 +1,44 @@
+"""The AutoAttack ensemble is at least as strong as each of its members."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tasks.attacks import ATTACKS
+
+PARAMS = {"eps": 0.08, "steps": 20, "n_target_classes": 3, "max_queries": 300}
+
+
+def _robust(model, x_adv, y) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(x_adv).argmax(1) == y
+
+
+def test_ensemble_is_the_worst_case_of_its_members(trained) -> None:
+    aa = ATTACKS.get("autoattack").obj(ATTACKS.params_of("autoattack", PARAMS))
+    out = aa(trained.model, trained.x, trained.y)
+    robust = _robust(trained.model, out.x_adv, trained.y)
+    n = len(trained.y)
+    # the breakdown falls member by member and ends at the ensemble's robust accuracy
+    after = [out.counts[f"robust_accuracy_after_{m}"] for m in aa.params.attacks]
+    assert after == sorted(after, reverse=True)
+    assert after[-1] == int(robust.sum())
+    first = aa.member("apgd_ce")(trained.model, trained.x, trained.y)
+    # the first member runs exactly as alone: every sample it fools, the ensemble fools
+    assert not bool((robust & first.success).any())
+    for name in aa.params.attacks:
+        alone = aa.member(name)(trained.model, trained.x, trained.y)
+        alone_acc = float(_robust(trained.model, alone.x_adv, trained.y).float().mean())
+        # later members see other random starts on fewer samples; one sample of slack
+        assert float(robust.float().mean()) <= alone_acc + 1 / n, name
+    assert float(robust.float().mean()) < trained.clean_accuracy - 0.3
+
+
+def test_l2_without_square_and_bad_members() -> None:
+    ok = ATTACKS.params_of("autoattack", {"norm": "l2", "eps": 1.0, "attacks": ["apgd_ce"]})
+    assert ok.attacks == ["apgd_ce"]
+    with pytest.raises(ValueError, match="square supports only norm linf"):
+        ATTACKS.params_of("autoattack", {"norm": "l2"})
+    with pytest.raises(ValueError, match="members must be among"):
+        ATTACKS.params_of("autoattack", {"attacks": ["fab"]})
