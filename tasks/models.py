@@ -67,13 +67,16 @@ class SmallCNN(nn.Module):
         self, params: SmallCNNParams, input_shape: Sequence[int], num_classes: int
     ) -> None:
         super().__init__()
-        w = params.width
+        w, (h, wd) = params.width, tuple(input_shape[1:3])
+        # a fixed-window average pool when the size allows it: the same numbers as adaptive
+        # pooling, and its CUDA backward is deterministic (adaptive pooling's is not)
+        pool = nn.AvgPool2d((h // 4, wd // 4)) if h % 4 == 0 and wd % 4 == 0 else None
         self.features = nn.Sequential(
             nn.Conv2d(input_shape[0], w, 3, padding=1),
             nn.ReLU(),
             nn.Conv2d(w, 2 * w, 3, padding=1),
             nn.ReLU(),
-            nn.AdaptiveAvgPool2d(4),
+            pool or nn.AdaptiveAvgPool2d(4),
         )
         self.head = nn.Sequential(
             nn.Flatten(),

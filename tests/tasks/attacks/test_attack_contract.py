@@ -17,6 +17,7 @@ STRONGER: dict[str, dict[str, object]] = {
     "illc": {"eps": 0.3, "steps": 20},
     "deepfool": {"steps": 50},  # on digits the box constraint needs more than 5 steps
     "autoattack": {"n_target_classes": 2},
+    "cw_l2": {"steps": 30, "search_steps": 3, "lr": 0.05},
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
@@ -10,6 +11,12 @@ import torchattacks
 
 from tasks.attacks import ATTACKS
 from tasks.attacks.norms import ball
+from tests.tasks.attacks.test_attack_contract import STRONGER
+
+# cuDNN and cuBLAS pick non-deterministic kernels by default; attacks that use raw gradient
+# values (DeepFool, C&W) then differ in the last bits between two runs. Deterministic
+# kernels make "same seed, same result" hold on the GPU too (set before CUDA starts).
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 pytestmark = [
     pytest.mark.gpu,
@@ -19,22 +26,42 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def on_cuda(trained):
+    torch.use_deterministic_algorithms(True, warn_only=True)
     dev = torch.device("cuda")
-    return copy.deepcopy(trained.model).to(dev).eval(), trained.x.to(dev), trained.y.to(dev)
+    try:
+        yield copy.deepcopy(trained.model).to(dev).eval(), trained.x.to(dev), trained.y.to(dev)
+    finally:
+        torch.use_deterministic_algorithms(False)
 
 
 @pytest.mark.parametrize("name", [e.name for e in ATTACKS])
 def test_contract_on_cuda(name: str, on_cuda) -> None:
     model, x, y = on_cuda
-    attack = ATTACKS.get(name).obj(ATTACKS.params_of(name, {"eps": 0.1}))
+    entry = ATTACKS.get(name)
+    small = {
+        "eps": 0.1,
+        "max_queries": 300,
+        "steps": 30,
+        "step_size": 0.03,
+        "n_target_classes": 2,
+        **STRONGER.get(name, {}),
+    }
+    attack = entry.obj(
+        entry.params.model_validate(
+            {k: v for k, v in small.items() if k in entry.params.model_fields}
+        )
+    )
     a = attack(model, x, y)
     b = attack(model, x, y)
     assert a.x_adv.device == x.device
     assert torch.equal(a.x_adv, b.x_adv)  # seeded generator on the device
     assert float(a.x_adv.min()) >= 0
     assert float(a.x_adv.max()) <= 1
-    assert float(ball("linf").norm(a.x_adv - x).max()) <= 0.1 + 1e-6
-    assert float(a.success.float().mean()) > 0.3
+    if entry.obj.fixed_budget:
+        norm = getattr(attack.params, "norm", "linf")
+        assert float(ball(norm).norm(a.x_adv - x).max()) <= attack.params.eps + 1e-6
+    if not entry.obj.baseline:
+        assert float(a.success.float().mean()) > 0.3
 
 
 def test_fgsm_and_pgd_match_torchattacks_on_cuda(on_cuda) -> None:

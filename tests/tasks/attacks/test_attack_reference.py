@@ -66,7 +66,7 @@ def _agree(ours: torch.Tensor, ref: torch.Tensor, trained, margin: float = 0.02)
     assert ours_acc < trained.clean_accuracy - 0.3  # the comparison means something
     assert ours_acc <= ref_acc + margin  # as strong as the reference, or stronger
     assert ours_acc == pytest.approx(ref_acc, abs=margin)
-    return float((ours - ref).abs().max())
+    return float((ours - ref.detach()).abs().max())
 
 
 def test_bim_matches(trained) -> None:
@@ -146,3 +146,13 @@ def test_deepfool_finds_boundaries_at_least_as_close(trained) -> None:
     ours_l2 = (out.x_adv - trained.x[:96]).flatten(1).norm(dim=1)[both].median()
     ref_l2 = (ref - trained.x[:96]).flatten(1).norm(dim=1)[both].median()
     assert float(ours_l2) == pytest.approx(float(ref_l2), rel=0.1)
+
+
+def test_cw_l2_matches_at_a_fixed_c(trained) -> None:
+    """One round at c = 1 is torchattacks' CW; the binary search then only improves it."""
+    ref = torchattacks.CW(trained.model, c=1, kappa=0, steps=50, lr=0.01)(trained.x, trained.y)
+    one = _ours("cw_l2", trained, c=1.0, steps=50, search_steps=1, lr=0.01)
+    ref_ok = _acc(trained.model, ref, trained.y)
+    assert _acc(trained.model, one, trained.y) == pytest.approx(ref_ok, abs=0.02)
+    searched = _ours("cw_l2", trained, c=1.0, steps=50, search_steps=4, lr=0.01)
+    assert _acc(trained.model, searched, trained.y) <= _acc(trained.model, one, trained.y)
