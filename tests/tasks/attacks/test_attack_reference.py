@@ -156,3 +156,15 @@ def test_cw_l2_matches_at_a_fixed_c(trained) -> None:
     assert _acc(trained.model, one, trained.y) == pytest.approx(ref_ok, abs=0.02)
     searched = _ours("cw_l2", trained, c=1.0, steps=50, search_steps=4, lr=0.01)
     assert _acc(trained.model, searched, trained.y) <= _acc(trained.model, one, trained.y)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_pgd_early_stop_is_never_weaker_and_cheaper(norm: str, trained) -> None:
+    eps = 0.1 if norm == "linf" else 1.0
+    params = {"norm": norm, "eps": eps, "steps": 20, "step_size": eps / 8}
+    attack = ATTACKS.get("pgd").obj
+    full = attack(ATTACKS.params_of("pgd", params))(trained.model, trained.x, trained.y)
+    early = attack(ATTACKS.params_of("pgd", {**params, "early_stop": True}))(
+        trained.model, trained.x, trained.y)
+    assert not bool((full.success & ~early.success).any())  # every sample full fools, early fools
+    assert early.backward < full.backward * 0.8
