@@ -87,6 +87,27 @@ def _cases(eps: float) -> list[tuple[str, dict, int, str | None, dict]]:
             "PGDL2",
             {"eps": 0.5, "alpha": 0.125, "steps": 10, "random_start": True},
         ),
+        (
+            "apgd_ce",
+            {"eps": eps, "steps": 10},
+            11,
+            "APGD",
+            {"eps": eps, "steps": 10, "loss": "ce", "seed": 0},
+        ),
+        (
+            "cw_l2",
+            {"steps": 100, "search_steps": 1, "c": 1.0, "lr": 0.01},
+            100,
+            "CW",
+            {"c": 1.0, "kappa": 0, "steps": 100, "lr": 0.01},
+        ),
+        (
+            "square",
+            {"eps": eps, "max_queries": 100},
+            0,
+            "Square",
+            {"eps": eps, "n_queries": 100, "p_init": 0.8, "seed": 0},
+        ),
     ]
 
 
@@ -101,7 +122,10 @@ def main() -> None:
     torch.manual_seed(0)
     model = _model(args.model, device)
     x = torch.rand(args.batch, 3, 32, 32, device=device)
-    y = torch.randint(0, 10, (args.batch,), device=device)
+    # labels = the model's own predictions: every sample starts correctly classified, so an
+    # implementation that skips misclassified samples (torchattacks' APGD) skips none
+    with torch.no_grad():
+        y = model(x).argmax(1)
     try:
         import torchattacks
     except ImportError:
@@ -109,16 +133,18 @@ def main() -> None:
     rows = []
     for name, params, passes, ta_name, ta_kwargs in _cases(8 / 255):
         attack = ATTACKS.get(name).obj(ATTACKS.params_of(name, params))
-        label = f"{name}-{params.get('norm', 'linf')}" + (f"-{passes}" if passes > 1 else "")
+        norm = getattr(attack.params, "norm", attack.norm)
+        label = f"{name}-{norm}" + (f"-{passes}" if passes > 1 else "")
         row = {"attack": label, "passes": passes}
-        row["bare_s"] = _time(_bare(model, x, y, passes), device, args.repeats)
+        # the floor: as many forward+backward passes (none for the black-box Square)
+        row["bare_s"] = _time(_bare(model, x, y, passes), device, args.repeats) if passes else 0.0
         row["advgrid_s"] = _time(lambda a=attack: a(model, x, y), device, args.repeats)
         if torchattacks is not None:
             ta = getattr(torchattacks, ta_name)(model, **ta_kwargs)
             row["torchattacks_s"] = _time(lambda t=ta: t(x, y), device, args.repeats)
-        for k in [k for k in row if k.endswith("_s")]:
+        for k in [k for k in row if k.endswith("_s") and row[k]]:
             row[k.replace("_s", "_samples_per_s")] = args.batch / row[k]
-        row["advgrid_vs_bare"] = row["bare_s"] / row["advgrid_s"]
+        row["advgrid_vs_bare"] = row["bare_s"] / row["advgrid_s"] if passes else None
         if "torchattacks_s" in row:
             row["advgrid_vs_torchattacks"] = row["torchattacks_s"] / row["advgrid_s"]
         rows.append(row)
@@ -150,10 +176,12 @@ def _write(args: argparse.Namespace, device: torch.device, rows: list[dict]) -> 
     for r in rows:
         ta = r.get("torchattacks_samples_per_s")
         ratio = r.get("advgrid_vs_torchattacks")
+        bare, vs_bare = r.get("bare_samples_per_s"), r["advgrid_vs_bare"]
         lines.append(
-            f"| {r['attack']} | {r['bare_samples_per_s']:.0f} | "
+            f"| {r['attack']} | {'—' if bare is None else f'{bare:.0f}'} | "
             f"{r['advgrid_samples_per_s']:.0f} | {'' if ta is None else f'{ta:.0f}'} | "
-            f"{r['advgrid_vs_bare']:.2f}× | {'' if ratio is None else f'{ratio:.2f}×'} |"
+            f"{'—' if vs_bare is None else f'{vs_bare:.2f}×'} | "
+            f"{'' if ratio is None else f'{ratio:.2f}×'} |"
         )
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

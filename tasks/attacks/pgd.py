@@ -10,8 +10,9 @@ targeted attacks), projecting onto the ball and [0, 1] after each. Defaults: ``s
 ``step_size = 2.5 · eps / steps`` (Madry et al.'s rule), random start on, one restart.
 With ``restarts > 1`` each sample keeps the first restart that succeeds, else the last.
 ``early_stop`` stops attacking a sample as soon as it is fooled (as AutoAttack does): the
-trajectories are the same until then, so robust accuracy is never higher, for less work; but the examples sit just across the boundary, so the
-default (off) keeps full-length attacks, whose examples are the ones transfer tables need.
+trajectories are the same until then, so robust accuracy is never higher, for less work;
+but the examples sit just across the boundary, so the default (off) keeps full-length
+attacks, whose examples are the ones transfer tables need.
 Cost per restart: ``steps`` forward and backward passes per sample.
 """
 

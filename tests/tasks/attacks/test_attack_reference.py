@@ -165,6 +165,7 @@ def test_pgd_early_stop_is_never_weaker_and_cheaper(norm: str, trained) -> None:
     attack = ATTACKS.get("pgd").obj
     full = attack(ATTACKS.params_of("pgd", params))(trained.model, trained.x, trained.y)
     early = attack(ATTACKS.params_of("pgd", {**params, "early_stop": True}))(
-        trained.model, trained.x, trained.y)
+        trained.model, trained.x, trained.y
+    )
     assert not bool((full.success & ~early.success).any())  # every sample full fools, early fools
     assert early.backward < full.backward * 0.8
