@@ -13,6 +13,7 @@ from tasks.attacks import (  # noqa: F401  (registration)
     mim,
     noise,
     pgd,
+    spsa,
     square,
 )
 from tasks.attacks.base import ATTACKS, Attack, AttackOutput, AttackParams, register

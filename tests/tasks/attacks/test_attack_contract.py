@@ -18,6 +18,7 @@ STRONGER: dict[str, dict[str, object]] = {
     "deepfool": {"steps": 50},  # on digits the box constraint needs more than 5 steps
     "autoattack": {"n_target_classes": 2},
     "cw_l2": {"steps": 30, "search_steps": 3, "lr": 0.05},
+    "spsa": {"steps": 20, "samples": 32, "lr": 0.02},
 }
 
 

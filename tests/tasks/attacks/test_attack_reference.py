@@ -169,3 +169,18 @@ def test_pgd_early_stop_is_never_weaker_and_cheaper(norm: str, trained) -> None:
     )
     assert not bool((full.success & ~early.success).any())  # every sample full fools, early fools
     assert early.backward < full.backward * 0.8
+
+
+def test_spsa_matches(trained) -> None:
+    torch.manual_seed(0)  # torchattacks draws its probes from the global generator
+    ref = torchattacks.SPSA(
+        trained.model, eps=EPS, delta=0.01, lr=0.01, nb_iter=30, nb_sample=64, max_batch_size=64
+    )(trained.x, trained.y)
+    attack = ATTACKS.get("spsa").obj(
+        ATTACKS.params_of(
+            "spsa", {"eps": EPS, "steps": 30, "samples": 64, "delta": 0.01, "lr": 0.01}
+        )
+    )
+    out = attack(trained.model, trained.x, trained.y)
+    _agree(out.x_adv, ref, trained)
+    assert out.backward == 0
