@@ -68,11 +68,66 @@ class L2Ball:
         return torch.clamp(x + delta * _per_sample(scale, delta), min=0, max=1)
 
 
-Ball = LinfBall | L2Ball
-BALLS: dict[str, type[LinfBall] | type[L2Ball]] = {"linf": LinfBall, "l2": L2Ball}
+class L1Ball:
+    """``‖δ‖₁ ≤ ε``: sparse ascent on the largest gradient coordinates, simplex projection.
+
+    The ascent direction follows SLIDE (Tramèr & Boneh 2019): the signs of the top
+    ``sparsity`` share of gradient coordinates (at least one), scaled to unit L1 norm. The
+    projection is Duchi et al.'s (2008) exact Euclidean projection onto the L1 ball, then
+    clipping to [0, 1], which can only shrink the perturbation.
+    """
+
+    name = "l1"
+    sparsity = 0.01
+
+    @staticmethod
+    def norm(delta: torch.Tensor) -> torch.Tensor:
+        return delta.flatten(1).abs().sum(1)
+
+    @staticmethod
+    def random_start(x: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
+        """Uniform in the L1 ball: d+1 exponentials normalized, random signs."""
+        n, d = x.shape[0], x[0].numel()
+        e = -torch.log(
+            torch.rand((n, d + 1), generator=generator, device=x.device, dtype=x.dtype).clamp_min(
+                1e-12
+            )
+        )
+        point = e[:, :d] / e.sum(1, keepdim=True)
+        signs = torch.randint(0, 2, (n, d), generator=generator, device=x.device) * 2 - 1
+        return (eps * point * signs).view_as(x)
+
+    @classmethod
+    def ascent(cls, grad: torch.Tensor) -> torch.Tensor:
+        flat = grad.flatten(1)
+        k = max(1, int(cls.sparsity * flat.shape[1]))
+        top = flat.abs().topk(k, dim=1).indices
+        direction = torch.zeros_like(flat).scatter(1, top, flat.gather(1, top).sign())
+        return (direction / k).view_as(grad)
+
+    @staticmethod
+    def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+        delta = (x_adv - x).flatten(1)
+        mag = delta.abs()
+        u = mag.sort(dim=1, descending=True).values
+        cssv = u.cumsum(1) - eps
+        ranks = torch.arange(1, u.shape[1] + 1, device=u.device, dtype=u.dtype)
+        rho = (u * ranks > cssv).sum(1, keepdim=True).clamp_min(1)
+        theta = (cssv.gather(1, rho - 1) / rho.to(u.dtype)).clamp_min(0)
+        inside = mag.sum(1, keepdim=True) <= eps
+        shrunk = torch.where(inside, delta, delta.sign() * (mag - theta).clamp_min(0))
+        return torch.clamp(x + shrunk.view_as(x), min=0, max=1)
 
 
-def ball(norm: str) -> type[LinfBall] | type[L2Ball]:
+Ball = LinfBall | L2Ball | L1Ball
+BALLS: dict[str, type[LinfBall] | type[L2Ball] | type[L1Ball]] = {
+    "linf": LinfBall,
+    "l2": L2Ball,
+    "l1": L1Ball,
+}
+
+
+def ball(norm: str) -> type[LinfBall] | type[L2Ball] | type[L1Ball]:
     """The strategy for ``norm`` (``linf`` or ``l2``)."""
     try:
         return BALLS[norm]

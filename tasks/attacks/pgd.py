@@ -1,18 +1,18 @@
-"""PGD — projected gradient descent on the loss, in an L∞ or L2 ball.
+"""PGD — projected gradient descent on the loss, in an L∞, L2 or L1 ball.
 
 Madry, Makelov, Schmidt, Tsipras & Vladu, "Towards Deep Learning Models Resistant to
 Adversarial Attacks", ICLR 2018.
 
-Threat model: white-box, ``‖x' − x‖ ≤ eps`` in ``norm`` (``linf`` or ``l2``), inputs in
-[0, 1]. From ``x`` (or a uniform random point of the ball when ``random_start``), take
-``steps`` ascent steps of ``step_size`` on the cross-entropy (descent on the target's for
-targeted attacks), projecting onto the ball and [0, 1] after each. Defaults: ``steps=10``,
-``step_size = 2.5 · eps / steps`` (Madry et al.'s rule), random start on, one restart.
-With ``restarts > 1`` each sample keeps the first restart that succeeds, else the last.
-``early_stop`` stops attacking a sample as soon as it is fooled (as AutoAttack does): the
-trajectories are the same until then, so robust accuracy is never higher, for less work;
-but the examples sit just across the boundary, so the default (off) keeps full-length
-attacks, whose examples are the ones transfer tables need.
+Threat model: white-box, ``‖x' − x‖ ≤ eps`` in ``norm`` (``linf``, ``l2``, or ``l1`` with
+sparse steps, see ``norms.L1Ball``), inputs in [0, 1]. From ``x`` (or a uniform random point
+of the ball when ``random_start``), take ``steps`` ascent steps of ``step_size`` on the
+cross-entropy (descent on the target's for targeted attacks), projecting onto the ball and
+[0, 1] after each. Defaults: ``steps=10``, ``step_size = 2.5 · eps / steps`` (Madry et al.'s
+rule), random start on, one restart. With ``restarts > 1`` each sample keeps the first
+restart that succeeds, else the last. ``early_stop`` stops attacking a sample as soon as it
+is fooled (as AutoAttack does): the trajectories are the same until then, so robust accuracy
+is never higher, for less work; but the examples sit just across the boundary, so the
+default (off) keeps full-length attacks, whose examples are the ones transfer tables need.
 Cost per restart: ``steps`` forward and backward passes per sample.
 """
 
@@ -30,7 +30,7 @@ from tasks.params import Number
 
 
 class PGDParams(AttackParams):
-    norm: Literal["linf", "l2"] = "linf"
+    norm: Literal["linf", "l2", "l1"] = "linf"
     steps: int = Field(10, ge=1)
     step_size: Number | None = Field(None, gt=0, description="default: 2.5 · eps / steps")
     random_start: bool = True
@@ -48,7 +48,7 @@ class PGDParams(AttackParams):
 
 @register("pgd")
 class PGD(Attack):
-    """Projected gradient descent in an L∞ or L2 ball, random start, restarts (Madry 2018)."""
+    """Projected gradient descent in an L∞, L2 or L1 ball; random start, restarts (Madry 2018)."""
 
     Params = PGDParams
     params: PGDParams
