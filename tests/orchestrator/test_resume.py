@@ -35,7 +35,8 @@ def _wait_for_done(
 
 @pytest.mark.ray
 def test_sigkill_driver_then_resume(ray_cluster: str, tmp_path: Path, cli) -> None:
-    env = {**os.environ, **data_env(tmp_path), "RAY_ADDRESS": ray_cluster}
+    root = str(Path(__file__).resolve().parents[2])  # this checkout, whatever is installed
+    env = {**os.environ, **data_env(tmp_path), "RAY_ADDRESS": ray_cluster, "PYTHONPATH": root}
     study = tiny_study(tmp_path / "crash.yaml", name="crash")
     proc = subprocess.Popen(
         [sys.executable, "-m", "orchestrator", "run", str(study), "-q"],
