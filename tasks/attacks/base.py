@@ -106,6 +106,7 @@ class Attack(ABC):
         generator: torch.Generator | None = None,
     ) -> AttackOutput:
         _check(x, y)
+        x = x.detach()  # the output never carries the caller's graph
         gen = generator or torch.Generator(device=x.device).manual_seed(self.params.seed)
         self.forward = self.backward = 0
         self.counts = {}
@@ -173,6 +174,7 @@ class Attack(ABC):
 
 
 def _check(x: torch.Tensor, y: torch.Tensor) -> None:
+    x = x.detach()
     if not torch.is_floating_point(x):
         raise InputError(f"x must be a float tensor in [0, 1], got dtype {x.dtype}")
     if x.dim() < 2 or y.shape != (x.shape[0],):
@@ -182,6 +184,8 @@ def _check(x: torch.Tensor, y: torch.Tensor) -> None:
         )
     if y.dtype != torch.int64:
         raise InputError(f"y must hold int64 class indices, got {y.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        raise InputError("x holds NaN or infinite values; expected finite values in [0, 1]")
     if x.numel() and (x.min() < 0 or x.max() > 1):
         raise InputError(
             f"x must lie in [0, 1] (got [{float(x.min()):.3g}, {float(x.max()):.3g}]); "

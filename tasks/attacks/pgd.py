@@ -9,10 +9,11 @@ of the ball when ``random_start``), take ``steps`` ascent steps of ``step_size``
 cross-entropy (descent on the target's for targeted attacks), projecting onto the ball and
 [0, 1] after each. Defaults: ``steps=10``, ``step_size = 2.5 · eps / steps`` (Madry et al.'s
 rule), random start on, one restart. With ``restarts > 1`` each sample keeps the first
-restart that succeeds, else the last. ``early_stop`` stops attacking a sample as soon as it
-is fooled (as AutoAttack does): the trajectories are the same until then, so robust accuracy
-is never higher, for less work; but the examples sit just across the boundary, so the
-default (off) keeps full-length attacks, whose examples are the ones transfer tables need.
+restart that succeeds, else the one with the highest loss. ``early_stop`` stops attacking a
+sample as soon as it is fooled (as AutoAttack does): the trajectories are the same until
+then, so robust accuracy is never higher, for less work; but the examples sit just across the
+boundary, so the default (off) keeps full-length attacks, whose examples are the ones
+transfer tables need.
 Cost per restart: ``steps`` forward and backward passes per sample.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
@@ -63,7 +65,7 @@ class PGD(Attack):
     ) -> torch.Tensor:
         p, geometry = self.params, ball(self.params.norm)
         step = float(p.step_size or 0.0)  # always set by PGDParams' validator
-        best = x.clone()
+        best, best_loss = x.clone(), torch.full((len(x),), -torch.inf, device=x.device)
         done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         for _ in range(p.restarts):
             x_adv = x.clone()
@@ -76,14 +78,22 @@ class PGD(Attack):
                 x_adv = geometry.project(x_adv + step * geometry.ascent(grad), x, p.eps)
             if p.restarts == 1:
                 return x_adv
-            with torch.inference_mode():
-                pred = model(x_adv).argmax(1)
-            self.forward += len(x)
-            hit = (pred == target) if target is not None else (pred != y)
-            take = ~done
-            best[take] = x_adv[take]
+            loss, hit = self._score(model, x_adv, y, target)
+            take = ~done & (hit | (loss > best_loss))
+            best[take], best_loss[take] = x_adv[take], loss[take]
             done |= hit
         return best
+
+    def _score(
+        self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample loss being ascended and success, from one forward pass."""
+        with torch.inference_mode():
+            logits = model(x_adv).float()
+        self.forward += len(x_adv)
+        if target is None:
+            return F.cross_entropy(logits, y, reduction="none"), logits.argmax(1) != y
+        return -F.cross_entropy(logits, target, reduction="none"), logits.argmax(1) == target
 
     def _until_fooled(
         self,

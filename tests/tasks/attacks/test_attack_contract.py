@@ -55,14 +55,16 @@ def test_output_in_range_and_inside_the_ball(name: str, trained) -> None:
 
 
 def test_input_not_mutated_and_model_state_restored(name: str, trained) -> None:
-    x = trained.x.clone()
+    x = trained.x.clone().requires_grad_(True)  # a caller's tensor inside a graph
     model = trained.model
     model.train()
     frozen = next(model.parameters())
     frozen.requires_grad_(False)
     try:
-        make(name)(model, x, trained.y)
+        out = make(name)(model, x, trained.y)
         assert torch.equal(x, trained.x)
+        assert x.grad is None
+        assert not out.x_adv.requires_grad  # detached: the caller's graph stays out
         assert model.training
         assert [p.requires_grad for p in model.parameters()].count(False) == 1
         assert all(p.grad is None for p in model.parameters())
@@ -126,6 +128,12 @@ def test_bad_inputs_raise(name: str, trained) -> None:
         make(name)(trained.model, trained.x, trained.y[:-1])
     with pytest.raises(InputError, match="int64"):
         make(name)(trained.model, trained.x, trained.y.int())
+    with pytest.raises(InputError, match="float"):
+        make(name)(trained.model, (trained.x * 255).to(torch.uint8), trained.y)
+    nan = trained.x.clone()
+    nan[0, 0, 0, 0] = float("nan")  # NaN compares False with both bounds of [0, 1]
+    with pytest.raises(InputError, match="NaN"):
+        make(name)(trained.model, nan, trained.y)
 
 
 def test_bad_params_explain_themselves(name: str) -> None:

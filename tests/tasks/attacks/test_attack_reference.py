@@ -49,7 +49,7 @@ def test_pgd_with_random_start_within_two_points(trained) -> None:
 
 
 def test_pgd_l2_within_two_points(trained) -> None:
-    eps = 1.0
+    eps = 0.5  # about 40 % robust accuracy: at eps 1.0 both reach 0 % and a gap could not show
     ref = torchattacks.PGDL2(trained.model, eps=eps, alpha=eps / 4, steps=10, random_start=False)(
         trained.x, trained.y
     )
