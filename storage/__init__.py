@@ -3,15 +3,23 @@
 Imports nothing from ``orchestrator`` or ``tasks``.
 """
 
-from storage.artifacts import ArtifactRecord, ArtifactStore
-from storage.db import Database, mask_url
+from storage.artifacts import ArtifactStore
+from storage.db import Database
+from storage.engine import mask_url
 from storage.errors import (
     CorruptArtifactError,
     NotFoundError,
     SchemaOutOfDateError,
     StorageError,
 )
-from storage.rows import AttemptRow, CellRow, ClaimedCell, NewCell, StudyRow
+from storage.rows import (
+    ArtifactRecord,
+    AttemptRow,
+    CellRow,
+    ClaimedCell,
+    NewCell,
+    StudyRow,
+)
 
 __all__ = [
     "ArtifactRecord",

@@ -1,4 +1,8 @@
-"""Errors raised by :mod:`storage`."""
+"""Errors raised by :mod:`storage`.
+
+Every message says what was expected, what came and what to do, naming the database (with
+its password masked), the study, the cell key or the artifact file.
+"""
 
 
 class StorageError(Exception):

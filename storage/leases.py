@@ -1,52 +1,39 @@
-"""Leases: claim runnable cells, renew, commit or fail them under a token.
+"""Leases: claim runnable cells, renew them, expire them, give quarantined cells another go.
 
-A claim gives a cell a fresh ``lease_token`` and an expiry; a result is committed only while
-the cell is still ``running`` under that token, so a cell executed twice (Ray retries are
-at-least-once; a slow driver whose lease expired) is recorded once. On PostgreSQL the
-claimed rows are locked with ``FOR UPDATE SKIP LOCKED`` so concurrent drivers skip each
-other's picks; on SQLite every write transaction starts with ``BEGIN IMMEDIATE``.
-Every state change is also conditional on the state it expects, so a lost race updates
-nothing instead of overwriting.
+A claim gives a cell a fresh ``lease_token`` and an expiry; results are committed under that
+token (:mod:`storage.results`), so a cell executed twice (Ray retries are at-least-once; a
+driver whose lease expired while it was slow) is recorded once. On PostgreSQL the claimed
+rows are locked with ``FOR UPDATE SKIP LOCKED``, so concurrent drivers pass over each
+other's picks; on SQLite every write transaction holds the database's write lock from its
+``BEGIN IMMEDIATE``.
+
+Lease times come from :meth:`DatabaseCore._now`: the database clock on PostgreSQL.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy.orm import Session
 
-from storage.artifacts import ArtifactRecord
-from storage.models import (
-    ArtifactModel,
-    AttemptModel,
-    CellArtifactModel,
-    CellModel,
-    MetricModel,
-)
+from storage.cells import rowcount
+from storage.core import DatabaseCore, chunks
+from storage.models import AttemptModel, CellModel
 from storage.rows import ClaimedCell
-
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
+_CHUNK = 500  # bound parameters per IN list
+_PAGE = 500  # candidate cells read at a time by a claim
 
-class LeaseMixin:
+
+class LeaseMixin(DatabaseCore):
     """Lease operations of :class:`storage.Database`."""
-
-    dialect: str
-
-    def _session(self) -> Any:  # provided by Database
-        raise NotImplementedError
-
-    def _now(self, session: Session) -> datetime:  # provided by Database
-        raise NotImplementedError
 
     def claim(
         self,
@@ -58,293 +45,95 @@ class LeaseMixin:
         *,
         keys: set[str] | None = None,
     ) -> list[ClaimedCell]:
-        """Lease up to ``limit`` runnable cells (dependencies done), oldest first.
+        """Lease up to ``limit`` runnable cells whose dependencies are all done, by id.
 
-        Runnable: ``pending``; ``failed`` with attempts left; ``running`` whose lease expired
-        (its open attempt is closed as ``lost_lease``). ``keys`` restricts the claim to
-        the cells of the current plan.
+        Runnable: ``pending``; ``failed`` with fewer than ``max_attempts`` attempts;
+        ``running`` with an expired lease (its open attempt is closed as ``lost_lease``).
+
+        Args:
+            study_id: The study.
+            owner: Who holds the leases (``host:pid:nonce``), see :meth:`expire_leases`.
+            limit: At most this many cells.
+            lease_s: Seconds until the leases expire unless renewed by :meth:`heartbeat`.
+            max_attempts: Attempts a failed cell gets before it is quarantined.
+            keys: Only cells with these keys (the current plan); None for all.
+
+        Returns:
+            The claimed cells, each with its token and attempt number.
         """
         if limit <= 0:
             return []
-        with self._session() as s:
+        with self.session_scope() as s:
             now = self._now(s)
-            picked = self._pick(s, study_id, now, limit, max_attempts, keys)
-            return [
-                c
-                for c in (self._take(s, row, owner, now, lease_s, max_attempts) for row in picked)
-                if c is not None
-            ]
+            runnable = _runnable(study_id, now, max_attempts)
+            cells: list[CellModel] = []
+            for ready in _ready_batches(s, study_id, runnable, keys):
+                cells += self._lock(s, ready, runnable, limit - len(cells))
+                if len(cells) >= limit:
+                    break
+            claimed = _take(s, cells, owner, now, lease_s)
+        if claimed:
+            log.debug("study %s: %s claimed %d cells", study_id, owner, len(claimed))
+        return claimed
 
-    def _runnable(self, study_id: int, now: datetime, max_attempts: int) -> Any:
-        return and_(
-            CellModel.study_id == study_id,
-            or_(
-                CellModel.state == "pending",
-                and_(CellModel.state == "failed", CellModel.attempts < max_attempts),
-                and_(CellModel.state == "running", CellModel.lease_expires_at < now),
-            ),
-        )
+    def _lock(
+        self, s: Session, ready: list[int], runnable: ColumnElement[bool], limit: int
+    ) -> list[CellModel]:
+        """Lock up to ``limit`` of the ``ready`` cells that are still runnable, by id.
 
-    def _pick(
-        self,
-        s: Session,
-        study_id: int,
-        now: datetime,
-        limit: int,
-        max_attempts: int,
-        keys: set[str] | None,
-    ) -> list[Any]:
+        On PostgreSQL rows another driver has locked are skipped, and only the rows
+        returned are locked (``LIMIT`` applies before ``FOR UPDATE``).
+        """
         q = (
-            select(CellModel.id, CellModel.key, CellModel.depends_on)
-            .where(self._runnable(study_id, now, max_attempts))
-            .order_by(CellModel.id)
-        )
-        candidates = [r for r in s.execute(q) if keys is None or r.key in keys]
-        if any(r.depends_on not in ("[]", "") for r in candidates):
-            done = set(
-                s.scalars(
-                    select(CellModel.key).where(
-                        CellModel.study_id == study_id, CellModel.state == "done"
-                    )
-                )
-            )
-        else:
-            done = set()
-        ready = [r.id for r in candidates if set(json.loads(r.depends_on or "[]")) <= done]
-        if not ready:
-            return []
-        lock = (
             select(CellModel)
-            .where(
-                CellModel.id.in_(ready[: limit * 4]), self._runnable(study_id, now, max_attempts)
-            )
+            .where(CellModel.id.in_(ready), runnable)
             .order_by(CellModel.id)
+            .limit(limit)
         )
         if self.dialect == "postgresql":
-            lock = lock.with_for_update(skip_locked=True)
-        return list(s.scalars(lock))[:limit]
-
-    def _take(
-        self,
-        s: Session,
-        cell: CellModel,
-        owner: str,
-        now: datetime,
-        lease_s: float,
-        max_attempts: int,
-    ) -> ClaimedCell | None:
-        was_running = cell.state == "running"
-        token, n = uuid.uuid4().hex, cell.attempts + 1
-        result = s.execute(
-            update(CellModel)
-            .where(
-                CellModel.id == cell.id,
-                CellModel.state == cell.state,
-                CellModel.attempts == cell.attempts,
-            )
-            .values(
-                state="running",
-                lease_token=token,
-                lease_owner=owner,
-                lease_expires_at=now + timedelta(seconds=lease_s),
-                heartbeat_at=now,
-                started_at=now,
-                finished_at=None,
-                attempts=n,
-                error=None,
-            )
-        )
-        if _rowcount(result) != 1:
-            return None
-        if was_running:
-            s.execute(
-                update(AttemptModel)
-                .where(AttemptModel.cell_id == cell.id, AttemptModel.outcome.is_(None))
-                .values(outcome="lost_lease", ended_at=now)
-            )
-        s.execute(insert(AttemptModel).values(cell_id=cell.id, n=n, started_at=now, worker=owner))
-        return ClaimedCell(
-            cell.id,
-            cell.key,
-            cell.kind,
-            cell.spec_json,
-            json.loads(cell.depends_on or "[]"),
-            token,
-            n,
-        )
+            q = q.with_for_update(skip_locked=True)
+        return list(s.scalars(q))
 
     def heartbeat(self, tokens: list[str], lease_s: float) -> int:
-        """Extend the leases held under ``tokens``; returns how many were extended."""
+        """Extend the leases held under ``tokens`` to ``lease_s`` seconds from now.
+
+        Returns:
+            How many leases were extended (a lost lease is not).
+        """
         if not tokens:
             return 0
-        with self._session() as s:
+        extended = 0
+        with self.session_scope() as s:
             now = self._now(s)
-            result = s.execute(
-                update(CellModel)
-                .where(CellModel.lease_token.in_(tokens), CellModel.state == "running")
-                .values(lease_expires_at=now + timedelta(seconds=lease_s), heartbeat_at=now)
-            )
-            return _rowcount(result)
-
-    def _own(self, cell_id: int, token: str) -> Any:
-        return and_(
-            CellModel.id == cell_id, CellModel.lease_token == token, CellModel.state == "running"
-        )
-
-    def complete(
-        self,
-        cell_id: int,
-        token: str,
-        *,
-        metrics: dict[str, float],
-        artifacts: dict[str, ArtifactRecord],
-        duration_s: float | None,
-        worker: str | None,
-    ) -> bool:
-        """Record a result; False (and nothing written) if the lease was lost."""
-        with self._session() as s:
-            now = self._now(s)
-            n = s.scalar(select(CellModel.attempts).where(self._own(cell_id, token)))
-            if n is None:
-                return False
-            s.execute(
-                update(CellModel)
-                .where(self._own(cell_id, token))
-                .values(
-                    state="done",
-                    finished_at=now,
-                    duration_s=duration_s,
-                    worker=worker,
-                    lease_token=None,
-                    lease_expires_at=None,
-                    error=None,
+            for chunk in chunks(list(tokens), _CHUNK):
+                result = s.execute(
+                    update(CellModel)
+                    .where(CellModel.lease_token.in_(chunk), CellModel.state == "running")
+                    .values(lease_expires_at=now + timedelta(seconds=lease_s), heartbeat_at=now)
                 )
-            )
-            self._write_metrics(s, cell_id, metrics)
-            self._write_artifacts(s, cell_id, artifacts, now)
-            self._close_attempt(s, cell_id, n, now, "ok", worker, None)
-            return True
-
-    @staticmethod
-    def _write_metrics(s: Session, cell_id: int, metrics: dict[str, float]) -> None:
-        s.query(MetricModel).filter(MetricModel.cell_id == cell_id).delete()
-        rows = []
-        for name, value in metrics.items():
-            if value is None or not math.isfinite(float(value)):
-                log.warning(
-                    "cell %s: metric %s=%r is not a finite number; not stored", cell_id, name, value
-                )
-                continue
-            rows.append({"cell_id": cell_id, "name": name, "value": float(value)})
-        if rows:
-            s.execute(insert(MetricModel), rows)
-
-    @staticmethod
-    def _write_artifacts(
-        s: Session, cell_id: int, artifacts: dict[str, ArtifactRecord], now: datetime
-    ) -> None:
-        if not artifacts:
-            return
-        digests = {a.digest for a in artifacts.values()}
-        known = set(
-            s.scalars(select(ArtifactModel.digest).where(ArtifactModel.digest.in_(digests)))
-        )
-        for a in {a.digest: a for a in artifacts.values()}.values():
-            if a.digest not in known:
-                s.add(
-                    ArtifactModel(
-                        digest=a.digest,
-                        kind=a.kind,
-                        uri=a.uri,
-                        bytes=a.bytes,
-                        format=a.format,
-                        meta_json=json.dumps(a.meta, sort_keys=True),
-                        created_at=now,
-                    )
-                )
-        s.flush()
-        s.query(CellArtifactModel).filter(CellArtifactModel.cell_id == cell_id).delete()
-        s.execute(
-            insert(CellArtifactModel),
-            [
-                {"cell_id": cell_id, "role": role, "digest": a.digest}
-                for role, a in artifacts.items()
-            ],
-        )
-
-    @staticmethod
-    def _close_attempt(
-        s: Session,
-        cell_id: int,
-        n: int,
-        now: datetime,
-        outcome: str,
-        worker: str | None,
-        error: str | None,
-    ) -> None:
-        values: dict[str, Any] = {"outcome": outcome, "ended_at": now, "error": error}
-        if worker:
-            values["worker"] = worker
-        s.execute(
-            update(AttemptModel)
-            .where(AttemptModel.cell_id == cell_id, AttemptModel.n == n)
-            .values(**values)
-        )
-
-    def fail(
-        self, cell_id: int, token: str, *, error: str, worker: str | None, max_attempts: int
-    ) -> str | None:
-        """Record a failure: ``failed`` (attempts left) or ``quarantined``; None if not owned."""
-        with self._session() as s:
-            now = self._now(s)
-            n = s.scalar(select(CellModel.attempts).where(self._own(cell_id, token)))
-            if n is None:
-                return None
-            state = "quarantined" if n >= max_attempts else "failed"
-            s.execute(
-                update(CellModel)
-                .where(self._own(cell_id, token))
-                .values(
-                    state=state,
-                    finished_at=now,
-                    error=error,
-                    lease_token=None,
-                    lease_expires_at=None,
-                )
-            )
-            self._close_attempt(s, cell_id, n, now, "error", worker, error)
-            return state
-
-    def release(self, cell_id: int, token: str, outcome: str = "killed") -> bool:
-        """Give a cell back (pending) without an error, e.g. when the driver stops."""
-        with self._session() as s:
-            now = self._now(s)
-            n = s.scalar(select(CellModel.attempts).where(self._own(cell_id, token)))
-            if n is None:
-                return False
-            s.execute(
-                update(CellModel)
-                .where(self._own(cell_id, token))
-                .values(state="pending", lease_token=None, lease_expires_at=None)
-            )
-            self._close_attempt(s, cell_id, n, now, outcome, None, None)
-            return True
+                extended += rowcount(result)
+        return extended
 
     def running_owners(self, study_id: int) -> set[str]:
-        with self._session() as s:
-            q = (
-                select(CellModel.lease_owner)
-                .where(CellModel.study_id == study_id, CellModel.state == "running")
-                .distinct()
-            )
+        """Owners holding leases on running cells of the study, expired or not."""
+        q = (
+            select(CellModel.lease_owner)
+            .where(CellModel.study_id == study_id, CellModel.state == "running")
+            .distinct()
+        )
+        with self.session_scope(write=False) as s:
             return {o for o in s.scalars(q) if o}
 
     def expire_leases(self, study_id: int, owners: Iterable[str]) -> int:
-        """Make the running cells of ``owners`` claimable now (their process is gone)."""
+        """Make the running cells of ``owners`` claimable now: their process is gone.
+
+        Returns:
+            How many leases were expired.
+        """
         owners = list(owners)
         if not owners:
             return 0
-        with self._session() as s:
+        with self.session_scope() as s:
             past = self._now(s) - timedelta(seconds=1)
             result = s.execute(
                 update(CellModel)
@@ -355,21 +144,112 @@ class LeaseMixin:
                 )
                 .values(lease_expires_at=past)
             )
-            return _rowcount(result)
+            n = rowcount(result)
+        log.info("study %s: expired %d leases of %s", study_id, n, ", ".join(sorted(owners)))
+        return n
 
     def retry_quarantined(self, study_id: int) -> int:
-        """Quarantined and failed cells become pending: one more attempt each."""
-        with self._session() as s:
+        """Quarantined and failed cells become pending with a fresh attempt budget.
+
+        ``attempts`` is reset to 0; the attempt history is kept.
+
+        Returns:
+            How many cells were reset.
+        """
+        with self.session_scope() as s:
             result = s.execute(
                 update(CellModel)
                 .where(
                     CellModel.study_id == study_id, CellModel.state.in_(("quarantined", "failed"))
                 )
-                .values(state="pending")
+                .values(state="pending", attempts=0)
             )
-            return _rowcount(result)
+            return rowcount(result)
 
 
-def _rowcount(result: Any) -> int:
-    """Rows an UPDATE matched (``CursorResult.rowcount``)."""
-    return int(result.rowcount)
+def _runnable(study_id: int, now: datetime, max_attempts: int) -> ColumnElement[bool]:
+    return and_(
+        CellModel.study_id == study_id,
+        or_(
+            CellModel.state == "pending",
+            and_(CellModel.state == "failed", CellModel.attempts < max_attempts),
+            and_(CellModel.state == "running", CellModel.lease_expires_at < now),
+        ),
+    )
+
+
+def _ready_batches(
+    s: Session, study_id: int, runnable: ColumnElement[bool], keys: set[str] | None
+) -> Iterator[list[int]]:
+    """Ids of runnable cells whose dependencies are all done, a page at a time, by id.
+
+    Dependencies are checked in Python: a page's dependency keys are looked up among the
+    study's done cells. Paging keeps a claim cheap in a large study: it reads only as far
+    as it needs to find enough cells.
+    """
+    after = 0
+    while True:
+        q = select(CellModel.id, CellModel.key, CellModel.depends_on).where(
+            runnable, CellModel.id > after
+        )
+        page = s.execute(q.order_by(CellModel.id).limit(_PAGE)).all()
+        if not page:
+            return
+        after = page[-1].id
+        needs = {r.id: json.loads(r.depends_on or "[]") for r in page}
+        done = _done_keys(s, study_id, {k for deps in needs.values() for k in deps})
+        ready = [
+            r.id for r in page if (keys is None or r.key in keys) and done.issuperset(needs[r.id])
+        ]
+        if ready:
+            yield ready
+
+
+def _done_keys(s: Session, study_id: int, wanted: set[str]) -> set[str]:
+    """Those of the ``wanted`` keys whose cells in the study are done."""
+    done: set[str] = set()
+    for chunk in chunks(sorted(wanted), _CHUNK):
+        q = select(CellModel.key).where(
+            CellModel.study_id == study_id, CellModel.state == "done", CellModel.key.in_(chunk)
+        )
+        done.update(s.scalars(q))
+    return done
+
+
+def _take(
+    s: Session, cells: list[CellModel], owner: str, now: datetime, lease_s: float
+) -> list[ClaimedCell]:
+    """Lease the locked ``cells`` to ``owner``, opening an attempt for each."""
+    if not cells:
+        return []
+    ids = [c.id for c in cells]
+    last_q = (
+        select(AttemptModel.cell_id, func.max(AttemptModel.n))
+        .where(AttemptModel.cell_id.in_(ids))
+        .group_by(AttemptModel.cell_id)
+    )
+    last: dict[int, int] = {cid: n for cid, n in s.execute(last_q)}
+    lost = [c for c in cells if c.state == "running"]
+    for c in lost:
+        log.info("cell %s: lease of %s expired; reclaimed", c.key[:12], c.lease_owner)
+    _close_attempts(s, [c.id for c in lost], now, "lost_lease")
+    claimed = []
+    for c in cells:
+        token, n = uuid.uuid4().hex, last.get(c.id, 0) + 1
+        c.state, c.lease_token, c.lease_owner = "running", token, owner
+        c.lease_expires_at = now + timedelta(seconds=lease_s)
+        c.heartbeat_at = c.started_at = now
+        c.finished_at, c.error, c.attempts = None, None, c.attempts + 1
+        s.add(AttemptModel(cell_id=c.id, n=n, started_at=now, worker=owner))
+        deps = json.loads(c.depends_on or "[]")
+        claimed.append(ClaimedCell(c.id, c.key, c.kind, c.spec_json, deps, token, n))
+    return claimed
+
+
+def _close_attempts(s: Session, cell_ids: list[int], now: datetime, outcome: str) -> None:
+    if cell_ids:
+        s.execute(
+            update(AttemptModel)
+            .where(AttemptModel.cell_id.in_(cell_ids), AttemptModel.outcome.is_(None))
+            .values(outcome=outcome, ended_at=now)
+        )

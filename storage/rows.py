@@ -1,17 +1,28 @@
-"""Plain, frozen rows returned by :class:`storage.Database` (never ORM objects)."""
+"""Plain, frozen rows returned by :class:`storage.Database` (never ORM objects).
+
+Timestamps are timezone-aware UTC on every backend.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from storage.models import ArtifactModel, AttemptModel, CellModel, StudyModel
+
 
 @dataclass(frozen=True)
 class NewCell:
-    """A cell to insert."""
+    """A cell to insert with :meth:`storage.Database.add_cells`.
+
+    Attributes:
+        key: 64-character hex cell key, unique within its study.
+        kind: ``train``, ``attack`` or ``transfer``.
+        spec_json: Canonical JSON of the normalized cell spec.
+        depends_on: Keys of the cells that must be ``done`` before this one may run.
+    """
 
     key: str
     kind: str
@@ -21,6 +32,8 @@ class NewCell:
 
 @dataclass(frozen=True)
 class StudyRow:
+    """One study."""
+
     id: int
     name: str
     spec_yaml: str
@@ -29,15 +42,16 @@ class StudyRow:
     created_by: str
     advgrid_version: str
 
-    @classmethod
-    def of(cls, m: Any) -> StudyRow:
-        return cls(
-            m.id, m.name, m.spec_yaml, m.spec_hash, m.created_at, m.created_by, m.advgrid_version
-        )
-
 
 @dataclass(frozen=True)
 class CellRow:
+    """One cell with its metrics and artifacts.
+
+    Attributes:
+        metrics: ``{metric name: value}``.
+        artifacts: ``{role: artifact digest}``, e.g. ``{"adversarial": "ab12…"}``.
+    """
+
     id: int
     study_id: int
     key: str
@@ -58,37 +72,14 @@ class CellRow:
     artifacts: dict[str, str] = field(default_factory=dict)
 
 
-def cell_row(
-    m: Any,
-    metrics: dict[str, float],
-    artifacts: dict[str, str],
-    utc: Callable[[datetime | None], datetime | None],
-) -> CellRow:
-    return CellRow(
-        id=m.id,
-        study_id=m.study_id,
-        key=m.key,
-        kind=m.kind,
-        spec_json=m.spec_json,
-        depends_on=json.loads(m.depends_on or "[]"),
-        state=m.state,
-        attempts=m.attempts,
-        lease_owner=m.lease_owner,
-        lease_expires_at=utc(m.lease_expires_at),
-        started_at=utc(m.started_at),
-        finished_at=utc(m.finished_at),
-        duration_s=m.duration_s,
-        worker=m.worker,
-        error=m.error,
-        mlflow_run_id=m.mlflow_run_id,
-        metrics=dict(metrics),
-        artifacts=dict(artifacts),
-    )
-
-
 @dataclass(frozen=True)
 class ClaimedCell:
-    """A cell this process holds a lease on."""
+    """A cell this process holds a lease on.
+
+    Attributes:
+        token: The lease token; results are committed only under it.
+        attempt: Number of this attempt in the cell's history (``attempts.n``), 1 first.
+    """
 
     id: int
     key: str
@@ -101,14 +92,71 @@ class ClaimedCell:
 
 @dataclass(frozen=True)
 class AttemptRow:
+    """One claim of a cell; ``outcome`` (ok, error, lost_lease, killed) is None while running."""
+
+    id: int
     cell_id: int
     n: int
-    started_at: datetime | None
+    started_at: datetime
     ended_at: datetime | None
     outcome: str | None
     worker: str | None
     error: str | None
 
-    @classmethod
-    def of(cls, m: Any, utc: Callable[[datetime | None], datetime | None]) -> AttemptRow:
-        return cls(m.cell_id, m.n, utc(m.started_at), utc(m.ended_at), m.outcome, m.worker, m.error)
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    """What the index knows about one stored artifact.
+
+    Attributes:
+        digest: SHA-256 (64 lowercase hex characters) of the file's bytes.
+        kind: What it holds, e.g. ``checkpoint`` or ``adversarial``.
+        uri: Location relative to the store root, ``objects/ab/cdef….safetensors``.
+        bytes: File size.
+        format: File format, ``safetensors``.
+        meta: JSON metadata stored in the file.
+    """
+
+    digest: str
+    kind: str
+    uri: str
+    bytes: int
+    format: str = "safetensors"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def study_row(m: StudyModel) -> StudyRow:
+    return StudyRow(
+        m.id, m.name, m.spec_yaml, m.spec_hash, m.created_at, m.created_by, m.advgrid_version
+    )
+
+
+def cell_row(m: CellModel, metrics: dict[str, float], artifacts: dict[str, str]) -> CellRow:
+    return CellRow(
+        id=m.id,
+        study_id=m.study_id,
+        key=m.key,
+        kind=m.kind,
+        spec_json=m.spec_json,
+        depends_on=json.loads(m.depends_on or "[]"),
+        state=m.state,
+        attempts=m.attempts,
+        lease_owner=m.lease_owner,
+        lease_expires_at=m.lease_expires_at,
+        started_at=m.started_at,
+        finished_at=m.finished_at,
+        duration_s=m.duration_s,
+        worker=m.worker,
+        error=m.error,
+        mlflow_run_id=m.mlflow_run_id,
+        metrics=dict(metrics),
+        artifacts=dict(artifacts),
+    )
+
+
+def attempt_row(m: AttemptModel) -> AttemptRow:
+    return AttemptRow(m.id, m.cell_id, m.n, m.started_at, m.ended_at, m.outcome, m.worker, m.error)
+
+
+def artifact_record(m: ArtifactModel) -> ArtifactRecord:
+    return ArtifactRecord(m.digest, m.kind, m.uri, m.bytes, m.format, json.loads(m.meta_json))

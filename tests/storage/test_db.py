@@ -1,34 +1,24 @@
-"""The storage contract, run on every backend: schema, cells, leases, results."""
+"""The storage contract, run on every backend: schema, studies, cells, results, URLs.
+
+Leases (claim, heartbeat, fail, release, expiry) are in ``test_leases.py``; schema
+migrations in ``test_migrations.py``.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
-import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from storage_builders import cell, k, record
 
-from storage import (
-    ArtifactRecord,
-    Database,
-    NewCell,
-    NotFoundError,
-    SchemaOutOfDateError,
-    mask_url,
-)
+from storage import ArtifactRecord, Database, NotFoundError, StorageError, mask_url
 
-
-def _cell(key: str, kind: str = "attack", deps: list[str] | None = None) -> NewCell:
-    return NewCell(key=key.ljust(64, "0"), kind=kind, spec_json="{}", depends_on=deps or [])
-
-
-def _k(key: str) -> str:
-    return key.ljust(64, "0")
-
-
-@pytest.fixture
-def db(db_url: str) -> Database:
-    return Database.open(db_url)
+TABLES = ["studies", "cells", "attempts", "metrics", "artifacts", "cell_artifacts"]
 
 
 @pytest.fixture
@@ -36,172 +26,254 @@ def study(db: Database) -> int:
     return db.upsert_study("s", "name: s", "h1", "tester", "0.1.0").id
 
 
-def test_fresh_database_is_created_at_head(db: Database) -> None:
+def _run(db: Database, study: int, name: str, **result: object) -> int:
+    """Claim cell ``name`` and complete it; returns its id."""
+    claimed = db.claim(study, "me", 1, 60, 3, keys={k(name)})
+    assert [c.key for c in claimed] == [k(name)]
+    args = {"metrics": {}, "artifacts": {}, "duration_s": 1.0, "worker": "w"} | result
+    assert db.complete(claimed[0].id, claimed[0].token, **args)  # type: ignore[arg-type]
+    return claimed[0].id
+
+
+def test_fresh_database_is_created_at_head(db: Database, db_url: str) -> None:
     info = db.info()
-    assert info["revision"] == info["head"] == "0001"
-    assert info["rows"] == {"studies": 0, "cells": 0, "attempts": 0, "metrics": 0, "artifacts": 0}
+    assert info["revision"] == info["head"] == db.current_revision() == "0001"
+    assert info["rows"] == dict.fromkeys(TABLES, 0)
+    assert info["url"] == mask_url(db_url)
+    assert info["dialect"] in ("sqlite", "postgresql")
 
 
-def test_out_of_date_schema_is_refused_with_the_fix(db_url: str) -> None:
-    db = Database.open(db_url)
-    with db.engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
-    with pytest.raises(SchemaOutOfDateError, match="newer than this advgrid knows"):
-        Database.open(db_url)
-    with db.engine.begin() as conn:
-        conn.execute(text("DELETE FROM alembic_version"))
-    with pytest.raises(SchemaOutOfDateError) as info:
-        Database.open(db_url)
-    assert f"`advgrid db upgrade --db {mask_url(db_url)}`" in str(info.value)
+def test_sqlite_settings(tmp_path: Path) -> None:
+    db = Database.open(f"sqlite:///{tmp_path / 'a' / 'b' / 'index.db'}")  # folders created
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+    db.close()
+
+
+@pytest.mark.postgres
+def test_plain_postgresql_urls_use_psycopg(pg_url: str) -> None:
+    db = Database.open("postgresql://" + pg_url.split("://", 1)[1])
+    assert db.engine.dialect.driver == "psycopg"
+    assert db.current_revision() == "0001"
+    db.close()
+
+
+def test_foreign_keys_are_enforced(db: Database) -> None:
+    with pytest.raises(StorageError, match="database error on"):
+        db.add_cells(12345, [cell("orphan")])
+    assert db.info()["rows"]["cells"] == 0
 
 
 def test_studies(db: Database) -> None:
+    before = datetime.now(timezone.utc) - timedelta(seconds=5)
     a = db.upsert_study("s", "v1", "h1", "me", "0.1.0")
-    b = db.upsert_study("s", "v2", "h2", "me", "0.1.0")
+    b = db.upsert_study("s", "v2", "h2", "you", "0.2.0")
     assert a.id == b.id
-    assert b.spec_yaml == "v2"
+    assert (b.spec_yaml, b.spec_hash, b.created_by) == ("v2", "h2", "me")
+    assert b.created_at == a.created_at
+    assert b.created_at.tzinfo is not None
+    assert before < b.created_at < before + timedelta(minutes=1)
+    assert db.find_study("s") == b
+    assert db.get_study("s") == b
     assert db.find_study("nope") is None
-    with pytest.raises(NotFoundError, match="no study named 'nope'.*known studies: s"):
+    db.upsert_study("other", "", "h", "me", "0.1.0")
+    with pytest.raises(NotFoundError, match="no study named 'nope'.*known studies: other, s"):
         db.get_study("nope")
-    assert [s.name for s in db.list_studies()] == ["s"]
+    assert [s.name for s in db.list_studies()] == ["s", "other"]
 
 
 def test_add_cells_is_idempotent(db: Database, study: int) -> None:
-    assert db.add_cells(study, [_cell("a"), _cell("b"), _cell("a")]) == 2
-    assert db.add_cells(study, [_cell("a"), _cell("c")]) == 1
+    assert db.add_cells(study, [cell("a"), cell("b"), cell("a")]) == 2
+    assert db.add_cells(study, [cell("a"), cell("c")]) == 1
+    assert db.add_cells(study, iter([])) == 0
     assert db.counts(study) == {"attack": {"pending": 3}}
+    other = db.upsert_study("t", "", "h", "me", "0").id
+    assert db.add_cells(other, [cell("a")]) == 1  # keys are unique per study only
 
 
-def test_claim_respects_dependencies_and_limit(db: Database, study: int) -> None:
-    db.add_cells(
-        study, [_cell("t", "train"), _cell("a1", deps=[_k("t")]), _cell("a2", deps=[_k("t")])]
-    )
-    first = db.claim(study, "me", 10, 60, 3)
-    assert [c.key for c in first] == [_k("t")]
-    assert db.claim(study, "me", 10, 60, 3) == []
-    rec = ArtifactRecord("f" * 64, "checkpoint", "objects/ff/x", 10, meta={"a": 1})
-    assert db.complete(
-        first[0].id,
-        first[0].token,
-        metrics={"acc": 0.5},
-        artifacts={"checkpoint": rec},
-        duration_s=1.0,
-        worker="w",
-    )
-    assert len(db.claim(study, "me", 1, 60, 3)) == 1
-    assert db.claim(study, "me", 5, 60, 3, keys={_k("a1")}) == []  # a1 already claimed
-    cells = {c.key: c for c in db.cells(study)}
-    assert cells[_k("t")].metrics == {"acc": 0.5}
-    assert cells[_k("t")].artifacts == {"checkpoint": "f" * 64}
-    assert db.artifacts_of(study, [_k("t")], "checkpoint") == {_k("t"): "f" * 64}
+def test_add_many_cells(db: Database, study: int) -> None:
+    cells = [cell(f"c{i}", deps=["root"] if i % 2 else None) for i in range(10_000)]
+    assert db.add_cells(study, cells) == 10_000
+    assert db.add_cells(study, [*cells[:5000], cell("new")]) == 1
+    rows = db.cells(study)
+    assert len(rows) == 10_001
+    assert rows[1].depends_on == [k("root")]
+    assert rows[0].depends_on == []
 
 
-def test_stale_token_writes_nothing(db: Database, study: int) -> None:
-    db.add_cells(study, [_cell("a")])
-    (cell,) = db.claim(study, "me", 1, 0.05, 3)
-    time.sleep(0.2)
-    (again,) = db.claim(study, "other", 1, 60, 3)  # the lease expired: taken over
-    assert again.attempt == 2
-    assert not db.complete(
-        cell.id, cell.token, metrics={"x": 1.0}, artifacts={}, duration_s=1, worker="slow"
-    )
-    assert db.fail(cell.id, cell.token, error="late", worker="slow", max_attempts=3) is None
-    assert db.complete(
-        again.id, again.token, metrics={"x": 2.0}, artifacts={}, duration_s=1, worker="fast"
-    )
-    row = db.get_cell(study, _k("a"))
-    assert (row.state, row.metrics, row.worker) == ("done", {"x": 2.0}, "fast")
-    assert [a.outcome for a in db.attempts(row.id)] == ["lost_lease", "ok"]
+def test_concurrent_add_cells_insert_each_key_once(db: Database, db_url: str, study: int) -> None:
+    cells = [cell(f"c{i}") for i in range(2000)]
+    inserted: list[int] = []
 
-
-def test_heartbeat_keeps_the_lease(db: Database, study: int) -> None:
-    db.add_cells(study, [_cell("a")])
-    (cell,) = db.claim(study, "me", 1, 0.3, 3)
-    for _ in range(3):
-        time.sleep(0.1)
-        assert db.heartbeat([cell.token], 0.3) == 1
-    assert db.claim(study, "other", 1, 60, 3) == []
-
-
-def test_failures_retry_then_quarantine(db: Database, study: int) -> None:
-    db.add_cells(study, [_cell("a")])
-    states = []
-    for _ in range(3):
-        (cell,) = db.claim(study, "me", 1, 60, 2) or (None,)
-        if cell is None:
-            break
-        states.append(
-            db.fail(cell.id, cell.token, error=f"boom {cell.attempt}", worker="w", max_attempts=2)
-        )
-    assert states == ["failed", "quarantined"]
-    row = db.get_cell(study, _k("a"))
-    assert row.error == "boom 2"
-    assert row.attempts == 2
-    assert [a.outcome for a in db.attempts(row.id)] == ["error", "error"]
-    assert db.retry_quarantined(study) == 1
-    (cell,) = db.claim(study, "me", 1, 60, 2)
-    assert cell.attempt == 3
-
-
-def test_release_and_expire(db: Database, study: int) -> None:
-    db.add_cells(study, [_cell("a"), _cell("b")])
-    a, b = db.claim(study, "host:1:x", 2, 60, 3)
-    assert db.release(a.id, a.token)
-    assert db.running_owners(study) == {"host:1:x"}
-    assert db.expire_leases(study, ["host:1:x"]) == 1
-    again = db.claim(study, "me", 5, 60, 3)
-    assert sorted(c.key for c in again) == sorted([a.key, b.key])
-    outcomes = {c.key: [x.outcome for x in db.attempts(c.id)] for c in again}
-    assert outcomes[a.key] == ["killed", None]
-    assert outcomes[b.key] == ["lost_lease", None]
-
-
-def test_concurrent_claimers_never_share_a_cell(db_url: str) -> None:
-    db = Database.open(db_url)
-    study = db.upsert_study("c", "", "h", "me", "0").id
-    db.add_cells(study, [_cell(f"c{i:03d}") for i in range(60)])
-    got: list[list[str]] = [[], [], []]
-
-    def worker(i: int) -> None:
+    def add() -> None:
         mine = Database(db_url)
-        while cells := mine.claim(study, f"w{i}", 4, 60, 3):
-            got[i] += [c.key for c in cells]
+        inserted.append(mine.add_cells(study, cells))
+        mine.close()
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
+    threads = [threading.Thread(target=add) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    keys = [k for g in got for k in g]
-    assert len(keys) == len(set(keys)) == 60
+    assert sorted(inserted) == [0, 0, 2000]
+    assert db.counts(study) == {"attack": {"pending": 2000}}
 
 
-def test_mlflow_outbox(db: Database, study: int) -> None:
-    db.add_cells(study, [_cell("a"), _cell("b")])
-    for c in db.claim(study, "me", 2, 60, 3):
-        db.complete(c.id, c.token, metrics={}, artifacts={}, duration_s=0, worker="w")
-    todo = db.unlogged_done(study)
-    assert len(todo) == 2
-    db.set_mlflow_run_id(todo[0].id, "run1")
-    assert [c.key for c in db.unlogged_done(study)] == [todo[1].key]
+def test_cells_filter_and_get_cell(db: Database, study: int) -> None:
+    db.add_cells(study, [cell("t", "train"), cell("a"), cell("b")])
+    _run(db, study, "a", metrics={"acc": 0.25})
+    assert [c.key for c in db.cells(study, kind="attack")] == [k("a"), k("b")]
+    assert [c.key for c in db.cells(study, state="done")] == [k("a")]
+    assert [c.key for c in db.cells(study, kind="train", state="pending")] == [k("t")]
+    assert db.cells(study, kind="transfer") == []
+    got = db.get_cell(study, k("a"))
+    assert (got.kind, got.state, got.metrics, got.spec_json) == (
+        "attack",
+        "done",
+        {"acc": 0.25},
+        '{"name": "a"}',
+    )
+    with pytest.raises(NotFoundError, match="no cell with key 'zz'"):
+        db.get_cell(study, "zz")
+
+
+def test_complete_records_metrics_artifacts_and_attempt(db: Database, study: int) -> None:
+    db.add_cells(study, [cell("a")])
+    (c,) = db.claim(study, "driver", 1, 60, 3)
+    ckpt, adv = record("ckpt", "checkpoint", epochs=3), record("adv", "adversarial")
+    assert db.complete(
+        c.id,
+        c.token,
+        metrics={"acc": 0.5, "robust_acc": 0.125},
+        artifacts={"checkpoint": ckpt, "adversarial": adv},
+        duration_s=2.5,
+        worker="node-1",
+    )
+    row = db.get_cell(study, k("a"))
+    assert (row.state, row.duration_s, row.worker, row.error) == ("done", 2.5, "node-1", None)
+    assert row.lease_expires_at is None
+    assert row.finished_at is not None
+    assert row.finished_at >= row.started_at
+    assert row.metrics == {"acc": 0.5, "robust_acc": 0.125}
+    assert row.artifacts == {"checkpoint": ckpt.digest, "adversarial": adv.digest}
+    (attempt,) = db.attempts(c.id)
+    assert (attempt.n, attempt.outcome, attempt.worker, attempt.error) == (1, "ok", "node-1", None)
+    assert attempt.ended_at is not None
+    assert db.artifact(ckpt.digest) == ckpt
+    assert db.find_artifact(record("unknown").digest) is None
+    with pytest.raises(NotFoundError, match="no artifact"):
+        db.artifact(record("unknown").digest)
+    assert db.complete(c.id, c.token, metrics={}, artifacts={}, duration_s=0, worker="w") is False
+
+
+def test_an_artifact_shared_by_two_cells_is_indexed_once(db: Database, study: int) -> None:
+    db.add_cells(study, [cell("a"), cell("b")])
+    shared = record("same")
+    _run(db, study, "a", artifacts={"checkpoint": shared})
+    _run(db, study, "b", artifacts={"checkpoint": shared, "copy": shared})
+    assert db.info()["rows"]["artifacts"] == 1
+    assert db.info()["rows"]["cell_artifacts"] == 3
+    assert db.artifacts_of(study, [k("a"), k("b"), k("zz")], "checkpoint") == {
+        k("a"): shared.digest,
+        k("b"): shared.digest,
+    }
+    assert db.artifacts_of(study, [k("a")], "adversarial") == {}
+
+
+def test_an_invalid_digest_writes_nothing(db: Database, study: int) -> None:
+    db.add_cells(study, [cell("a")])
+    (c,) = db.claim(study, "me", 1, 60, 3)
+    bad = ArtifactRecord("../../etc/passwd", "checkpoint", "objects/x", 1)
+    with pytest.raises(StorageError, match="invalid artifact digest"):
+        db.complete(
+            c.id, c.token, metrics={"a": 1.0}, artifacts={"ckpt": bad}, duration_s=0, worker="w"
+        )
+    row = db.get_cell(study, k("a"))
+    assert (row.state, row.metrics) == ("running", {})
 
 
 def test_non_finite_metrics_are_not_stored(db: Database, study: int) -> None:
-    db.add_cells(study, [_cell("a")])
-    (c,) = db.claim(study, "me", 1, 60, 3)
-    db.complete(
-        c.id,
-        c.token,
-        metrics={"ok": 1.0, "bad": float("nan")},
-        artifacts={},
-        duration_s=0,
-        worker="w",
-    )
-    assert db.get_cell(study, _k("a")).metrics == {"ok": 1.0}
+    db.add_cells(study, [cell("a")])
+    metrics = {"ok": 1.0, "nan": float("nan"), "inf": float("inf"), "none": None}
+    _run(db, study, "a", metrics=metrics)
+    assert db.get_cell(study, k("a")).metrics == {"ok": 1.0}
 
 
-def test_mask_url_hides_passwords() -> None:
-    masked = mask_url("postgresql://alice:s3cret@db.lab:5432/advgrid")
-    assert "s3cret" not in masked
-    assert "***" in masked
-    assert "alice" in masked
+def test_counts(db: Database, study: int) -> None:
+    assert db.counts(study) == {}
+    db.add_cells(study, [cell("t", "train"), cell("a"), cell("b"), cell("x", "transfer")])
+    _run(db, study, "t")
+    (c,) = db.claim(study, "me", 1, 60, 1, keys={k("a")})
+    db.fail(c.id, c.token, error="boom", worker="w", max_attempts=1)
+    db.claim(study, "me", 1, 60, 1, keys={k("b")})
+    assert db.counts(study) == {
+        "train": {"done": 1},
+        "attack": {"quarantined": 1, "running": 1},
+        "transfer": {"pending": 1},
+    }
+
+
+def test_mlflow_outbox(db: Database, study: int) -> None:
+    db.add_cells(study, [cell("a"), cell("b"), cell("c")])
+    _run(db, study, "a")
+    _run(db, study, "b")
+    todo = db.unlogged_done(study)
+    assert [c.key for c in todo] == [k("a"), k("b")]
+    db.set_mlflow_run_id(todo[0].id, "run1")
+    assert [c.key for c in db.unlogged_done(study)] == [k("b")]
+    assert db.get_cell(study, k("a")).mlflow_run_id == "run1"
+    with pytest.raises(NotFoundError, match="no cell with id 999999"):
+        db.set_mlflow_run_id(999_999, "run2")
+
+
+def test_database_errors_are_wrapped(db: Database) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(text("DROP TABLE cell_artifacts"))
+    with pytest.raises(StorageError, match="database error on") as info:
+        db.info()
+    assert "[SQL:" not in str(info.value)
+    assert info.value.__cause__ is not None
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://alice:s3cret@db.lab:5432/advgrid", "postgresql://alice:***@db.lab:5432/advgrid"),
+        ("postgresql+psycopg://bob:s3cret@h/db?sslmode=require", "postgresql+psycopg://bob:***@h/db?sslmode=require"),
+        ("postgresql://h/db?password=s3cret&sslmode=require", "postgresql://h/db?password=***&sslmode=require"),
+        ("sqlite:///x/y.db", "sqlite:///x/y.db"),
+        ("not a url s3cret", "<unparseable database URL>"),
+    ],
+)  # fmt: skip
+def test_mask_url_hides_passwords(url: str, shown: str) -> None:
+    assert mask_url(url) == shown
+
+
+def test_unreachable_server_error_is_masked() -> None:
+    url = "postgresql://alice:s3cret@127.0.0.1:1/advgrid"
+    with pytest.raises(StorageError, match="cannot") as info:
+        Database.open(url)
+    assert "s3cret" not in str(info.value)
+    assert "alice:***@127.0.0.1:1" in str(info.value)
+
+
+def test_bad_url_is_a_storage_error() -> None:
+    with pytest.raises(StorageError, match="expected sqlite:///PATH or postgresql://"):
+        Database("nosuchdb+driver://x/y")
+
+
+@pytest.mark.postgres
+def test_password_never_shown_or_logged(pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    url = make_url(pg_url).set(password="s3cret").render_as_string(hide_password=False)
+    caplog.set_level(logging.DEBUG)
+    db = Database.open(url)  # the test server trusts local connections: any password works
+    study = db.upsert_study("s", "", "h", "me", "0").id
+    db.add_cells(study, [cell("a")])
+    db.claim(study, "me", 1, 60, 3)
+    assert "s3cret" not in repr(db.info())
+    assert "***" in db.masked_url
+    assert "s3cret" not in caplog.text
+    assert "created the advgrid schema" in caplog.text
+    db.close()
