@@ -135,7 +135,12 @@ def run_attack(payload: dict, store: ArtifactStore) -> dict:
     attack = ATTACKS.get(name).obj(ATTACKS.params_of(name, spec["attack"]["params"]))
     x_all, y_all = data.x[split.eval], data.y[split.eval]
     gen = torch.Generator(device=dev).manual_seed(attack.params.seed)
-    outs, start = [], time.perf_counter()
+    start = time.perf_counter()
+    fit_metrics, fit_indices = {}, None
+    if getattr(attack, "universal", False):  # one perturbation, fit on training samples
+        fit_indices = _fit_indices(split.train, attack.params.fit_size, attack.params.seed)
+        fit_metrics = attack.fit(model, data.x[fit_indices].to(dev), generator=gen)
+    outs = []
     bs = payload["batch_size"]
     for xb, yb in zip(x_all.split(bs), y_all.split(bs), strict=True):
         outs.append(attack(model, xb.to(dev), yb.to(dev), generator=gen))
@@ -166,6 +171,8 @@ def run_attack(payload: dict, store: ArtifactStore) -> dict:
         metrics.update(budget_metrics(x_all, tensors, norm, list(attack.params.eps)))
     if attack.black_box:  # score-based: every forward pass is a query
         metrics["queries_mean"] = metrics["forward"] / len(y_all)
+    for key, value in fit_metrics.items():
+        metrics[f"fit_{key}"] = value
     meta = {
         "kind": "adversarial",
         "source": spec["source"],
@@ -177,7 +184,18 @@ def run_attack(payload: dict, store: ArtifactStore) -> dict:
         "code_version": CODE_VERSION,
     }
     record = store.put(tensors, meta)
-    return {"metrics": metrics, "artifacts": {"adversarial": dataclasses.asdict(record)}}
+    artifacts = {"adversarial": dataclasses.asdict(record)}
+    if fit_indices is not None:
+        universal = {"perturbation": attack.perturbation.cpu(), "fit_indices": fit_indices}
+        kept = store.put(universal, {**meta, "kind": "perturbation"})
+        artifacts["perturbation"] = dataclasses.asdict(kept)
+    return {"metrics": metrics, "artifacts": artifacts}
+
+
+def _fit_indices(train: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    """``size`` training indices drawn by ``seed`` (all of them when there are fewer)."""
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    return train[order[:size]].clone()
 
 
 def run_transfer(payload: dict, store: ArtifactStore) -> dict:

@@ -18,6 +18,7 @@ from tasks.attacks import (  # noqa: F401  (registration)
     pgd,
     spsa,
     square,
+    uap,
 )
 from tasks.attacks.base import ATTACKS, Attack, AttackOutput, AttackParams, register
 
