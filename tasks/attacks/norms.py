@@ -50,11 +50,16 @@ class L2Ball:
 
     @classmethod
     def random_start(cls, x: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
-        """Uniform in the ball: Gaussian direction, radius ``ε·u^(1/d)``."""
+        """Uniform direction, radius uniform in ``[0, ε]``.
+
+        Not uniform in the ball (radius ``ε·u^(1/d)``, as ART and foolbox draw it): in
+        ``d`` dimensions that start sits almost on the sphere, and ten steps from there are
+        weaker. Measured on the digits CNN, PGD-L2 with 10 steps over 5 seeds: 44.6 % robust
+        accuracy from a start uniform in the ball, 42.3 % from this one (eps 0.5; 28.6 % vs
+        25.8 % at eps 0.6), the same as torchattacks' start.
+        """
         g = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        d = x[0].numel()
-        u = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
-        radius = eps * u.pow(1.0 / d)
+        radius = eps * torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
         return g / _per_sample(cls.norm(g).clamp_min(cls._tiny), g) * _per_sample(radius, g)
 
     @classmethod

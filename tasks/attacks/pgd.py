@@ -4,8 +4,9 @@ Madry, Makelov, Schmidt, Tsipras & Vladu, "Towards Deep Learning Models Resistan
 Adversarial Attacks", ICLR 2018.
 
 Threat model: white-box, ``‖x' − x‖ ≤ eps`` in ``norm`` (``linf``, ``l2``, or ``l1`` with
-sparse steps, see ``norms.L1Ball``), inputs in [0, 1]. From ``x`` (or a uniform random point
-of the ball when ``random_start``), take ``steps`` ascent steps of ``step_size`` on the
+sparse steps, see ``norms.L1Ball``), inputs in [0, 1]. From ``x`` (or a random point of the
+ball when ``random_start``: uniform in the L∞ cube; for L2 a uniform direction at a radius
+uniform in ``[0, eps]``), take ``steps`` ascent steps of ``step_size`` on the
 cross-entropy (descent on the target's for targeted attacks), projecting onto the ball and
 [0, 1] after each. Defaults: ``steps=10``, ``step_size = 2.5 · eps / steps`` (Madry et al.'s
 rule), random start on, one restart. With ``restarts > 1`` each sample keeps the first

@@ -70,6 +70,24 @@ def test_pgd_l2_within_two_points(trained) -> None:
     assert ours_acc == pytest.approx(ref_acc, abs=0.02)
 
 
+def test_pgd_l2_with_random_start_within_two_points(trained) -> None:
+    """Both start at a uniform direction and a radius uniform in [0, eps] (mean of 3 seeds)."""
+    eps, ours, ref = 0.5, [], []
+    for seed in SEEDS:
+        torch.manual_seed(seed)  # torchattacks draws its start from the global generator
+        ref.append(
+            torchattacks.PGDL2(trained.model, eps=eps, alpha=eps / 4, steps=10)(
+                trained.x, trained.y
+            )
+        )
+        ours.append(
+            _ours("pgd", trained, norm="l2", eps=eps, steps=10, step_size=eps / 4, seed=seed)
+        )
+    ours_acc, ref_acc = _mean_acc(trained, ours), _mean_acc(trained, ref)
+    assert ours_acc < trained.clean_accuracy - 0.3
+    assert ours_acc == pytest.approx(ref_acc, abs=0.02)
+
+
 def _agree(ours: torch.Tensor, ref: torch.Tensor, trained, margin: float = 0.02) -> float:
     ours_acc, ref_acc = _acc(trained.model, ours, trained.y), _acc(trained.model, ref, trained.y)
     assert ours_acc < trained.clean_accuracy - 0.3  # the comparison means something
