@@ -10,6 +10,7 @@ from tasks.attacks import (  # noqa: F401  (registration)
     cw,
     deepfool,
     ead,
+    fab,
     fgsm,
     jsma,
     mim,

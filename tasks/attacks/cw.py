@@ -105,7 +105,7 @@ class CWL2(Attack):
                 best[better], best_l2[better] = x_adv[better].detach(), l2[better].detach()
                 hit |= now
             if self.params.abort_early and (step + 1) % check == 0:
-                total = float(loss)  # one host sync every steps / 10 iterations
+                total = float(loss.detach())  # one host sync every steps / 10 iterations
                 if total > previous * 0.9999:
                     break
                 previous = total

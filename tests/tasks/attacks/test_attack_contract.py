@@ -19,6 +19,7 @@ STRONGER: dict[str, dict[str, object]] = {
     "autoattack": {"n_target_classes": 2},
     "cw_l2": {"steps": 30, "search_steps": 3, "lr": 0.05},
     "spsa": {"steps": 20, "samples": 32, "lr": 0.02},
+    "fab": {"steps": 30},
     "uap": {"eps": 0.3},  # one perturbation for every input needs a larger budget
     "one_pixel": {"pixels": 5, "steps": 20, "popsize": 40},
 }
