@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator import reports
@@ -370,12 +372,23 @@ def list_(kind: str, fmt: str) -> None:
     for col in ("name", "summary", "params (defaults)"):
         table.add_column(col)
     for e in entries:
-        fields = ", ".join(
-            f"{n}={'' if f.is_required() else repr(f.default)}"
-            for n, f in e.params.model_fields.items()
-        )
-        table.add_row(e.name, e.summary, fields)
+        fields = ", ".join(f"{n}={_default(f)}" for n, f in e.params.model_fields.items())
+        table.add_row(e.name, escape(e.summary), escape(fields))
     echo_table(table)
+
+
+def _default(field: Any) -> str:
+    """A parameter's default as a study file would write it (``8/255`` stays readable)."""
+    if field.is_required():
+        return "(required)"
+    value = field.get_default(call_default_factory=True)
+    if isinstance(value, float):
+        if 0 < value < 1 and abs(value * 255 - round(value * 255)) < 1e-9:
+            return f"{round(value * 255)}/255"
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return repr(value)
 
 
 @main.group()

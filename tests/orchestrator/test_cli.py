@@ -19,6 +19,26 @@ def test_list_attacks_shows_summaries(cli) -> None:
     assert "Fast gradient sign method" in table
 
 
+ISSUE_ATTACKS = {
+    "fgsm", "bim", "illc", "pgd", "mim", "apgd_ce", "apgd_dlr", "apgd_t", "autoattack",
+    "cw_l2", "deepfool", "lbfgs", "ead", "jsma", "one_pixel", "square", "spsa", "uap", "noise",
+}  # fmt: skip
+
+
+def test_list_attacks_shows_the_whole_library_with_readable_defaults(cli) -> None:
+    entries = {e["name"]: e for e in json.loads(cli("list", "attacks", "--format", "json").output)}
+    assert set(entries) >= ISSUE_ATTACKS
+    assert all(len(e["summary"]) > 20 for e in entries.values())
+    table = cli("list", "attacks").output
+    for name in ISSUE_ATTACKS:
+        assert f" {name} " in table
+    assert "PydanticUndefined" not in table
+    assert "eps=8/255" in table  # the common default, as a study file writes it
+    assert "eps=[]" in table  # minimum-norm attacks: budgets, none by default
+    # list defaults are escaped, so rich does not swallow "[...]" as markup
+    assert "[apgd_ce, apgd_t," in table
+
+
 def test_list_rejects_unknown_kind(cli) -> None:
     result = cli("list", "attackz")
     assert result.exit_code == 2
