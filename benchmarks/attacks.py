@@ -55,12 +55,35 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _time(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+class _Counter:
+    """Samples through the model's forward, by a hook: passes per sample of any library."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.samples = 0
+        model.register_forward_hook(self._count)
+
+    def _count(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        self.samples += int(inputs[0].shape[0])
+
+
+_FORWARDS: dict[int, float] = {}  # id(fn) -> forward passes per sample of its warm-up call
+
+
+def _time(
+    fn: Callable[[], object],
+    device: torch.device,
+    repeats: int,
+    counter: _Counter | None = None,
+    batch: int = 1,
+) -> float:
     """Median seconds of ``repeats`` calls after a warm-up; the warm-up itself when slow."""
+    before = counter.samples if counter else 0
     start = time.perf_counter()
     fn()  # warm-up
     _sync(device)
     first = time.perf_counter() - start
+    if counter:
+        _FORWARDS[id(fn)] = (counter.samples - before) / batch
     if first > 3.0:  # long calls: warm-up effects are negligible; keeps the run short
         return first
     times = []
@@ -73,14 +96,25 @@ def _time(fn: Callable[[], object], device: torch.device, repeats: int) -> float
 
 
 def _bare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, passes: int) -> Callable[[], None]:
+    """``passes`` forward+backward passes for the input gradient, nothing else.
+
+    Parameter gradients are switched off, as every attack needs only the input's.
+    """
     loss_fn = nn.CrossEntropyLoss()
 
     def run() -> None:
-        xa = x.clone()
-        for _ in range(passes):
-            xa.requires_grad_(True)
-            grad = torch.autograd.grad(loss_fn(model(xa), y), xa)[0]
-            xa = xa.detach() + 0 * grad
+        flags = [p.requires_grad for p in model.parameters()]
+        for p in model.parameters():
+            p.requires_grad_(False)
+        try:
+            xa = x.clone()
+            for _ in range(passes):
+                xa.requires_grad_(True)
+                grad = torch.autograd.grad(loss_fn(model(xa), y), xa)[0]
+                xa = xa.detach() + 0 * grad
+        finally:
+            for p, flag in zip(model.parameters(), flags, strict=True):
+                p.requires_grad_(flag)
 
     return run
 
@@ -231,12 +265,13 @@ def _peers(
     peers: dict[str, dict[str, Callable[[], object]]] = {}
     with contextlib.suppress(ImportError):
         peers["torchattacks"] = {
-            k: (lambda make=make: scored(make()(x, y))) for k, make in _torchattacks(model).items()
+            k: (lambda make=make: scored(make()(x.clone(), y)))
+            for k, make in _torchattacks(model).items()
         }
     with contextlib.suppress(ImportError):
         xn, yn = x.cpu().numpy(), y.cpu().numpy()
-        peers["art"] = {
-            k: (lambda make=make: scored(make().generate(x=xn, y=yn)))
+        peers["art"] = {  # a copy per call: the array shares memory with x
+            k: (lambda make=make: scored(make().generate(x=xn.copy(), y=yn.copy())))
             for k, make in _art(model, x, device).items()
         }
     with contextlib.suppress(ImportError):
@@ -244,7 +279,7 @@ def _peers(
 
         fmodel = foolbox.PyTorchModel(model, bounds=(0, 1), device=device)
         peers["foolbox"] = {
-            k: (lambda make=make, eps=eps: make()(fmodel, x, y, epsilons=eps))
+            k: (lambda make=make, eps=eps: make()(fmodel, x.clone(), y, epsilons=eps))
             for k, (make, eps) in _foolbox().items()
         }
     return peers
@@ -266,6 +301,8 @@ def main() -> None:
     # implementation that skips misclassified samples (torchattacks' APGD) skips none
     with torch.no_grad():
         y = model(x).argmax(1)
+    pristine, labels = x.clone(), y.clone()
+    counter = _Counter(model)
     began = time.perf_counter()
     peers = _peers(model, x, y, device)
 
@@ -283,16 +320,20 @@ def main() -> None:
         if passes:
             row["bare_s"] = _time(_bare(model, x, y, passes), device, args.repeats)
         out = attack(model, x, y)
-        row["advgrid_forward_per_sample"] = out.forward / len(x)
         row["advgrid_backward_per_sample"] = out.backward / len(x)
-        row["advgrid_s"] = _time(lambda a=attack: a(model, x, y), device, args.repeats)
+        run = lambda a=attack: a(model, x, y)  # noqa: E731
+        row["advgrid_s"] = _time(run, device, args.repeats, counter, args.batch)
+        row["advgrid_forward_per_sample"] = _FORWARDS[id(run)]
         for peer, calls in peers.items():
             if label in calls:
-                row[f"{peer}_s"] = _time(calls[label], device, args.repeats)
+                row[f"{peer}_s"] = _time(calls[label], device, args.repeats, counter, args.batch)
+                row[f"{peer}_forward_per_sample"] = _FORWARDS[id(calls[label])]
         for k in [k for k in list(row) if k.endswith("_s") and k != "scoring_s"]:
             row[k.replace("_s", "_samples_per_s")] = args.batch / row[k]
             if k != "advgrid_s":
                 row[f"advgrid_vs_{k[:-2]}"] = row[k] / row["advgrid_s"]
+        if not (torch.equal(x, pristine) and torch.equal(y, labels)):
+            raise RuntimeError(f"{label}: an implementation modified the benchmark's inputs")
         rows.append(row)
         print(json.dumps(row), flush=True)
     _write(args, device, rows, list(peers), time.perf_counter() - began)
@@ -348,6 +389,17 @@ def _write(
         ratios = [cell(r.get(f"advgrid_vs_{c}"), ".2f") for c in cols if c != "advgrid"]
         ratios = [v if v == "—" else f"{v}×" for v in ratios]
         lines.append(f"| {r['attack']} | " + " | ".join(speeds + ratios) + " |")
+    lines += [
+        "",
+        "Forward passes per sample (counted by a hook on the model; includes scoring and the "
+        "passes of any early exit):",
+        "",
+        "| attack | " + " | ".join(c for c in cols if c != "bare") + " |",
+        "|---|" + "---:|" * (len(cols) - 1),
+    ]
+    for r in rows:
+        counts = [cell(r.get(f"{c}_forward_per_sample"), ".1f") for c in cols if c != "bare"]
+        lines.append(f"| {r['attack']} | " + " | ".join(counts) + " |")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

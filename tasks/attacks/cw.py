@@ -10,8 +10,9 @@ sample's ``c`` by binary search over ``search_steps`` rounds: down after a succe
 (×10 until bracketed) after a failure. A sample keeps its smallest successful
 perturbation; a sample never fooled is returned unchanged. ``eps`` lists the budgets at
 which success is counted. With ``abort_early`` (the reference code's default) a round stops
-once the total loss has not fallen by 0.01 % over the last ``steps / 10`` iterations.
-Cost: at most ``steps · search_steps`` forward and backward passes per sample.
+when the total loss, checked at steps 0, ``steps/10``, ``2·steps/10``, … as there, has not
+fallen by 0.01 % since the previous check. Cost: at most ``steps · search_steps`` forward
+and backward passes per sample.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ class CWL2(Attack):
                 better = now & (l2 < best_l2)
                 best[better], best_l2[better] = x_adv[better].detach(), l2[better].detach()
                 hit |= now
-            if self.params.abort_early and (step + 1) % check == 0:
+            if self.params.abort_early and step % check == 0:  # steps 0, s/10, 2s/10, …
                 total = float(loss.detach())  # one host sync every steps / 10 iterations
                 if total > previous * 0.9999:
                     break

@@ -12,14 +12,19 @@ bisected once bracketed. Every point the optimizer evaluates is scored, and a sa
 the successful one with the smallest L2 norm; a sample never brought to its target is
 returned unchanged. ``eps`` lists the budgets at which success is counted.
 
-Why SciPy: L-BFGS-B handles the box exactly, as in the paper (no change of variables, no
-clipping after the fact). The batch is one problem: the objective is a sum of per-sample
-terms, each with its own ``c``, so it stays separable, while the L-BFGS memory is shared by
-the batch (it approximates a block-diagonal Hessian with a dense one). The optimizer runs
-on the host in float64; each evaluation is one forward and one backward pass of the batch
-on the model's device. Defaults: ``c=1``, ``steps=50``, ``search_steps=5``. Cost: at most
-``2 · steps · search_steps`` forward and backward passes per sample (L-BFGS-B's line search
-may evaluate more than once per iteration; evaluations are capped at twice the iterations).
+Why SciPy: L-BFGS-B handles the box exactly, as in the paper: every point it evaluates lies
+in [0, 1] (no change of variables, no clipping after the fact). The batch is one problem:
+the objective is a sum of per-sample terms, each with its own ``c``, so it stays separable,
+while the search direction couples the samples: the L-BFGS memory is shared by the batch
+(the true Hessian is block-diagonal, its approximation from whole-batch steps is not), one
+line search picks one step length for all, and a round stops when the batch as a whole has
+converged. The optimizer runs on the host in float64; each evaluation is one forward and
+one backward pass of the batch on the model's device. Defaults: ``c=1``, ``steps=50``,
+``search_steps=5``. Cost: about one evaluation per iteration, so about
+``steps · search_steps`` forward and backward passes per sample; a round's evaluations are
+capped at ``2 · steps`` (checked at the end of an iteration, so its last line search may go
+a few past the cap). On the host, L-BFGS-B's own work grows with the batch's input size and
+can exceed a small model's passes.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ class LBFGS(Attack):
     Params = LBFGSParams
     params: LBFGSParams  # type: ignore[assignment]
     fixed_budget: ClassVar[bool] = False
+    supports_targeted: ClassVar[bool] = True  # targeted only: the params refuse targeted=False
     norm: ClassVar[str] = "l2"
 
     def perturb(
@@ -113,8 +119,8 @@ class LBFGS(Attack):
             xa = torch.from_numpy(flat).to(dev, dtype).view(shape).requires_grad_(True)
             logits = model(xa)
             l2 = (xa - x).flatten(1).pow(2).sum(1)
-            loss = (c * l2 + F.cross_entropy(logits, target, reduction="none")).sum()
-            (grad,) = torch.autograd.grad(loss, xa)
+            per_sample = c * l2 + F.cross_entropy(logits, target, reduction="none")
+            (grad,) = torch.autograd.grad(per_sample.sum(), xa)
             self.forward += len(x)
             self.backward += len(x)
             with torch.no_grad():
@@ -122,7 +128,8 @@ class LBFGS(Attack):
                 better = now & (l2 < best_l2)
                 best[better], best_l2[better] = xa[better].detach(), l2[better].detach()
                 hit.logical_or_(now)
-            return float(loss.detach()), grad.detach().double().cpu().numpy().ravel()
+            total = float(per_sample.detach().double().sum())  # summed in float64
+            return total, grad.detach().double().cpu().numpy().ravel()
 
         start = x.detach().double().cpu().numpy().ravel()
         minimize(

@@ -8,7 +8,9 @@ Each step estimates the gradient of the margin loss ``z_y − max_{i≠y} z_i`` 
 ``max_{i≠t} z_i − z_t``) from ``samples`` pairs of Rademacher probes ``x ± delta·v`` and
 descends it with Adam (``lr``), projecting onto the ball and [0, 1]. Samples whose margin is
 already negative stop early. Queries per step: ``2·samples`` (plus one to check); at most
-``steps`` steps. Defaults follow the paper's evaluation: ``delta = lr = 0.01``.
+``steps`` steps, fewer when ``max_queries`` caps the queries per sample. Probes are scored
+in chunks of at most 8192 inputs, so memory does not grow with ``samples``. Defaults follow
+the paper's evaluation: ``delta = lr = 0.01``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from torch import nn
 from tasks.attacks.base import Attack, AttackParams, register
 from tasks.attacks.norms import LinfBall
 
+_PROBE_BATCH = 8192  # probe inputs scored per forward pass
+
 
 class SPSAParams(AttackParams):
     norm: Literal["linf"] = "linf"
@@ -30,6 +34,7 @@ class SPSAParams(AttackParams):
     samples: int = Field(64, ge=1, description="probe pairs per gradient estimate")
     delta: float = Field(0.01, gt=0, description="probe size")
     lr: float = Field(0.01, gt=0, description="Adam learning rate")
+    max_queries: int | None = Field(None, ge=1, description="query cap per sample")
 
 
 @register("spsa")
@@ -63,7 +68,10 @@ class SPSA(Attack):
         x_adv = x.clone()
         delta = torch.zeros_like(x, requires_grad=True)
         opt = torch.optim.Adam([delta], lr=p.lr)
-        for _ in range(p.steps):
+        steps = p.steps
+        if p.max_queries is not None:  # each step: one check, then 2·samples probes
+            steps = min(steps, max(0, (p.max_queries - 1) // (2 * p.samples + 1)))
+        for _ in range(steps):
             active = (self._margin(model, x_adv, y, target) >= 0).nonzero()[:, 0]
             if len(active) == 0:
                 break
@@ -96,10 +104,16 @@ class SPSA(Attack):
     ) -> torch.Tensor:
         """Mean over probe pairs of (L(x + δv) − L(x − δv)) / 2δ · v, for each sample."""
         p, n = self.params, len(x)
-        v = torch.randint(0, 2, (p.samples, *x.shape), generator=gen, device=x.device)
-        v = v.to(x.dtype) * 2 - 1
-        probes = torch.cat([x + p.delta * v, x - p.delta * v]).flatten(0, 1).clamp(0, 1)
-        t_rep = None if t is None else t.repeat(2 * p.samples)
-        loss = self._margin(model, probes, y.repeat(2 * p.samples), t_rep).view(2, p.samples, n)
-        diff = (loss[0] - loss[1]) / (2 * p.delta)
-        return (diff.view(p.samples, n, *([1] * (x.dim() - 1))) * v).mean(0)
+        total = torch.zeros_like(x)
+        chunk = max(1, _PROBE_BATCH // (2 * n))  # probe pairs scored per forward pass
+        shape = (-1, n, *([1] * (x.dim() - 1)))
+        for start in range(0, p.samples, chunk):
+            k = min(chunk, p.samples - start)
+            v = torch.randint(0, 2, (k, *x.shape), generator=gen, device=x.device)
+            v = v.to(x.dtype) * 2 - 1
+            probes = torch.cat([x + p.delta * v, x - p.delta * v]).flatten(0, 1).clamp(0, 1)
+            t_rep = None if t is None else t.repeat(2 * k)
+            loss = self._margin(model, probes, y.repeat(2 * k), t_rep).view(2, k, n)
+            diff = (loss[0] - loss[1]) / (2 * p.delta)
+            total += (diff.view(shape) * v).sum(0)
+        return total / p.samples

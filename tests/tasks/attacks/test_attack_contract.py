@@ -18,7 +18,7 @@ STRONGER: dict[str, dict[str, object]] = {
     "deepfool": {"steps": 50},  # on digits the box constraint needs more than 5 steps
     "autoattack": {"n_target_classes": 2},
     "cw_l2": {"steps": 30, "search_steps": 3, "lr": 0.05},
-    "spsa": {"steps": 20, "samples": 32, "lr": 0.02},
+    "spsa": {"steps": 20, "samples": 32, "lr": 0.02, "max_queries": 2000},
     "fab": {"steps": 30},
     "uap": {"eps": 0.3},  # one perturbation for every input needs a larger budget
     "one_pixel": {"pixels": 5, "steps": 20, "popsize": 40},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -235,13 +237,14 @@ def test_spsa_matches(trained) -> None:
 
 def test_jsma_targeted_is_identical(trained) -> None:
     """Targeted JSMA picks the same pairs as torchattacks (batched here, one by one there)."""
+    x, y = trained.x[:96], trained.y[:96]  # torchattacks' JSMA runs sample by sample
     attack = ATTACKS.get("jsma").obj(
         ATTACKS.params_of("jsma", {"targeted": True, "gamma": 0.2, "theta": 1.0})
     )
-    out = attack(trained.model, trained.x, trained.y)
+    out = attack(trained.model, x, y)
     ref_attack = torchattacks.JSMA(trained.model, theta=1.0, gamma=0.2)
     ref_attack.set_mode_targeted_by_function(lambda images, labels: out.target)
-    ref = ref_attack(trained.x, trained.y)
+    ref = ref_attack(x, y)
     assert float(out.success.float().mean()) > 0.3
     assert torch.equal(out.x_adv, ref)
 
@@ -249,15 +252,17 @@ def test_jsma_targeted_is_identical(trained) -> None:
 def test_jsma_untargeted_is_stronger(trained) -> None:
     """Untargeted JSMA lowers the true class; torchattacks aims at class y + 1 instead.
 
-    Measured here (gamma 0.1): 0 % vs 37.5 % robust accuracy, 3.4 vs 6.9 values changed.
+    Measured here on all 256 samples (gamma 0.1): 0 % vs 37.1 % robust accuracy, 3.4 vs 6.9
+    values changed.
     """
-    ours = _ours("jsma", trained, gamma=0.1)
-    ref = torchattacks.JSMA(trained.model, theta=1.0, gamma=0.1)(trained.x, trained.y)
-    ours_acc, ref_acc = _acc(trained.model, ours, trained.y), _acc(trained.model, ref, trained.y)
+    x, y = trained.x[:96], trained.y[:96]
+    ours = ATTACKS.get("jsma").obj(ATTACKS.params_of("jsma", {"gamma": 0.1}))(trained.model, x, y)
+    ref = torchattacks.JSMA(trained.model, theta=1.0, gamma=0.1)(x, y)
+    ours_acc, ref_acc = _acc(trained.model, ours.x_adv, y), _acc(trained.model, ref, y)
     assert ours_acc < trained.clean_accuracy - 0.3
     assert ours_acc <= ref_acc - 0.1
-    l0 = (ours - trained.x).flatten(1).ne(0).sum(1).float().mean()
-    assert float(l0) <= 0.1 * trained.x[0].numel()  # gamma bounds the share changed
+    l0 = (ours.x_adv - x).flatten(1).ne(0).sum(1).float().max()
+    assert float(l0) <= math.ceil(0.1 * x[0].numel() / 2) * 2  # gamma bounds the share changed
 
 
 def test_one_pixel_is_at_least_as_strong(trained) -> None:
