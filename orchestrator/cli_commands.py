@@ -429,4 +429,53 @@ def info(db: str | None, store: str | None, mlflow_uri: str | None) -> None:
         render_json(Database(_settings(db, store, mlflow_uri).db_url).info())
 
 
+@main.group()
+def artifacts() -> None:
+    """The content-addressed artifact store."""
+
+
+@artifacts.command()
+@storage_options
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+def verify(db: str | None, store: str | None, mlflow_uri: str | None, fmt: str) -> None:
+    """Re-hash every stored artifact and check every indexed one is there.
+
+    Reports files whose bytes no longer hash to their name and artifacts the index lists
+    that are missing from the store; exits 1 when there is any. Files the index does not
+    know are not problems here (they are what a crashed write leaves behind).
+
+    \b
+    Examples:
+      advgrid artifacts verify
+      advgrid artifacts verify --store /shared/advgrid --format json
+    """
+    from storage import ArtifactStore
+
+    with user_errors():
+        settings = _settings(db, store, mlflow_uri)
+        database = open_db(settings.db_url)
+        store_ = ArtifactStore(settings.store_root)
+        indexed = database.artifact_digests()
+        problems = dict(store_.verify())
+        for digest in indexed:
+            if digest not in problems and not store_.exists(digest):
+                problems[digest] = f"indexed but missing from the store ({store_.path(digest)})"
+    rows = [{"digest": d, "problem": p} for d, p in sorted(problems.items())]
+    if fmt == "json":
+        render_json({"indexed": len(indexed), "problems": rows})
+    elif rows:
+        table = Table(title=f"{len(rows)} of the artifacts failed verification")
+        table.add_column("digest")
+        table.add_column("problem")
+        for r in rows:
+            table.add_row(r["digest"], escape(r["problem"]))
+        echo_table(table)
+    else:
+        out.print(f"{len(indexed)} indexed artifacts present; every stored file hashes to its name")
+    if rows:
+        click.get_current_context().exit(1)
+
+
 __all__ = ["err"]

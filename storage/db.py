@@ -202,6 +202,11 @@ class Database(CellsMixin, LeaseMixin, ResultsMixin):
             row = s.get(ArtifactModel, digest)
             return artifact_record(row) if row else None
 
+    def artifact_digests(self) -> list[str]:
+        """The digest of every indexed artifact, sorted."""
+        with self.session_scope(write=False) as s:
+            return list(s.scalars(select(ArtifactModel.digest).order_by(ArtifactModel.digest)))
+
     def artifact(self, digest: str) -> ArtifactRecord:
         """The index entry of artifact ``digest``.
 
