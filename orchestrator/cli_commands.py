@@ -478,4 +478,57 @@ def verify(db: str | None, store: str | None, mlflow_uri: str | None, fmt: str) 
         click.get_current_context().exit(1)
 
 
+@artifacts.command()
+@storage_options
+@click.option("--delete", is_flag=True, help="Delete the orphans (default: only list them).")
+@click.option(
+    "--min-age",
+    type=click.FloatRange(min=0),
+    default=3600,
+    show_default=True,
+    metavar="SECONDS",
+    help="Leave files younger than this: a running cell writes its file before its row.",
+)
+def gc(
+    db: str | None, store: str | None, mlflow_uri: str | None, delete: bool, min_age: float
+) -> None:
+    """List (or with --delete remove) stored files no index row points at.
+
+    Only orphans are touched: a file the index lists is never removed. Run it without
+    --delete first and read the list.
+
+    \b
+    Examples:
+      advgrid artifacts gc                 # dry run: what would go
+      advgrid artifacts gc --delete
+    """
+    from storage import ArtifactStore
+
+    with user_errors():
+        settings = _settings(db, store, mlflow_uri)
+        indexed = set(open_db(settings.db_url).artifact_digests())
+        store_ = ArtifactStore(settings.store_root)
+        orphans, young = [], 0
+        for digest in store_.iter_digests():
+            if digest in indexed:
+                continue
+            age = store_.age_s(digest)
+            if age is None:
+                continue
+            if age < min_age:
+                young += 1
+                continue
+            orphans.append(digest)
+        size = sum(store_.path(d).stat().st_size for d in orphans)
+        for digest in orphans:
+            out.print(f"{'deleted' if delete else 'orphan'} {digest}")
+            if delete:
+                store_.remove(digest)
+    verb = "deleted" if delete else "would delete (dry run; add --delete)"
+    out.print(
+        f"{len(orphans)} orphaned files, {size / 1e6:.1f} MB: {verb}; "
+        f"{young} younger than {min_age:g} s left alone"
+    )
+
+
 __all__ = ["err"]

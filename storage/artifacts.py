@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -157,6 +158,21 @@ class ArtifactStore:
             digest = rel.replace("/", "").removesuffix(SUFFIX)
             if _DIGEST.fullmatch(digest) and rel == self.uri(digest).removeprefix("objects/"):
                 yield digest
+
+    def remove(self, digest: str) -> bool:
+        """Delete the file of ``digest``; False when there was none. The index is not touched."""
+        try:
+            self.path(digest).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def age_s(self, digest: str) -> float | None:
+        """Seconds since the file of ``digest`` was last written; None when there is none."""
+        try:
+            return max(0.0, time.time() - self.path(digest).stat().st_mtime)
+        except FileNotFoundError:
+            return None
 
     def verify(self) -> list[tuple[str, str]]:
         """Re-hash every file in the store.

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
+
+import torch
 
 from storage import ArtifactStore, Database
 from tests.conftest import data_env, tiny_study
@@ -38,3 +42,28 @@ def test_verify_finds_corrupted_and_missing_artifacts(tmp_path: Path, cli) -> No
     table = cli("artifacts", "verify", env=env)
     assert table.exit_code == 1
     assert "2 of the artifacts failed verification" in table.output
+
+
+def test_gc_lists_then_deletes_old_orphans_only(tmp_path: Path, cli) -> None:
+    env = data_env(tmp_path)
+    study = tiny_study(tmp_path / "tiny.yaml")
+    assert cli("run", study, "--executor", "inline", "--no-mlflow", env=env).exit_code == 0
+    store = ArtifactStore(env["ADVGRID_STORE"])
+    indexed = set(Database.open(env["ADVGRID_DB"]).artifact_digests())
+    old = store.put({"v": torch.zeros(3)}, {"kind": "orphan"}).digest  # e.g. a crashed cell's
+    fresh = store.put({"v": torch.ones(3)}, {"kind": "in flight"}).digest
+    os.utime(store.path(old), (time.time() - 7200, time.time() - 7200))
+
+    dry = cli("artifacts", "gc", env=env)
+    assert dry.exit_code == 0, dry.output
+    assert f"orphan {old}" in dry.output
+    assert fresh not in dry.output  # younger than --min-age: a running cell may own it
+    assert "dry run" in dry.output
+    assert store.exists(old)
+
+    done = cli("artifacts", "gc", "--delete", env=env)
+    assert done.exit_code == 0, done.output
+    assert not store.exists(old)
+    assert store.exists(fresh)
+    assert all(store.exists(d) for d in indexed)  # nothing the index points at is touched
+    assert cli("artifacts", "verify", env=env).exit_code == 0
