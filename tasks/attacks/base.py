@@ -17,11 +17,11 @@ from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import nn
 
 from tasks.errors import InputError
-from tasks.params import Number
+from tasks.params import Budget, Number
 from tasks.registry import Params, Registry
 
 ATTACKS: Registry = Registry("attack", "attacks")
@@ -36,6 +36,20 @@ class AttackParams(Params):
         "random", description="target class rule for targeted attacks"
     )
     seed: int = 0
+
+
+class BudgetsParams(AttackParams):
+    """Attacks without a fixed budget (minimum-norm, sparse): ``eps`` lists the budgets, in
+    the attack's norm, at which success is counted; a single number is one budget."""
+
+    eps: list[Budget] = Field(  # type: ignore[assignment]
+        default_factory=list, description="budgets at which success is counted"
+    )
+
+    @field_validator("eps", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return value if isinstance(value, list) else [value]
 
 
 @dataclass(frozen=True)
@@ -154,6 +168,21 @@ class Attack(ABC):
         self.forward += len(x_adv)
         self.backward += len(x_adv)
         return logits.detach(), grad
+
+    def class_gradients(
+        self, model: nn.Module, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward and one backward pass per class: ``(logits, (N, K, D) ∇ₓ z_k)``."""
+        x = x.detach().requires_grad_(True)
+        logits = model(x)
+        k = logits.shape[1]
+        rows = [
+            torch.autograd.grad(logits[:, j].sum(), x, retain_graph=j < k - 1)[0].flatten(1)
+            for j in range(k)
+        ]
+        self.forward += len(x)
+        self.backward += len(x) * k
+        return logits.detach(), torch.stack(rows, 1)
 
     def _targets(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator

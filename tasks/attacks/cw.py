@@ -20,17 +20,13 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field, NonNegativeFloat, field_validator
+from pydantic import Field, NonNegativeFloat
 from torch import nn
 
-from tasks.attacks.base import Attack, AttackParams, register
-from tasks.params import Budget
+from tasks.attacks.base import Attack, BudgetsParams, register
 
 
-class CWParams(AttackParams):
-    eps: list[Budget] = Field(  # type: ignore[assignment]
-        default_factory=list, description="budgets at which success is counted"
-    )
+class CWParams(BudgetsParams):
     norm: Literal["l2"] = "l2"
     c: float = Field(1.0, gt=0, description="initial trade-off constant")
     kappa: NonNegativeFloat = Field(0.0, description="confidence margin")
@@ -38,11 +34,6 @@ class CWParams(AttackParams):
     search_steps: int = Field(5, ge=1)
     lr: float = Field(0.01, gt=0)
     abort_early: bool = Field(True, description="stop a round once the loss stalls")
-
-    @field_validator("eps", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: object) -> object:
-        return value if isinstance(value, list) else [value]
 
 
 @register("cw_l2")

@@ -19,26 +19,17 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field, NonNegativeFloat, field_validator, model_validator
+from pydantic import Field, NonNegativeFloat, model_validator
 from torch import nn
 
-from tasks.attacks.base import Attack, AttackParams, register
-from tasks.params import Budget
+from tasks.attacks.base import Attack, BudgetsParams, register
 
 
-class DeepFoolParams(AttackParams):
-    eps: list[Budget] = Field(  # type: ignore[assignment]
-        default_factory=list, description="budgets at which success is counted"
-    )
+class DeepFoolParams(BudgetsParams):
     norm: Literal["l2", "linf"] = "l2"
     steps: int = Field(50, ge=1)
     overshoot: NonNegativeFloat = 0.02
     candidates: int = Field(10, ge=2, description="most likely classes considered")
-
-    @field_validator("eps", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: object) -> object:
-        return value if isinstance(value, list) else [value]
 
     @model_validator(mode="after")
     def _untargeted(self) -> DeepFoolParams:

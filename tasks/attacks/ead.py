@@ -27,17 +27,13 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field, NonNegativeFloat, field_validator
+from pydantic import Field, NonNegativeFloat
 from torch import nn
 
-from tasks.attacks.base import Attack, AttackParams, register
-from tasks.params import Budget
+from tasks.attacks.base import Attack, BudgetsParams, register
 
 
-class EADParams(AttackParams):
-    eps: list[Budget] = Field(  # type: ignore[assignment]
-        default_factory=list, description="budgets at which success is counted"
-    )
+class EADParams(BudgetsParams):
     norm: Literal["l1"] = "l1"
     c: float = Field(1e-3, gt=0, description="initial trade-off constant")
     beta: NonNegativeFloat = Field(1e-3, description="weight of the L1 term")
@@ -48,11 +44,6 @@ class EADParams(AttackParams):
     decision: Literal["l1", "en"] = Field(
         "en", description="which successful iterate to keep: smallest L1 or elastic net"
     )
-
-    @field_validator("eps", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: object) -> object:
-        return value if isinstance(value, list) else [value]
 
 
 @register("ead")

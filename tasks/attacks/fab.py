@@ -36,27 +36,18 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from tasks.attacks.base import Attack, AttackParams, register
-from tasks.params import Budget
+from tasks.attacks.base import Attack, BudgetsParams, register
 
 _BISECTION_STEPS = 60
 
 
-class FABParams(AttackParams):
-    eps: list[Budget] = Field(  # type: ignore[assignment]
-        default_factory=list, description="budgets at which success is counted"
-    )
+class FABParams(BudgetsParams):
     norm: Literal["linf", "l2"] = "linf"
     steps: int = Field(100, ge=1)
     restarts: int = Field(1, ge=1)
     alpha_max: float = Field(0.1, ge=0, le=1, description="largest bias towards x")
     eta: float = Field(1.05, ge=1, description="overshoot of each projection")
     beta: float = Field(0.9, gt=0, le=1, description="pull-back towards x after a success")
-
-    @field_validator("eps", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: object) -> object:
-        return value if isinstance(value, list) else [value]
 
 
 class FABTParams(FABParams):
@@ -156,29 +147,21 @@ class FAB(Attack):
         ``j`` is ``plane``, or the class whose linearized boundary is closest; ``b`` is
         ``base``, or (with a ``plane``) the most likely class other than ``plane``.
         """
-        xk = xk.detach().requires_grad_(True)
-        logits = model(xk)
-        self.forward += len(xk)
         if plane is not None:
+            xk = xk.detach().requires_grad_(True)
+            logits = model(xk)
+            self.forward += len(xk)
             if base is None:
                 base = logits.detach().scatter(1, plane[:, None], -math.inf).argmax(1)
             diff = logits.gather(1, plane[:, None])[:, 0] - logits.gather(1, base[:, None])[:, 0]
             (grad,) = torch.autograd.grad(diff.sum(), xk)
             self.backward += len(xk)
             return grad.flatten(1), diff.detach()
-        k = logits.shape[1]
-        grads = torch.stack(
-            [
-                torch.autograd.grad(logits[:, j].sum(), xk, retain_graph=j < k - 1)[0].flatten(1)
-                for j in range(k)
-            ],
-            1,
-        )
-        self.backward += len(xk) * k
-        assert base is not None
+        assert base is not None  # the closest boundary is measured from a given class
+        logits, grads = self.class_gradients(model, xk)
         rows = torch.arange(len(base), device=base.device)
         w = grads - grads[rows, base][:, None]
-        g = (logits - logits.gather(1, base[:, None])).detach()
+        g = logits - logits.gather(1, base[:, None])
         dual = w.abs().sum(2) if self.params.norm == "linf" else w.norm(dim=2)
         dist = g.abs() / dual.clamp_min(1e-12)
         dist[rows, base] = math.inf

@@ -33,24 +33,15 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from tasks.attacks.base import Attack, AttackParams, register
-from tasks.params import Budget
+from tasks.attacks.base import Attack, BudgetsParams, register
 
 _PAIR_ELEMENTS = 1 << 24  # pair-score values held at once (64 MiB of float32)
 
 
-class JSMAParams(AttackParams):
-    eps: list[Budget] = Field(  # type: ignore[assignment]
-        default_factory=list, description="L0 budgets (values changed) at which success is counted"
-    )
+class JSMAParams(BudgetsParams):
     norm: Literal["l0"] = "l0"
     theta: float = Field(1.0, ge=-1, le=1, description="change applied to a chosen feature")
     gamma: float = Field(0.1, gt=0, le=1, description="largest share of features changed")
-
-    @field_validator("eps", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: object) -> object:
-        return value if isinstance(value, list) else [value]
 
     @field_validator("theta")
     @classmethod
@@ -88,7 +79,8 @@ class JSMA(Attack):
             idx = (active & (domain.sum(1) >= 2)).nonzero()[:, 0]
             if len(idx) == 0:
                 break
-            jac, pred = self._jacobian(model, x_adv[idx].view(-1, *x.shape[1:]))
+            logits, jac = self.class_gradients(model, x_adv[idx].view(-1, *x.shape[1:]))
+            pred = logits.argmax(1)
             done = pred == goal[idx] if target is not None else pred != goal[idx]
             active[idx[done]] = False
             idx, jac = idx[~done], jac[~done]
@@ -103,19 +95,6 @@ class JSMA(Attack):
                 x_adv[idx, feature] = (x_adv[idx, feature] + p.theta).clamp(0, 1)
                 domain[idx, feature] = False
         return x_adv.view_as(x)
-
-    def _jacobian(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(N, K, D)`` gradients of every logit, and the predictions at ``x``."""
-        x = x.detach().requires_grad_(True)
-        logits = model(x)
-        k = logits.shape[1]
-        rows = [
-            torch.autograd.grad(logits[:, j].sum(), x, retain_graph=j < k - 1)[0].flatten(1)
-            for j in range(k)
-        ]
-        self.forward += len(x)
-        self.backward += len(x) * k
-        return torch.stack(rows, 1), logits.detach().argmax(1)
 
     @staticmethod
     def _best_pairs(

@@ -38,24 +38,15 @@ from pydantic import Field, field_validator
 from scipy.optimize import Bounds, minimize
 from torch import nn
 
-from tasks.attacks.base import Attack, AttackParams, register
-from tasks.params import Budget
+from tasks.attacks.base import Attack, BudgetsParams, register
 
 
-class LBFGSParams(AttackParams):
-    eps: list[Budget] = Field(  # type: ignore[assignment]
-        default_factory=list, description="budgets at which success is counted"
-    )
+class LBFGSParams(BudgetsParams):
     targeted: bool = True
     norm: Literal["l2"] = "l2"
     c: float = Field(1.0, gt=0, description="initial weight of the squared distance")
     steps: int = Field(50, ge=1, description="L-BFGS-B iterations per round")
     search_steps: int = Field(5, ge=1, description="rounds of the search over c")
-
-    @field_validator("eps", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: object) -> object:
-        return value if isinstance(value, list) else [value]
 
     @field_validator("targeted")
     @classmethod

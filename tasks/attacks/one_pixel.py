@@ -32,19 +32,15 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch import nn
 
-from tasks.attacks.base import Attack, AttackParams, register
-from tasks.params import Budget
+from tasks.attacks.base import Attack, BudgetsParams, register
 
 _QUERY_BATCH = 8192  # candidate images scored per forward pass
 
 
-class OnePixelParams(AttackParams):
-    eps: list[Budget] = Field(  # type: ignore[assignment]
-        default_factory=list, description="L0 budgets (values changed) at which success is counted"
-    )
+class OnePixelParams(BudgetsParams):
     norm: Literal["l0"] = "l0"
     pixels: int = Field(1, ge=1, description="pixels changed per sample")
     steps: int = Field(100, ge=0, description="generations of differential evolution")
@@ -53,11 +49,6 @@ class OnePixelParams(AttackParams):
     strategy: Literal["best1", "rand1"] = Field(
         "best1", description="mutant base: the best member, or a random one (the paper's)"
     )
-
-    @field_validator("eps", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: object) -> object:
-        return value if isinstance(value, list) else [value]
 
 
 @register("one_pixel")
