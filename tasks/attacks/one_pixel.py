@@ -36,6 +36,7 @@ from pydantic import Field
 from torch import nn
 
 from tasks.attacks.base import Attack, BudgetsParams, register
+from tasks.errors import InputError
 
 _QUERY_BATCH = 8192  # candidate images scored per forward pass
 
@@ -70,7 +71,7 @@ class OnePixel(Attack):
         generator: torch.Generator,
     ) -> torch.Tensor:
         if x.dim() != 4:
-            raise ValueError(f"one_pixel needs images (N, C, H, W), got shape {tuple(x.shape)}")
+            raise InputError(f"one_pixel needs images (N, C, H, W), got shape {tuple(x.shape)}")
         p, (n, c, h, w) = self.params, x.shape
         dev, goal = x.device, y if target is None else target
         size = torch.tensor([h, w], device=dev, dtype=x.dtype)

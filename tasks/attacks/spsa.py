@@ -19,7 +19,7 @@ import math
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from tasks.attacks.base import Attack, AttackParams, register
@@ -35,6 +35,16 @@ class SPSAParams(AttackParams):
     delta: float = Field(0.01, gt=0, description="probe size")
     lr: float = Field(0.01, gt=0, description="Adam learning rate")
     max_queries: int | None = Field(None, ge=1, description="query cap per sample")
+
+    @model_validator(mode="after")
+    def _room_for_a_step(self) -> SPSAParams:
+        step = 2 * self.samples + 1
+        if self.max_queries is not None and self.max_queries < step:
+            raise ValueError(
+                f"max_queries={self.max_queries} leaves no room for one step, which costs "
+                f"2·samples + 1 = {step} queries: raise max_queries or lower samples"
+            )
+        return self
 
 
 @register("spsa")
@@ -70,7 +80,7 @@ class SPSA(Attack):
         opt = torch.optim.Adam([delta], lr=p.lr)
         steps = p.steps
         if p.max_queries is not None:  # each step: one check, then 2·samples probes
-            steps = min(steps, max(0, (p.max_queries - 1) // (2 * p.samples + 1)))
+            steps = min(steps, p.max_queries // (2 * p.samples + 1))
         for _ in range(steps):
             active = (self._margin(model, x_adv, y, target) >= 0).nonzero()[:, 0]
             if len(active) == 0:

@@ -40,3 +40,20 @@ def test_square_and_one_pixel_count_queries(trained) -> None:
     assert n < sq.forward <= n * 101
     op = _run(trained, "one_pixel", pixels=1, steps=3, popsize=10)
     assert n * 10 <= op.forward <= n * 10 * 4 + n  # popsize · (steps + 1) + scoring
+
+
+def test_spsa_refuses_a_cap_that_allows_no_step() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"2·samples \+ 1 = 129 queries"):
+        ATTACKS.params_of("spsa", {"samples": 64, "max_queries": 100})
+
+
+def test_one_pixel_refuses_inputs_that_are_not_images(trained) -> None:
+    from tasks.errors import InputError
+
+    flat = trained.x.flatten(1)
+    with pytest.raises(InputError, match=r"needs images \(N, C, H, W\)"):
+        ATTACKS.get("one_pixel").obj(ATTACKS.params_of("one_pixel", {}))(
+            trained.model, flat, trained.y
+        )
