@@ -137,7 +137,7 @@ def run_attack(payload: dict, store: ArtifactStore) -> dict:
     gen = torch.Generator(device=dev).manual_seed(attack.params.seed)
     start = time.perf_counter()
     fit_metrics, fit_indices = {}, None
-    if getattr(attack, "universal", False):  # one perturbation, fit on training samples
+    if attack.universal:  # one perturbation, fit on training samples
         fit_indices = _fit_indices(split.train, attack.params.fit_size, attack.params.seed)
         fit_metrics = attack.fit(model, data.x[fit_indices].to(dev), generator=gen)
     outs = []

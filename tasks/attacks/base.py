@@ -105,6 +105,7 @@ class Attack(ABC):
     black_box: ClassVar[bool] = False
     supports_targeted: ClassVar[bool] = True  # uses scores only: forward passes are its queries
     norm: ClassVar[str] = "linf"
+    universal: ClassVar[bool] = False  # one perturbation fit on training samples (uap)
 
     def __init__(self, params: AttackParams) -> None:
         self.params = params
