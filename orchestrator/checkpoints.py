@@ -10,6 +10,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.spec import Study
 from storage import ArtifactStore
 from tasks import datasets, models
+from tasks.errors import TaskError
 
 
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
@@ -42,15 +43,19 @@ def import_all(study: Study, store_root: str) -> dict[str, str]:
         path, sha = study.checkpoints[m.name]
         d = next(d for d in study.datasets if m.datasets is None or d.label in m.datasets)
         data = datasets.load(d.name, datasets.params_of(d.name, d.params))
-        arch_params = models.MODELS.params_of(m.arch, m.params)
-        net = models.build(
-            m.arch,
-            arch_params,
-            input_shape=data.input_shape,
-            num_classes=data.num_classes,
-            mean=data.mean,
-            std=data.std,
-        )
+        arch_params = models.params_of(m.arch, m.params)
+        try:
+            net = models.build(
+                m.arch,
+                arch_params,
+                input_shape=data.input_shape,
+                num_classes=data.num_classes,
+                mean=data.mean,
+                std=data.std,
+                allow_imports=study.file.allow_imports,
+            )
+        except TaskError as exc:
+            raise ConfigError(study.path, [f"models[{i}].arch: {exc}"]) from exc
         try:
             state = read_state_dict(path)
             target = net if any(k.startswith("net.") for k in state) else net.net
@@ -66,7 +71,7 @@ def import_all(study: Study, store_root: str) -> dict[str, str]:
         meta = {
             "kind": "checkpoint",
             "arch": m.arch,
-            "params": arch_params.model_dump(mode="json"),
+            "params": models.dump_params(arch_params),
             "input_shape": list(data.input_shape),
             "num_classes": data.num_classes,
             "mean": list(data.mean),

@@ -17,7 +17,7 @@ from rich.table import Table
 from orchestrator import config
 from orchestrator import spec as specmod
 from orchestrator.errors import AdvgridError
-from storage import Database, StorageError
+from storage import Database, StorageError, mask_secrets
 from tasks.errors import TaskError
 
 
@@ -33,13 +33,20 @@ out = _Out()
 err = Console(stderr=True)
 
 
+class MaskingFormatter(logging.Formatter):
+    """Masks every URL password in a log line, its traceback included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_secrets(super().format(record))
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Map every expected error to ``Error: …`` on stderr and exit status 1."""
     try:
         yield
     except (AdvgridError, StorageError, TaskError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(mask_secrets(str(exc))) from exc
 
 
 def storage_options(fn: Callable) -> Callable:
@@ -104,7 +111,9 @@ def main(verbose: int) -> None:
       advgrid transfer quickstart --attack pgd --eps 0.1
     """
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(MaskingFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     for noisy in ("alembic", "mlflow", "urllib3", "ray"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
@@ -121,4 +130,4 @@ def open_db(url: str) -> Database:
     return Database.open(url)
 
 
-from orchestrator import cli_commands  # noqa: E402,F401  (registers the commands)
+from orchestrator import cli_bundle, cli_commands  # noqa: E402,F401  (registers the commands)

@@ -16,7 +16,9 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from rich.console import Console
 
@@ -26,9 +28,18 @@ from orchestrator.executors import InlineExecutor, RayExecutor
 from orchestrator.plan import Plan, PlannedCell, canonical_json
 from orchestrator.progress import RunProgress
 from orchestrator.tracking import Tracker
-from storage import ArtifactRecord, ClaimedCell, Database, NewCell
+from storage import (
+    ArtifactRecord,
+    ArtifactStore,
+    ClaimedCell,
+    Database,
+    DatabaseUnavailableError,
+    NewCell,
+    StorageError,
+)
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 VERSION = "0.1.0"
 
@@ -102,6 +113,10 @@ class Heartbeat(threading.Thread):
                     log.warning("lease heartbeat failed; retrying", exc_info=True)
 
 
+class DatabaseLostError(AdvgridError):
+    """The database stayed unreachable for longer than ``execution.db_retry_seconds``."""
+
+
 class Driver:
     """Runs one study's plan to completion on an executor."""
 
@@ -128,11 +143,18 @@ class Driver:
         self.inflight: dict[int, tuple[ClaimedCell, PlannedCell]] = {}
         self.artifacts: dict[str, dict[str, str]] = {}
         self.file_digests = dict(file_digests or {})
+        self.store = (
+            ArtifactStore(settings.store_root) if "://" not in settings.store_root else None
+        )
 
     def prepare(self, *, retry_failed: bool = False) -> tuple[int, Summary]:
         """Record the study and its cells; returns the study id and a summary so far."""
         row = self.db.upsert_study(
-            self.study.name, self.study.text, self.study.spec_hash, getpass.getuser(), VERSION
+            self.study.name,
+            self.study.shareable_text,
+            self.study.spec_hash,
+            getpass.getuser(),
+            VERSION,
         )
         new = self.db.add_cells(
             row.id,
@@ -166,6 +188,10 @@ class Driver:
         try:
             with RunProgress(self.console, summary.to_run) as progress:
                 self._loop(study_id, summary, beat, tracker, progress)
+        except DatabaseLostError:
+            self.executor.cancel_all()  # their leases expire; the database cannot be told
+            self.inflight.clear()
+            raise
         except BaseException:
             self._release_inflight()
             raise
@@ -173,7 +199,7 @@ class Driver:
             beat.stopped.set()
             if tracker is not None:
                 tracker.close(self.console)
-        summary.counts = self.db.counts(study_id)
+        summary.counts = self._db("counting cells", self.db.counts, study_id)
         summary.elapsed_s = time.perf_counter() - start
         return summary
 
@@ -189,7 +215,7 @@ class Driver:
         while True:
             claimed = self._fill(study_id, beat)
             if not self.inflight and not claimed:
-                if not self._others_running(study_id):
+                if not self._db("checking other drivers", self._others_running, study_id):
                     break
                 idle_since = idle_since or time.monotonic()
                 time.sleep(min(2.0, self.execution.lease_seconds / 4))
@@ -202,15 +228,16 @@ class Driver:
                 self._commit(cell, outcome, summary, tracker)
                 progress.update(summary, running=len(self.inflight))
             progress.update(summary, running=len(self.inflight))
-        summary.blocked = [
-            c.key for c in self.db.cells(study_id, state="pending") if c.key in self.cells
-        ]
+        pending = self._db("listing blocked cells", self.db.cells, study_id, state="pending")
+        summary.blocked = [c.key for c in pending if c.key in self.cells]
 
     def _fill(self, study_id: int, beat: Heartbeat) -> int:
         free = self.max_inflight - len(self.inflight)
         if free <= 0:
             return 0
-        claimed = self.db.claim(
+        claimed = self._db(
+            "claiming cells",
+            self.db.claim,
             study_id,
             self.owner,
             free,
@@ -224,10 +251,14 @@ class Driver:
             with beat.lock:
                 beat.tokens.add(cell.token)
             try:
-                payload = self._payload(study_id, planned)
+                payload = self._db("reading inputs", self._payload, study_id, planned)
+            except DatabaseLostError:
+                raise
             except AdvgridError as exc:
                 self.inflight.pop(cell.id)
-                self.db.fail(
+                self._db(
+                    "recording a failure",
+                    self.db.fail,
                     cell.id,
                     cell.token,
                     error=str(exc),
@@ -267,17 +298,21 @@ class Driver:
             "inputs": inputs,
             "store": self.settings.store_root,
             "batch_size": self.execution.batch_size,
+            "allow_imports": self.study.file.allow_imports,
         }
 
     def _commit(
         self, cell: ClaimedCell, outcome, summary: Summary, tracker: Tracker | None
     ) -> None:
         summary.ran += 1
-        if outcome.error is not None:
-            state = self.db.fail(
+        error = outcome.error if outcome.error is not None else self._missing(outcome.result)
+        if error is not None:
+            state = self._db(
+                "recording a failure",
+                self.db.fail,
                 cell.id,
                 cell.token,
-                error=outcome.error,
+                error=error,
                 worker="?",
                 max_attempts=self.execution.max_attempts,
             )
@@ -286,14 +321,16 @@ class Driver:
                 "cell %s (%s) failed: %s",
                 cell.key[:12],
                 cell.kind,
-                outcome.error.strip().splitlines()[-1] if outcome.error.strip() else "",
+                error.strip().splitlines()[-1] if error.strip() else "",
             )
             if state is None:
                 summary.dropped += 1
             return
         result = outcome.result
         records = {role: ArtifactRecord(**rec) for role, rec in result["artifacts"].items()}
-        ok = self.db.complete(
+        ok = self._db(
+            "recording a result",
+            self.db.complete,
             cell.id,
             cell.token,
             metrics=result["metrics"],
@@ -309,6 +346,53 @@ class Driver:
         self.artifacts[cell.key] = {role: r.digest for role, r in records.items()}
         if tracker is not None:
             tracker.enqueue(cell.id)
+
+    def _missing(self, result: dict | None) -> str | None:
+        """An error text if an artifact the worker reported is not in the store.
+
+        A row must never point at a missing file: a worker whose store differs from the
+        driver's (a misconfigured mount) fails its cell here instead.
+        """
+        if self.store is None or result is None:
+            return None
+        for role, rec in result.get("artifacts", {}).items():
+            try:
+                present = self.store.exists(rec["digest"])
+            except StorageError as exc:  # not a digest at all
+                return f"artifact {role!r} reported by the worker: {exc}"
+            if not present:
+                return (
+                    f"artifact {role!r} ({rec['digest'][:12]}) reported by worker "
+                    f"{result.get('worker', '?')} is not in the store {self.store.root}: "
+                    "is the artifact root the same path on every worker?"
+                )
+        return None
+
+    def _db(self, what: str, fn: Callable[..., T], *args, **kwargs) -> T:
+        """Call ``fn`` and retry while the database is unreachable, with backoff.
+
+        Each call is one transaction, rolled back when the connection drops, so a retry
+        never half-writes; a commit whose acknowledgement was lost is harmless to repeat
+        (``complete`` recognises its own result). After ``execution.db_retry_seconds``
+        the run stops with :class:`DatabaseLostError`.
+        """
+        limit = self.execution.db_retry_seconds
+        deadline, delay = time.monotonic() + limit, 0.5
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except DatabaseUnavailableError as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DatabaseLostError(
+                        f"lost the database {self.db.masked_url} while {what} and it did not "
+                        f"come back within {limit:g} s (execution.db_retry_seconds): {exc}\n"
+                        f"Stopped; {len(self.inflight)} cells in flight were not recorded. "
+                        "Run the same command again to resume once the database is back."
+                    ) from exc
+                log.warning("database unreachable while %s; retrying in %.1f s", what, delay)
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 10.0)
 
     def _release_inflight(self) -> None:
         self.executor.cancel_all()

@@ -5,7 +5,9 @@ A cell key is the SHA-256 of the canonical JSON (sorted keys, no whitespace) of
 Specs hold normalized params (defaults filled in), the evaluation slice by the hash of its
 sample indices and a checkpoint file by its content hash, so the same work always gets the
 same key and extending a study adds only new keys. Labels (model and dataset names) are part
-of the spec: renaming a model is a new model.
+of the spec: renaming a model is a new model. A model factory named by import path enters by
+that path and its params as written; ``allow_imports`` does not enter keys (it permits
+work, it does not change results).
 """
 
 from __future__ import annotations
@@ -128,9 +130,9 @@ def _model_refs(plan: Plan, study: Study, ds: dict, label: str) -> dict[str, tup
 
 
 def _arch_params(arch: str, params: dict) -> dict:
-    from tasks.models import MODELS
+    from tasks import models
 
-    return MODELS.params_of(arch, params).model_dump(mode="json")
+    return models.dump_params(models.params_of(arch, params))
 
 
 def _attack(

@@ -12,18 +12,21 @@ from __future__ import annotations
 import difflib
 import hashlib
 import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from orchestrator.errors import ConfigError
 from orchestrator.yamlpos import Positions, format_path
+from tasks import models
 from tasks.attacks import ATTACKS
 from tasks.datasets import DATASETS
 from tasks.defenses import DEFENSES
+from tasks.errors import FactoryError
 from tasks.models import MODELS
 from tasks.registry import Registry
 from tasks.training import TrainParams
@@ -65,6 +68,7 @@ class Execution(_Strict):
     max_inflight: int | None = Field(None, ge=1)
     max_attempts: int = Field(3, ge=1)
     lease_seconds: float = Field(120.0, gt=0)
+    db_retry_seconds: float = Field(120.0, ge=0)
     resources: dict[Literal["train", "attack", "transfer"], Resources] = Field(default_factory=dict)
 
     def resources_for(self, kind: str) -> Resources:
@@ -80,6 +84,9 @@ class Storage(_Strict):
 class StudyFile(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
+    # importing a model factory (``arch: package.module:factory``) runs its code: only when
+    # the study says it trusts that code
+    allow_imports: StrictBool = False
     datasets: list[Component] = Field(min_length=1)
     models: list[ModelEntry] = Field(min_length=1)
     defenses: list[Component] = Field(default_factory=lambda: [Component(name="none")])
@@ -123,8 +130,15 @@ class Study:
         return self.file.name
 
     @property
+    def shareable_text(self) -> str:
+        """The study file with every URL password masked: what is stored and logged."""
+        from storage import mask_secrets
+
+        return mask_secrets(self.text)
+
+    @property
     def spec_hash(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()
+        return hashlib.sha256(self.shareable_text.encode()).hexdigest()
 
 
 _MESSAGES = {
@@ -287,13 +301,7 @@ def _check_models(study: Study, problems: _Problems, base: Path) -> None:
         loc = ("models", i)
         if names.count(m.name) > 1:
             problems.add(loc + ("name",), f"model name {m.name!r} is used twice")
-        if m.arch not in MODELS:
-            problems.add(loc + ("arch",), MODELS.unknown_message(m.arch))
-        else:
-            try:
-                MODELS.params_of(m.arch, m.params)
-            except ValidationError as exc:
-                problems.add_pydantic(exc, loc + ("params",), MODELS.get(m.arch).params)
+        _check_arch(spec, m, loc, problems)
         if (m.train is None) == (m.checkpoint is None):
             problems.add(loc, "give exactly one of `train:` (a recipe) or `checkpoint:` (a file)")
         if m.checkpoint is not None:
@@ -306,6 +314,55 @@ def _check_models(study: Study, problems: _Problems, base: Path) -> None:
         for j, name in enumerate([] if value == "all" else value):
             if name not in names:
                 problems.add((axis, j), _unknown("model", name, names))
+
+
+def _check_arch(spec: StudyFile, m: ModelEntry, loc: tuple, problems: _Problems) -> None:
+    if models.is_import_path(m.arch):
+        _check_factory(spec, m, loc, problems)
+    elif m.arch not in MODELS:
+        problems.add(loc + ("arch",), MODELS.unknown_message(m.arch))
+    else:
+        try:
+            MODELS.params_of(m.arch, m.params)
+        except ValidationError as exc:
+            problems.add_pydantic(exc, loc + ("params",), MODELS.get(m.arch).params)
+
+
+def _check_factory(spec: StudyFile, m: ModelEntry, loc: tuple, problems: _Problems) -> None:
+    """An import-path model: allowed by the study, importable, callable; JSON params."""
+    if not spec.allow_imports:
+        problems.add(
+            loc + ("arch",),
+            f"{m.arch!r} is a model factory import path, and importing it runs its code; "
+            "add `allow_imports: true` to the study if you trust this code",
+        )
+        return
+    try:
+        models.factory(m.arch, allow_imports=True)
+    except FactoryError as exc:
+        problems.add(loc + ("arch",), str(exc))
+    for where, message in _not_json(m.params, ()):
+        problems.add(loc + ("params", *where), message)
+
+
+def _not_json(value: Any, where: tuple) -> list[tuple[tuple, str]]:
+    """Where ``value`` holds something other than JSON data (it enters the cell key as JSON).
+
+    YAML can write dates, sets, binary and non-string keys, which JSON would drop or change.
+    """
+    if value is None or isinstance(value, str | bool | int):
+        return []
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [(where, f"must be a finite number (got {value})")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _not_json(v, (*where, i))]
+    if isinstance(value, dict):
+        bad = [k for k in value if not isinstance(k, str)]
+        if bad:
+            return [(where, f"keys must be strings (got {bad[0]!r})")]
+        return [p for k, v in value.items() for p in _not_json(v, (*where, k))]
+    kind = type(value).__name__
+    return [(where, f"must be a string, number, boolean, null, list or mapping (got a {kind})")]
 
 
 def _check_checkpoint(

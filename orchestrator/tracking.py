@@ -120,7 +120,7 @@ class Tracker(threading.Thread):
             run_name=self.study.name,
             tags={"advgrid.role": "study", "advgrid.study": self.study.name},
         )
-        client.log_text(run.info.run_id, self.study.text, "study.yaml")
+        client.log_text(run.info.run_id, self.study.shareable_text, "study.yaml")
         return run.info.run_id
 
     def _existing(self, client: Any, exp_id: str) -> dict[str, str]:

@@ -4,10 +4,13 @@ Imports nothing from ``orchestrator`` or ``tasks``.
 """
 
 from storage.artifacts import ArtifactStore
+from storage.bundle import ExportSummary, ImportSummary, export_bundle, import_bundle
 from storage.db import Database
-from storage.engine import mask_url
+from storage.engine import mask_secrets, mask_url
 from storage.errors import (
+    BundleError,
     CorruptArtifactError,
+    DatabaseUnavailableError,
     NotFoundError,
     SchemaOutOfDateError,
     StorageError,
@@ -25,14 +28,21 @@ __all__ = [
     "ArtifactRecord",
     "ArtifactStore",
     "AttemptRow",
+    "BundleError",
     "CellRow",
     "ClaimedCell",
     "CorruptArtifactError",
+    "DatabaseUnavailableError",
     "Database",
+    "ExportSummary",
+    "ImportSummary",
     "NewCell",
     "NotFoundError",
     "SchemaOutOfDateError",
     "StorageError",
     "StudyRow",
+    "export_bundle",
+    "import_bundle",
+    "mask_secrets",
     "mask_url",
 ]

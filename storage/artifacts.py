@@ -118,6 +118,27 @@ class ArtifactStore:
             meta=meta,
         )
 
+    def put_bytes(self, digest: str, blob: bytes) -> bool:
+        """Store ``blob``, the whole file of an artifact written elsewhere, under ``digest``.
+
+        Returns:
+            True when the file was written; False when the store already held it.
+
+        Raises:
+            CorruptArtifactError: ``blob`` does not hash to ``digest``; nothing is written.
+            StorageError: ``digest`` is not a digest, or the file cannot be written.
+        """
+        target = self.path(digest)
+        actual = hashlib.sha256(blob).hexdigest()
+        if actual != digest:
+            raise CorruptArtifactError(
+                f"refusing to store artifact {digest}: the bytes given hash to {actual}"
+            )
+        if _size(target) == len(blob):
+            return False
+        _write_atomic(target, blob)
+        return True
+
     def read_bytes(self, digest: str) -> bytes:
         """The bytes of ``digest``, after checking they hash to it.
 

@@ -15,11 +15,11 @@ from typing import Any
 
 from sqlalchemy import Insert, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from storage.engine import READ_ONLY, make_engine, mask_url
-from storage.errors import StorageError
+from storage.errors import DatabaseUnavailableError, StorageError
 from storage.models import as_utc
 
 log = logging.getLogger(__name__)
@@ -69,12 +69,11 @@ class DatabaseCore:
             yield session
             session.commit()
         except SQLAlchemyError as exc:
-            session.rollback()
-            raise StorageError(
-                f"database error on {self.masked_url}: {error_message(exc)}"
-            ) from exc
+            _rollback(session)
+            error = DatabaseUnavailableError if _unavailable(exc) else StorageError
+            raise error(f"database error on {self.masked_url}: {error_message(exc)}") from exc
         except BaseException:
-            session.rollback()
+            _rollback(session)
             raise
         finally:
             session.close()
@@ -97,6 +96,26 @@ class DatabaseCore:
         if self.dialect == "sqlite":
             return sqlite.insert(model).on_conflict_do_nothing(index_elements=conflict)
         raise StorageError(f"unsupported database dialect {self.dialect!r} at {self.masked_url}")
+
+
+def _rollback(session: Session) -> None:
+    """Roll back; on a dropped connection that fails too, and the server has rolled back."""
+    try:
+        session.rollback()
+    except SQLAlchemyError:
+        log.debug("rollback failed on a broken connection", exc_info=True)
+
+
+def _unavailable(exc: SQLAlchemyError) -> bool:
+    """Whether ``exc`` means the database could not be reached or the connection dropped.
+
+    SQLAlchemy marks a dropped connection ``connection_invalidated``; the drivers raise
+    ``OperationalError`` when a server cannot be reached or a SQLite file stays locked, and
+    ``InterfaceError`` on a connection closed under them.
+    """
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (OperationalError, InterfaceError))
 
 
 def error_message(exc: BaseException) -> str:

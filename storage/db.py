@@ -3,8 +3,9 @@
 Every public method is one transaction (:meth:`DatabaseCore.session_scope`) and returns
 frozen dataclasses from :mod:`storage.rows`, never ORM objects; ``get_*`` raises
 :class:`NotFoundError`, ``find_*`` returns None. Cell queries live in :mod:`storage.cells`,
-leases in :mod:`storage.leases`, results in :mod:`storage.results`, the engine set-up in
-:mod:`storage.engine`, migrations in :mod:`storage.migrate`.
+leases in :mod:`storage.leases`, results in :mod:`storage.results`, bundle merges in
+:mod:`storage.merge`, the engine set-up in :mod:`storage.engine`, migrations in
+:mod:`storage.migrate`.
 
 URLs: ``sqlite:///PATH`` (the parent folder is created) or ``postgresql://USER@HOST/DB``
 (psycopg 3; ``postgresql+psycopg://`` too). A URL is only ever logged or shown masked.
@@ -24,6 +25,7 @@ from storage.core import error_message
 from storage.engine import mask_url
 from storage.errors import NotFoundError, SchemaOutOfDateError, StorageError
 from storage.leases import LeaseMixin
+from storage.merge import BundleMixin
 from storage.models import TABLES, ArtifactModel, StudyModel
 from storage.results import ResultsMixin
 from storage.rows import ArtifactRecord, StudyRow, artifact_record, study_row
@@ -33,7 +35,7 @@ __all__ = ["Database", "mask_url"]
 log = logging.getLogger(__name__)
 
 
-class Database(CellsMixin, LeaseMixin, ResultsMixin):
+class Database(CellsMixin, LeaseMixin, ResultsMixin, BundleMixin):
     """The SQL index behind one URL.
 
     ``Database(url)`` connects lazily and checks nothing; :meth:`open` is the way in for
@@ -80,7 +82,10 @@ class Database(CellsMixin, LeaseMixin, ResultsMixin):
         """The stamped revision and whether the database has any table."""
         try:
             with self._reader.connect() as conn:
-                return migrate.current_revision(conn), migrate.has_tables(conn)
+                # tables first: a schema another driver commits between the two reads then
+                # shows up with its revision, never as tables without one
+                tables = migrate.has_tables(conn)
+                return migrate.current_revision(conn), tables
         except SQLAlchemyError as exc:
             raise StorageError(
                 f"cannot read the schema of {self.masked_url}: {error_message(exc)}"

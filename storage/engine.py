@@ -44,6 +44,25 @@ def mask_url(url: str | URL) -> str:
     return _QUERY_SECRET.sub(r"\1***", rendered)
 
 
+# the password of user info in any URL: scheme://user:PASSWORD@host
+_USERINFO_SECRET = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@'\"]*:)([^\s/@'\"]+)(@)")
+_TEXT_QUERY_SECRET = re.compile(r"(?i)([?&](?:password|passwd|pwd)=)[^&#\s'\"]*")
+
+
+def mask_secrets(text: str) -> str:
+    """Return ``text`` with the password of every URL in it replaced by ``***``.
+
+    For free text that may hold URLs: log lines, tracebacks, study files.
+
+    Args:
+        text: Any text.
+
+    Returns:
+        The text, with ``scheme://user:***@host`` and ``?password=***``.
+    """
+    return _TEXT_QUERY_SECRET.sub(r"\1***", _USERINFO_SECRET.sub(r"\1***\3", text))
+
+
 def normalize_url(url: str) -> str:
     """Map ``postgresql://`` and ``postgres://`` to the psycopg 3 driver."""
     for prefix in ("postgresql://", "postgres://"):

@@ -9,6 +9,14 @@ class StorageError(Exception):
     """Base of every storage error: the database or the artifact store failed us."""
 
 
+class DatabaseUnavailableError(StorageError):
+    """The connection to the database failed or dropped; the transaction was rolled back.
+
+    Worth retrying: nothing of the failed transaction was written (unless the connection
+    dropped after the server committed, which callers must tolerate by being idempotent).
+    """
+
+
 class NotFoundError(StorageError, LookupError):
     """A study, cell or artifact that is not there."""
 
@@ -19,3 +27,7 @@ class SchemaOutOfDateError(StorageError):
 
 class CorruptArtifactError(StorageError):
     """An artifact whose bytes no longer hash to its name."""
+
+
+class BundleError(StorageError):
+    """A bundle (``advgrid export`` / ``advgrid import``) that cannot be written or read."""

@@ -240,7 +240,7 @@ def _take(
         c.lease_expires_at = now + timedelta(seconds=lease_s)
         c.heartbeat_at = c.started_at = now
         c.finished_at, c.error, c.attempts = None, None, c.attempts + 1
-        s.add(AttemptModel(cell_id=c.id, n=n, started_at=now, worker=owner))
+        s.add(AttemptModel(cell_id=c.id, n=n, started_at=now, worker=owner, owner=owner))
         deps = json.loads(c.depends_on or "[]")
         claimed.append(ClaimedCell(c.id, c.key, c.kind, c.spec_json, deps, token, n))
     return claimed

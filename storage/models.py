@@ -105,6 +105,9 @@ class AttemptModel(Base):
 
     ``n`` numbers the attempts of a cell over its whole history (1, 2, …), also across a
     :meth:`storage.Database.retry_quarantined`, which resets ``cells.attempts`` only.
+    ``owner`` is the lease owner (``host:pid:nonce``) whose claim opened the attempt, never
+    changed afterwards (NULL for attempts recorded before revision 0002); ``worker`` starts
+    as the owner and becomes where the attempt ran once its result is recorded.
     """
 
     __tablename__ = "attempts"
@@ -118,6 +121,7 @@ class AttemptModel(Base):
     outcome: Mapped[str | None] = mapped_column(String(16))
     worker: Mapped[str | None] = mapped_column(String(255))
     error: Mapped[str | None] = mapped_column(Text)
+    owner: Mapped[str | None] = mapped_column(String(255))
 
 
 class MetricModel(Base):

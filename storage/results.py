@@ -57,19 +57,24 @@ class ResultsMixin(DatabaseCore):
             worker: Where it ran.
 
         Returns:
-            True when recorded; False, with nothing written, when the lease was lost.
+            True when recorded, also when this very result was recorded before (a retry
+            after a connection dropped during the commit); False, with nothing written,
+            when the lease was lost.
         """
         for record in artifacts.values():
             check_digest(record.digest)
         with self.session_scope() as s:
             cell = _owned(s, cell_id, token)
             if cell is None:
+                if _recorded_under(s, cell_id, token):
+                    return True
                 log.info("cell %s: result under a lost lease dropped", cell_id)
                 return False
             now = self._now(s)
             cell.state, cell.finished_at, cell.error = "done", now, None
             cell.duration_s, cell.worker = duration_s, worker
-            cell.lease_token, cell.lease_expires_at = None, None
+            # the token stays on a done cell: it names the attempt whose result this is
+            cell.lease_expires_at = None
             _write_metrics(s, cell_id, metrics)
             self._write_artifacts(s, cell_id, artifacts, now)
             _close_attempt(s, cell_id, now, "ok", worker=worker, error=None)
@@ -161,6 +166,14 @@ def _owned(s: Session, cell_id: int, token: str) -> CellModel | None:
         CellModel.id == cell_id, CellModel.lease_token == token, CellModel.state == "running"
     )
     return s.scalars(q.with_for_update()).one_or_none()
+
+
+def _recorded_under(s: Session, cell_id: int, token: str) -> bool:
+    """Whether the cell is done with the result committed under ``token``."""
+    q = select(CellModel.id).where(
+        CellModel.id == cell_id, CellModel.lease_token == token, CellModel.state == "done"
+    )
+    return s.scalar(q) is not None
 
 
 def _write_metrics(s: Session, cell_id: int, metrics: dict[str, float]) -> None:

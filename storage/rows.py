@@ -92,7 +92,13 @@ class ClaimedCell:
 
 @dataclass(frozen=True)
 class AttemptRow:
-    """One claim of a cell; ``outcome`` (ok, error, lost_lease, killed) is None while running."""
+    """One claim of a cell; ``outcome`` (ok, error, lost_lease, killed) is None while running.
+
+    Attributes:
+        worker: Where the attempt ran once its result is recorded; until then its owner.
+        owner: The lease owner (``host:pid:nonce``) that claimed it; None for attempts
+            recorded before schema revision 0002.
+    """
 
     id: int
     cell_id: int
@@ -102,6 +108,7 @@ class AttemptRow:
     outcome: str | None
     worker: str | None
     error: str | None
+    owner: str | None
 
 
 @dataclass(frozen=True)
@@ -155,7 +162,17 @@ def cell_row(m: CellModel, metrics: dict[str, float], artifacts: dict[str, str])
 
 
 def attempt_row(m: AttemptModel) -> AttemptRow:
-    return AttemptRow(m.id, m.cell_id, m.n, m.started_at, m.ended_at, m.outcome, m.worker, m.error)
+    return AttemptRow(
+        id=m.id,
+        cell_id=m.cell_id,
+        n=m.n,
+        started_at=m.started_at,
+        ended_at=m.ended_at,
+        outcome=m.outcome,
+        worker=m.worker,
+        error=m.error,
+        owner=m.owner,
+    )
 
 
 def artifact_record(m: ArtifactModel) -> ArtifactRecord:

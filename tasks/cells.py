@@ -1,8 +1,10 @@
 """``run_cell(payload) -> result``: what a worker does for one cell.
 
 The payload is plain data: the cell's normalized ``spec``, its ``kind``, the digests of the
-artifacts it reads (``inputs``), the artifact-store root and the batch size. Names are
-resolved here, on the worker. The result is small: metrics and the records of the artifacts
+artifacts it reads (``inputs``), the artifact-store root, the batch size and
+``allow_imports`` (whether the study trusts model factories named by import path: without
+it, such a model is refused before its module is imported). Names are resolved here, on
+the worker. The result is small: metrics and the records of the artifacts
 the cell wrote. Tensors never travel back to the driver.
 """
 
@@ -65,22 +67,32 @@ def _dataset(spec: dict) -> tuple[datasets.Data, datasets.Split]:
     return _cached(("dataset", name, repr(sorted(values.items()))), load)
 
 
-def _model(store: ArtifactStore, digest: str, dev: torch.device) -> nn.Module:
+def _allow_imports(payload: dict) -> bool:
+    """Whether the payload says its study trusts model factories named by import path."""
+    return payload.get("allow_imports") is True
+
+
+def _model(payload: dict, role: str, store: ArtifactStore, dev: torch.device) -> nn.Module:
+    digest, allow = payload["inputs"][role], _allow_imports(payload)
+
     def load() -> nn.Module:
         tensors, meta = store.get(digest)
         arch = meta["arch"]
         net = models.build(
             arch,
-            models.MODELS.params_of(arch, meta["params"]),
+            models.params_of(arch, meta["params"]),
             input_shape=meta["input_shape"],
             num_classes=meta["num_classes"],
             mean=meta["mean"],
             std=meta["std"],
+            allow_imports=allow,
         )
         net.load_state_dict(tensors)
         return net.to(dev).eval()
 
-    return _cached(("model", digest, str(dev)), load)
+    # the flag is part of the cache key: a payload without it never gets a model that one
+    # with it built from an import path
+    return _cached(("model", digest, str(dev), allow), load)
 
 
 def _defended(model: nn.Module, spec: dict) -> nn.Module:
@@ -96,12 +108,13 @@ def run_train(payload: dict, store: ArtifactStore) -> dict:
     arch = model_spec["arch"]
     net = models.build(
         arch,
-        models.MODELS.params_of(arch, model_spec["params"]),
+        models.params_of(arch, model_spec["params"]),
         input_shape=data.input_shape,
         num_classes=data.num_classes,
         mean=data.mean,
         std=data.std,
         seed=recipe.seed,
+        allow_imports=_allow_imports(payload),
     )
     dev = device()
     net = net.to(dev)
@@ -130,7 +143,7 @@ def run_attack(payload: dict, store: ArtifactStore) -> dict:
     """Attack the source model over the evaluation slice; store the adversarial examples."""
     spec, dev = payload["spec"], device()
     data, split = _dataset(spec["dataset"])
-    model = _defended(_model(store, payload["inputs"]["checkpoint"], dev), spec["defense"])
+    model = _defended(_model(payload, "checkpoint", store, dev), spec["defense"])
     name = spec["attack"]["name"]
     attack = ATTACKS.get(name).obj(ATTACKS.params_of(name, spec["attack"]["params"]))
     x_all, y_all = data.x[split.eval], data.y[split.eval]
@@ -206,7 +219,7 @@ def run_transfer(payload: dict, store: ArtifactStore) -> dict:
         ("artifact", payload["inputs"]["adversarial"]),
         lambda: store.get(payload["inputs"]["adversarial"]),
     )
-    model = _defended(_model(store, payload["inputs"]["checkpoint"], dev), spec["target_defense"])
+    model = _defended(_model(payload, "checkpoint", store, dev), spec["target_defense"])
     bs = payload["batch_size"]
     pred_adv = training.predict(model, adv["x_adv"].to(dev), bs).cpu()
     pred_clean = training.predict(model, data.x[adv["indices"]].to(dev), bs).cpu()

@@ -14,3 +14,11 @@ class UnknownComponentError(TaskError, KeyError):
 
 class InputError(TaskError, ValueError):
     """Inputs that break a component's contract (shape, range, dtype)."""
+
+
+class ImportNotAllowedError(TaskError):
+    """A model named by an import path in data that was not marked as trusted."""
+
+
+class FactoryError(TaskError):
+    """A model factory import path that cannot be imported, found, called or used."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from storage.migrate import head_revision
 from tests.conftest import tiny_study
 
 
@@ -66,9 +67,9 @@ def test_plan_writes_nothing(cli, workdir: Path) -> None:
 def test_db_upgrade_and_info(cli, workdir: Path) -> None:
     result = cli("db", "upgrade")
     assert result.exit_code == 0
-    assert result.output.strip() == "database at revision 0001 (was empty)"
+    assert result.output.strip() == f"database at revision {head_revision()} (was empty)"
     info = json.loads(cli("db", "info").output)
-    assert info["revision"] == "0001"
+    assert info["revision"] == head_revision()
     assert info["dialect"] == "sqlite"
 
 

@@ -118,7 +118,8 @@ def _check_entry_against_artifacts(env: dict, doc: dict, i: int, j: int) -> None
     attack_key, train_key = sorted(cell.depends_on, key=lambda k: by_key[k].kind)
     store = ArtifactStore(env["ADVGRID_STORE"])
     adv, _ = store.get(by_key[attack_key].artifacts["adversarial"])
-    model = _model(store, by_key[train_key].artifacts["checkpoint"], torch.device("cpu"))
+    payload = {"inputs": {"checkpoint": by_key[train_key].artifacts["checkpoint"]}}
+    model = _model(payload, "checkpoint", store, torch.device("cpu"))
     with torch.inference_mode():
         fooled = model(adv["x_adv"]).argmax(1) != adv["labels"]
     mask = adv["success"].bool()

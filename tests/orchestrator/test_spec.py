@@ -79,8 +79,8 @@ def test_keys_are_stable_and_change_with_the_spec() -> None:
             "execution:\n",
             "executon: {}\nexecution:\n",
             "line 24: executon: unknown key 'executon'; did you mean 'execution'? allowed keys: "
-            "attacks, datasets, defenses, description, execution, models, name, sources, storage, "
-            "targets",
+            "allow_imports, attacks, datasets, defenses, description, execution, models, name, "
+            "sources, storage, targets",
         ),
     ],
 )

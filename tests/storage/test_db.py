@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from storage_builders import cell, k, record
 
 from storage import ArtifactRecord, Database, NotFoundError, StorageError, mask_url
+from storage.migrate import head_revision
 
 TABLES = ["studies", "cells", "attempts", "metrics", "artifacts", "cell_artifacts"]
 
@@ -37,7 +38,7 @@ def _run(db: Database, study: int, name: str, **result: object) -> int:
 
 def test_fresh_database_is_created_at_head(db: Database, db_url: str) -> None:
     info = db.info()
-    assert info["revision"] == info["head"] == db.current_revision() == "0001"
+    assert info["revision"] == info["head"] == db.current_revision() == head_revision()
     assert info["rows"] == dict.fromkeys(TABLES, 0)
     assert info["url"] == mask_url(db_url)
     assert info["dialect"] in ("sqlite", "postgresql")
@@ -56,7 +57,7 @@ def test_sqlite_settings(tmp_path: Path) -> None:
 def test_plain_postgresql_urls_use_psycopg(pg_url: str) -> None:
     db = Database.open("postgresql://" + pg_url.split("://", 1)[1])
     assert db.engine.dialect.driver == "psycopg"
-    assert db.current_revision() == "0001"
+    assert db.current_revision() == head_revision()
     db.close()
 
 
@@ -160,12 +161,16 @@ def test_complete_records_metrics_artifacts_and_attempt(db: Database, study: int
     assert row.artifacts == {"checkpoint": ckpt.digest, "adversarial": adv.digest}
     (attempt,) = db.attempts(c.id)
     assert (attempt.n, attempt.outcome, attempt.worker, attempt.error) == (1, "ok", "node-1", None)
+    assert attempt.owner == "driver"  # the claiming driver survives the worker's result
     assert attempt.ended_at is not None
     assert db.artifact(ckpt.digest) == ckpt
     assert db.find_artifact(record("unknown").digest) is None
     with pytest.raises(NotFoundError, match="no artifact"):
         db.artifact(record("unknown").digest)
-    assert db.complete(c.id, c.token, metrics={}, artifacts={}, duration_s=0, worker="w") is False
+    # committed again under the same token (a retry after the acknowledgement was lost):
+    # "recorded", and nothing is rewritten
+    assert db.complete(c.id, c.token, metrics={}, artifacts={}, duration_s=0, worker="w") is True
+    assert db.get_cell(study, k("a")) == row
 
 
 def test_an_artifact_shared_by_two_cells_is_indexed_once(db: Database, study: int) -> None:

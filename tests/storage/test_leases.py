@@ -66,9 +66,10 @@ def test_a_claim_sets_the_lease(db: Database, study: int) -> None:
     assert before < row.started_at < before + timedelta(minutes=1)
     assert timedelta(seconds=59) < row.lease_expires_at - row.started_at < timedelta(seconds=61)
     (attempt,) = db.attempts(c.id)
-    assert (attempt.n, attempt.outcome, attempt.worker, attempt.ended_at) == (
+    assert (attempt.n, attempt.outcome, attempt.owner, attempt.worker, attempt.ended_at) == (
         1,
         None,
+        "host:1:abc",
         "host:1:abc",
         None,
     )
@@ -114,6 +115,20 @@ def test_an_expired_lease_is_reclaimed_and_the_late_result_dropped(
         (2, "ok", "fast"),
     ]
     assert attempts[0].ended_at is not None
+
+
+def test_each_attempt_keeps_the_driver_that_claimed_it(db: Database, study: int) -> None:
+    db.add_cells(study, [cell("a")])
+    (first,) = db.claim(study, "host:1:aaa", 1, 60, 3)
+    assert db.fail(first.id, first.token, error="boom", worker="node-1", max_attempts=3)
+    (second,) = db.claim(study, "host:2:bbb", 1, 60, 3)
+    assert db.complete(
+        second.id, second.token, metrics={}, artifacts={}, duration_s=1, worker="node-2"
+    )
+    assert [(a.n, a.owner, a.worker, a.outcome) for a in db.attempts(first.id)] == [
+        (1, "host:1:aaa", "node-1", "error"),
+        (2, "host:2:bbb", "node-2", "ok"),
+    ]
 
 
 def test_heartbeat_keeps_the_lease(db: Database, study: int) -> None:
