@@ -18,8 +18,9 @@ import uuid
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, and_, cast, exists, func, or_, select, update
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Session, aliased
 
 from storage.cells import rowcount
 from storage.core import DatabaseCore, chunks
@@ -183,37 +184,42 @@ def _ready_batches(
 ) -> Iterator[list[int]]:
     """Ids of runnable cells whose dependencies are all done, a page at a time, by id.
 
-    Dependencies are checked in Python: a page's dependency keys are looked up among the
-    study's done cells. Paging keeps a claim cheap in a large study: it reads only as far
-    as it needs to find enough cells.
+    The dependency check runs in the database (:func:`_deps_done`), so cells blocked on
+    unfinished work are never sent back: a claim in a 100 000-cell study whose transfer
+    cells wait for training reads only the cells it can take. Paging keeps a claim cheap
+    when ``keys`` (the current plan) leaves out cells of an extended study.
     """
     after = 0
+    ready_q = select(CellModel.id, CellModel.key).where(runnable, _deps_done(s, study_id))
     while True:
-        q = select(CellModel.id, CellModel.key, CellModel.depends_on).where(
-            runnable, CellModel.id > after
-        )
-        page = s.execute(q.order_by(CellModel.id).limit(_PAGE)).all()
+        page = s.execute(
+            ready_q.where(CellModel.id > after).order_by(CellModel.id).limit(_PAGE)
+        ).all()
         if not page:
             return
         after = page[-1].id
-        needs = {r.id: json.loads(r.depends_on or "[]") for r in page}
-        done = _done_keys(s, study_id, {k for deps in needs.values() for k in deps})
-        ready = [
-            r.id for r in page if (keys is None or r.key in keys) and done.issuperset(needs[r.id])
-        ]
+        ready = [r.id for r in page if keys is None or r.key in keys]
         if ready:
             yield ready
 
 
-def _done_keys(s: Session, study_id: int, wanted: set[str]) -> set[str]:
-    """Those of the ``wanted`` keys whose cells in the study are done."""
-    done: set[str] = set()
-    for chunk in chunks(sorted(wanted), _CHUNK):
-        q = select(CellModel.key).where(
-            CellModel.study_id == study_id, CellModel.state == "done", CellModel.key.in_(chunk)
-        )
-        done.update(s.scalars(q))
-    return done
+def _deps_done(s: Session, study_id: int) -> ColumnElement[bool]:
+    """True for a cell none of whose ``depends_on`` keys names a cell that is not done.
+
+    ``depends_on`` is a JSON array of keys; both backends expand it in SQL
+    (``json_each`` on SQLite, ``jsonb_array_elements_text`` on PostgreSQL) and look each
+    key up through the ``(study_id, key)`` unique index.
+    """
+    if s.get_bind().dialect.name == "postgresql":
+        fn = func.jsonb_array_elements_text(cast(CellModel.depends_on, JSONB))
+    else:
+        fn = func.json_each(CellModel.depends_on)
+    dep = fn.table_valued("value").alias("dep")
+    done = aliased(CellModel, name="dep_cell")
+    is_done = exists().where(
+        done.study_id == study_id, done.key == dep.c.value, done.state == "done"
+    )
+    return ~exists(select(dep.c.value).where(~is_done))
 
 
 def _take(
