@@ -61,8 +61,9 @@ def storage_options(fn: Callable) -> Callable:
         "--store",
         envvar=config.ENV_STORE,
         default=None,
-        metavar="PATH",
-        help="Artifact store root [env ADVGRID_STORE; default: ./.advgrid].",
+        metavar="PATH|URL",
+        help="Artifact store: a folder, or an fsspec URL such as s3://bucket/prefix "
+        "[env ADVGRID_STORE; default: ./.advgrid].",
     )(fn)
     fn = click.option(
         "--db",
@@ -130,4 +131,4 @@ def open_db(url: str) -> Database:
     return Database.open(url)
 
 
-from orchestrator import cli_bundle, cli_commands  # noqa: E402,F401  (registers the commands)
+from orchestrator import cli_bundle, cli_commands, cli_submit  # noqa: E402,F401  (registers the commands)

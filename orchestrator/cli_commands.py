@@ -450,6 +450,7 @@ def verify(db: str | None, store: str | None, mlflow_uri: str | None, fmt: str) 
     Examples:
       advgrid artifacts verify
       advgrid artifacts verify --store /shared/advgrid --format json
+      advgrid artifacts verify --store s3://lab-bucket/advgrid
     """
     from storage import ArtifactStore
 
@@ -461,7 +462,7 @@ def verify(db: str | None, store: str | None, mlflow_uri: str | None, fmt: str) 
         problems = dict(store_.verify())
         for digest in indexed:
             if digest not in problems and not store_.exists(digest):
-                problems[digest] = f"indexed but missing from the store ({store_.path(digest)})"
+                problems[digest] = f"indexed but missing from the store ({store_.location(digest)})"
     rows = [{"digest": d, "problem": p} for d, p in sorted(problems.items())]
     if fmt == "json":
         render_json({"indexed": len(indexed), "problems": rows})
@@ -501,6 +502,7 @@ def gc(
     Examples:
       advgrid artifacts gc                 # dry run: what would go
       advgrid artifacts gc --delete
+      advgrid artifacts gc --store s3://lab-bucket/advgrid
     """
     from storage import ArtifactStore
 
@@ -519,7 +521,7 @@ def gc(
                 young += 1
                 continue
             orphans.append(digest)
-        size = sum(store_.path(d).stat().st_size for d in orphans)
+        size = sum(store_.size(d) or 0 for d in orphans)
         for digest in orphans:
             out.print(f"{'deleted' if delete else 'orphan'} {digest}")
             if delete:

@@ -113,6 +113,20 @@ class Heartbeat(threading.Thread):
                     log.warning("lease heartbeat failed; retrying", exc_info=True)
 
 
+GROUP_MAX = 16  # transfer cells of one adversarial set sent to one worker as one task
+
+
+def _group_key(cell_id: int, payload: dict) -> tuple:
+    """Transfer cells that read the same adversarial set share a key; others are alone.
+
+    A group runs as one task on one worker: the set is read once and a transfer cell (a
+    forward pass over the slice) does not pay a task's scheduling cost on its own.
+    """
+    if payload["kind"] == "transfer":
+        return ("transfer", payload["inputs"]["adversarial"])
+    return ("cell", cell_id)
+
+
 class DatabaseLostError(AdvgridError):
     """The database stayed unreachable for longer than ``execution.db_retry_seconds``."""
 
@@ -143,9 +157,7 @@ class Driver:
         self.inflight: dict[int, tuple[ClaimedCell, PlannedCell]] = {}
         self.artifacts: dict[str, dict[str, str]] = {}
         self.file_digests = dict(file_digests or {})
-        self.store = (
-            ArtifactStore(settings.store_root) if "://" not in settings.store_root else None
-        )
+        self.store = ArtifactStore(settings.store_root)
 
     def prepare(self, *, retry_failed: bool = False) -> tuple[int, Summary]:
         """Record the study and its cells; returns the study id and a summary so far."""
@@ -179,7 +191,9 @@ class Driver:
         """Run every runnable cell of the plan on ``executor`` until none is left."""
         start = time.perf_counter()
         self.executor = executor
-        self.max_inflight = self.max_inflight or executor.default_inflight()
+        kinds = {c.kind for c in self.plan.cells}
+        needs = [self.execution.resources_for(k).model_dump() for k in sorted(kinds)]
+        self.max_inflight = self.max_inflight or executor.default_inflight(needs)
         tracker = (
             Tracker.launch(self.settings, self.study, self.db, study_id) if self.mlflow else None
         )
@@ -245,6 +259,7 @@ class Driver:
             self.execution.max_attempts,
             keys=set(self.cells),
         )
+        groups: dict[tuple, list[tuple[int, dict]]] = {}
         for cell in claimed:
             planned = self.cells[cell.key]
             self.inflight[cell.id] = (cell, planned)
@@ -268,7 +283,13 @@ class Driver:
                 continue
             resources = self.execution.resources_for(cell.kind).model_dump()
             payload["num_cpus"] = resources["num_cpus"]
-            self.executor.submit(cell.id, payload, resources)
+            groups.setdefault(_group_key(cell.id, payload), []).append((cell.id, payload))
+        for group in groups.values():
+            for part in range(0, len(group), GROUP_MAX):
+                ids, payloads = zip(*group[part : part + GROUP_MAX], strict=True)
+                kind = payloads[0]["kind"]
+                resources = self.execution.resources_for(kind).model_dump()
+                self.executor.submit_group(list(ids), list(payloads), resources)
         return len(claimed)
 
     def _others_running(self, study_id: int) -> bool:
@@ -298,6 +319,7 @@ class Driver:
             "inputs": inputs,
             "store": self.settings.store_root,
             "batch_size": self.execution.batch_size,
+            "channels_last": self.execution.channels_last,
             "allow_imports": self.study.file.allow_imports,
         }
 
@@ -353,17 +375,17 @@ class Driver:
         A row must never point at a missing file: a worker whose store differs from the
         driver's (a misconfigured mount) fails its cell here instead.
         """
-        if self.store is None or result is None:
+        if result is None:
             return None
         for role, rec in result.get("artifacts", {}).items():
             try:
                 present = self.store.exists(rec["digest"])
-            except StorageError as exc:  # not a digest at all
+            except StorageError as exc:  # not a digest, or the store cannot be reached
                 return f"artifact {role!r} reported by the worker: {exc}"
             if not present:
                 return (
                     f"artifact {role!r} ({rec['digest'][:12]}) reported by worker "
-                    f"{result.get('worker', '?')} is not in the store {self.store.root}: "
+                    f"{result.get('worker', '?')} is not in the store {self.store.location()}: "
                     "is the artifact root the same path on every worker?"
                 )
         return None

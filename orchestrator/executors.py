@@ -14,6 +14,7 @@ import time
 import traceback
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import AdvgridError
@@ -30,6 +31,22 @@ class Outcome:
     error: str | None
 
 
+def run_cells(payloads: list[dict]) -> list[tuple[dict | None, str | None]]:
+    """Run cells one after another in this worker: ``(result, None)`` or ``(None, traceback)``.
+
+    One cell's exception does not stop the others.
+    """
+    from tasks.cells import run_cell
+
+    out: list[tuple[dict | None, str | None]] = []
+    for payload in payloads:
+        try:
+            out.append((run_cell(payload), None))
+        except Exception:
+            out.append((None, traceback.format_exc()))
+    return out
+
+
 class InlineExecutor:
     """Runs each cell in this process when the driver polls; same contract as Ray."""
 
@@ -38,11 +55,17 @@ class InlineExecutor:
     def __init__(self) -> None:
         self._queue: deque[tuple[int, dict]] = deque()
 
-    def default_inflight(self) -> int:
+    def default_inflight(self, needs: list[dict[str, float]]) -> int:
         return 1
 
     def submit(self, cell_id: int, payload: dict, resources: dict[str, float]) -> None:
         self._queue.append((cell_id, payload))
+
+    def submit_group(
+        self, cell_ids: list[int], payloads: list[dict], resources: dict[str, float]
+    ) -> None:
+        for cell_id, payload in zip(cell_ids, payloads, strict=True):
+            self.submit(cell_id, payload, resources)
 
     def poll(self, timeout: float) -> list[Outcome]:
         if not self._queue:
@@ -96,11 +119,18 @@ class RayExecutor:
         from tasks.cells import run_cell
 
         self._remote = ray.remote(run_cell)
-        self._refs: dict[Any, int] = {}
+        self._group_remote = ray.remote(run_cells)
+        self._refs: dict[Any, int | list[int]] = {}
 
-    def default_inflight(self) -> int:
-        cpus = int(self._ray.cluster_resources().get("CPU", 1))
-        return max(2, 2 * cpus)
+    def default_inflight(self, needs: list[dict[str, float]]) -> int:
+        """Twice the most cells of one kind the cluster can run at once, at least 2.
+
+        ``needs`` are the ``{num_cpus, num_gpus}`` of the cell kinds to run: with
+        ``num_gpus: 0.25`` attack cells, 8 GPUs run 32 at once and 64 are kept in flight,
+        so a worker that finishes always finds the next cell queued. A kind needing GPUs
+        on a cluster without them is logged: Ray holds such cells until a GPU node joins.
+        """
+        return inflight_bound(self._ray.cluster_resources(), needs)
 
     def submit(self, cell_id: int, payload: dict, resources: dict[str, float]) -> None:
         ref = self._remote.options(
@@ -111,21 +141,43 @@ class RayExecutor:
         ).remote(payload)
         self._refs[ref] = cell_id
 
+    def submit_group(
+        self, cell_ids: list[int], payloads: list[dict], resources: dict[str, float]
+    ) -> None:
+        """Run ``payloads`` one after another as one task (a worker's death reruns them all)."""
+        if len(payloads) == 1:
+            self.submit(cell_ids[0], payloads[0], resources)
+            return
+        first = payloads[0]
+        ref = self._group_remote.options(
+            num_cpus=resources.get("num_cpus", 1),
+            num_gpus=resources.get("num_gpus", 0),
+            max_retries=2,
+            name=f"advgrid:{first['kind']}:{first['key'][:12]}+{len(payloads) - 1}",
+        ).remote(payloads)
+        self._refs[ref] = list(cell_ids)
+
     def poll(self, timeout: float) -> list[Outcome]:
         if not self._refs:
             return []
         ready, _ = self._ray.wait(list(self._refs), num_returns=len(self._refs), timeout=timeout)
         out = []
         for ref in ready:
-            cell_id = self._refs.pop(ref)
+            ids = self._refs.pop(ref)
             try:
-                out.append(Outcome(cell_id, self._ray.get(ref), None))
+                value = self._ray.get(ref)
             except Exception as exc:  # RayTaskError carries the remote traceback
-                out.append(Outcome(cell_id, None, str(exc) or repr(exc)))
+                error = str(exc) or repr(exc)
+                out += [Outcome(i, None, error) for i in (ids if isinstance(ids, list) else [ids])]
+                continue
+            if isinstance(ids, list):
+                out += [Outcome(i, r, e) for i, (r, e) in zip(ids, value, strict=True)]
+            else:
+                out.append(Outcome(ids, value, None))
         return out
 
     def cancel_all(self) -> list[int]:
-        ids = list(self._refs.values())
+        ids = [i for v in self._refs.values() for i in (v if isinstance(v, list) else [v])]
         for ref in list(self._refs):
             self._ray.cancel(ref, force=True)
         self._refs.clear()
@@ -136,14 +188,75 @@ class RayExecutor:
             self._ray.shutdown()
 
 
-def _ray_hint(address: str, exc: Exception) -> str:
+def inflight_bound(cluster: dict[str, float], needs: list[dict[str, float]]) -> int:
+    """See :meth:`RayExecutor.default_inflight`; ``cluster`` as ``ray.cluster_resources()``."""
+    cpus, gpus = cluster.get("CPU", 1.0), cluster.get("GPU", 0.0)
+    most = 0.0
+    for need in needs or [{"num_cpus": 1.0, "num_gpus": 0.0}]:
+        fits = []
+        if need.get("num_cpus"):
+            fits.append(cpus / need["num_cpus"])
+        if need.get("num_gpus"):
+            if not gpus:
+                log.warning(
+                    "cells need %g GPU each but the cluster has none: they wait for a GPU node",
+                    need["num_gpus"],
+                )
+            fits.append(gpus / need["num_gpus"])
+        most = max(most, min(fits) if fits else cpus)
+    return max(2, int(2 * most))
+
+
+_AUTH_REFUSED = ("InvalidAuthToken", "AuthenticationError", "Unauthenticated")
+TOKEN_AUTH_DOCS = "https://docs.ray.io/en/latest/ray-security/token-auth.html"
+
+
+def _ray_hint(address: str, exc: BaseException) -> str:
+    """The error for a failed ``ray.init``, saying what to set when the cluster refused us.
+
+    Ray raises a bare ``ConnectionError("Failed to connect to Ray cluster at …")``; that the
+    cluster refused the token shows only in the exceptions chained to it.
+    """
     text = f"could not connect to Ray at {address!r}: {exc}"
-    if "auth" in str(exc).lower() and not os.environ.get("RAY_AUTH_MODE"):
-        text += (
-            "\nThis cluster uses token authentication: run with RAY_AUTH_MODE=token "
-            "and the cluster's token in ~/.ray/auth_token."
+    if not _auth_refused(exc):
+        return text
+    source = _token_source()
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return text + (
+            "\nThe cluster requires token authentication and RAY_AUTH_MODE is not 'token' "
+            "here (with an explicit address Ray does not turn it on by itself). Run with "
+            f"RAY_AUTH_MODE=token and the cluster's token in {source}; on a node of the "
+            f"cluster, `ray get-auth-token` prints it. See {TOKEN_AUTH_DOCS}"
         )
-    return text
+    return text + (
+        f"\nThe cluster refused the token in {source}: it is not the token the cluster "
+        "was started with. Copy the cluster's token there (on a node of the cluster, "
+        f"`ray get-auth-token` prints it). See {TOKEN_AUTH_DOCS}"
+    )
+
+
+def _auth_refused(exc: BaseException) -> bool:
+    """Whether ``exc`` or an exception chained to it says the cluster refused the token."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if any(word in f"{type(e).__name__}: {e}" for word in _AUTH_REFUSED):
+            return True
+        todo += [e.__cause__, e.__context__]
+    return False
+
+
+def _token_source() -> str:
+    """Where Ray reads the token in this environment (never the token itself)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "the RAY_AUTH_TOKEN environment variable"
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return f"{os.environ['RAY_AUTH_TOKEN_PATH']} (RAY_AUTH_TOKEN_PATH)"
+    return f"{Path.home() / '.ray' / 'auth_token'} (or RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH)"
 
 
 def make(kind: str, ray_address: str) -> InlineExecutor | RayExecutor:

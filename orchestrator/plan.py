@@ -51,6 +51,9 @@ class Plan:
     cells: list[PlannedCell] = field(default_factory=list)
 
     def add(self, kind: str, spec: dict, inputs: dict[str, tuple[str, ...]]) -> PlannedCell:
+        precision = self.study.file.execution.precision
+        if precision != "fp32":  # it changes the numbers, so it is part of the key
+            spec = {**spec, "precision": precision}
         deps = tuple(sorted({src[1] for src in inputs.values() if src[0] == "cell"}))
         cell = PlannedCell(cell_key(spec, deps), kind, spec, deps, inputs)
         self.cells.append(cell)

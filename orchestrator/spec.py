@@ -69,6 +69,8 @@ class Execution(_Strict):
     max_attempts: int = Field(3, ge=1)
     lease_seconds: float = Field(120.0, gt=0)
     db_retry_seconds: float = Field(120.0, ge=0)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = False
     resources: dict[Literal["train", "attack", "transfer"], Resources] = Field(default_factory=dict)
 
     def resources_for(self, kind: str) -> Resources:

@@ -82,6 +82,8 @@ class Tracker(threading.Thread):
 
     def _run(self) -> None:
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        # no "View run … at http://…" line per cell when logging to a tracking server
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=self.settings.mlflow_uri)
@@ -104,10 +106,12 @@ class Tracker(threading.Thread):
         exp = client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
+        tags = {"advgrid.study": self.study.name}
+        if self.settings.mlflow_uri.startswith(("http://", "https://", "databricks")):
+            # a tracking server has its own artifact store: let it place the artifacts
+            return client.create_experiment(name, tags=tags)
         location = f"file://{self.settings.mlflow_artifacts}"
-        return client.create_experiment(
-            name, artifact_location=location, tags={"advgrid.study": self.study.name}
-        )
+        return client.create_experiment(name, artifact_location=location, tags=tags)
 
     def _parent(self, client: Any, exp_id: str) -> str:
         runs = client.search_runs(

@@ -7,8 +7,10 @@ leave an orphan file, never an index row pointing at nothing: rows are written a
 file. Every read re-hashes the bytes. No pickle anywhere: tensors are safetensors, the
 metadata is JSON in the safetensors header (``{"advgrid": "<json>"}``).
 
-All file I/O goes through :func:`_read`, :func:`_write_atomic`, :func:`_size` and
-:func:`_list`, so a remote (fsspec) backend only has to replace those.
+The root is a local folder (a path, or a ``file://`` URL, which is the same folder) or any
+fsspec URL (``s3://bucket/prefix``, ``gs://…``). All file I/O goes through a small backend:
+:class:`_LocalFiles` here (the fast path: plain ``os`` calls, fsync, rename) or
+:class:`storage.fsstore.FsspecFiles`, which keeps the same layout and rules on fsspec.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from storage.errors import CorruptArtifactError, NotFoundError, StorageError
 from storage.rows import ArtifactRecord
 
 if TYPE_CHECKING:
     import torch
+    from fsspec import AbstractFileSystem
 
 __all__ = ["ArtifactRecord", "ArtifactStore", "check_digest"]
 
@@ -38,7 +41,7 @@ log = logging.getLogger(__name__)
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 SUFFIX = ".safetensors"
-_TMP_PREFIX = ".tmp-"
+TMP_PREFIX = ".tmp-"
 
 
 def check_digest(digest: str) -> str:
@@ -55,18 +58,72 @@ def check_digest(digest: str) -> str:
     return digest
 
 
+class _Files(Protocol):
+    """Where a store's bytes live. ``rel`` is a path such as ``objects/ab/cdef….safetensors``;
+    ``size``, ``read`` and ``mtime`` answer None for a missing file, ``remove`` False; ``write``
+    never makes a partly written file visible under ``rel``; ``listing`` gives the files
+    ``ab/cdef…`` under ``objects/``, sorted, without temporaries; ``location`` is for messages
+    (any password masked)."""
+
+    def location(self, rel: str = "") -> str: ...
+    def size(self, rel: str) -> int | None: ...
+    def read(self, rel: str) -> bytes | None: ...
+    def write(self, rel: str, blob: bytes) -> None: ...
+    def listing(self) -> list[str]: ...
+    def remove(self, rel: str) -> bool: ...
+    def mtime(self, rel: str) -> float | None: ...
+
+
 class ArtifactStore:
     """Tensors in, digests out; digests in, verified tensors out.
 
     Args:
-        root: The store's folder; ``objects/`` is created under it on the first write.
+        root: The store's folder, or an fsspec URL (``s3://bucket/prefix``, ``gs://…``,
+            ``file:///abs/path``); ``objects/`` is created under it on the first write.
+            Credentials come from the environment or the fsspec configuration.
+        filesystem: An fsspec filesystem instance configured in code (an endpoint,
+            credentials) on which ``root`` is a path; by default the root picks its own.
+
+    Attributes:
+        root: The folder (a ``Path``; a ``file://`` URL becomes its path) or the URL as
+            given; show :meth:`location` instead, which masks any password.
+
+    Raises:
+        StorageError: ``root`` is a URL that cannot name a store (see
+            :func:`storage.fsstore.open_url`).
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, filesystem: AbstractFileSystem | None = None) -> None:
+        self._files: _Files
+        self.root: Path | str
+        if filesystem is not None:
+            from storage.fsstore import FsspecFiles
+
+            self.root = str(root)
+            self._files = FsspecFiles(filesystem, filesystem._strip_protocol(self.root))
+            return
+        if isinstance(root, str) and "://" in root:
+            from storage.fsstore import open_url
+
+            opened = open_url(root)
+            if not isinstance(opened, Path):
+                self.root, self._files = root, opened
+                return
+            root = opened
         self.root = Path(root)
+        self._files = _LocalFiles(self.root)
 
     def __repr__(self) -> str:
-        return f"ArtifactStore({str(self.root)!r})"
+        return f"ArtifactStore({self.location()!r})"
+
+    def location(self, digest: str | None = None) -> str:
+        """Where the store, or the file of ``digest``, is: a path, or a URL with any password
+        masked (safe to show).
+
+        Raises:
+            StorageError: ``digest`` is not 64 lowercase hex characters.
+        """
+        return self._files.location("" if digest is None else self.uri(digest))
 
     def uri(self, digest: str) -> str:
         """Location of ``digest`` relative to the root: ``objects/ab/cdef….safetensors``."""
@@ -77,13 +134,24 @@ class ArtifactStore:
         """Local path of ``digest`` (which need not exist).
 
         Raises:
-            StorageError: ``digest`` is not 64 lowercase hex characters.
+            StorageError: ``digest`` is not 64 lowercase hex characters, or the store is not
+                a local folder (use :meth:`location`).
         """
-        return self.root / self.uri(digest)
+        rel = self.uri(digest)
+        if not isinstance(self._files, _LocalFiles):
+            raise StorageError(
+                f"the artifact store {self.location()} is not a local folder: its files have "
+                "no local path"
+            )
+        return self._files.root / rel
 
     def exists(self, digest: str) -> bool:
         """Whether a file for ``digest`` is in the store (its bytes are not checked)."""
-        return _size(self.path(digest)) is not None
+        return self._files.size(self.uri(digest)) is not None
+
+    def size(self, digest: str) -> int | None:
+        """Bytes of the stored file of ``digest``; None when there is none."""
+        return self._files.size(self.uri(digest))
 
     def put(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> ArtifactRecord:
         """Store ``tensors`` (moved to CPU, made contiguous) with JSON metadata ``meta``.
@@ -104,15 +172,15 @@ class ArtifactStore:
         """
         blob, meta = _serialize(tensors, meta)
         digest = hashlib.sha256(blob).hexdigest()
-        target = self.path(digest)
-        if _size(target) == len(blob):
+        rel = self.uri(digest)
+        if self._files.size(rel) == len(blob):
             log.debug("artifact %s already stored", digest)
         else:
-            _write_atomic(target, blob)
+            self._files.write(rel, blob)
         return ArtifactRecord(
             digest=digest,
             kind=str(meta.get("kind", "tensors")),
-            uri=self.uri(digest),
+            uri=rel,
             bytes=len(blob),
             format="safetensors",
             meta=meta,
@@ -128,15 +196,15 @@ class ArtifactStore:
             CorruptArtifactError: ``blob`` does not hash to ``digest``; nothing is written.
             StorageError: ``digest`` is not a digest, or the file cannot be written.
         """
-        target = self.path(digest)
+        rel = self.uri(digest)
         actual = hashlib.sha256(blob).hexdigest()
         if actual != digest:
             raise CorruptArtifactError(
                 f"refusing to store artifact {digest}: the bytes given hash to {actual}"
             )
-        if _size(target) == len(blob):
+        if self._files.size(rel) == len(blob):
             return False
-        _write_atomic(target, blob)
+        self._files.write(rel, blob)
         return True
 
     def read_bytes(self, digest: str) -> bytes:
@@ -146,18 +214,20 @@ class ArtifactStore:
             NotFoundError: No such file in the store.
             CorruptArtifactError: Its bytes hash to something else.
         """
-        path = self.path(digest)
-        blob = _read(path)
+        rel = self.uri(digest)
+        blob = self._files.read(rel)
         if blob is None:
             raise NotFoundError(
-                f"artifact {digest} is missing from the store ({path}); re-run the cell that "
-                "wrote it (`advgrid run STUDY.yaml` resumes) or check the --store root"
+                f"artifact {digest} is missing from the store ({self._files.location(rel)}); "
+                "re-run the cell that wrote it (`advgrid run STUDY.yaml` resumes) or check "
+                "the --store root"
             )
         actual = hashlib.sha256(blob).hexdigest()
         if actual != digest:
             raise CorruptArtifactError(
-                f"artifact {path} is corrupt: its bytes hash to {actual}, not to its name; "
-                "run `advgrid artifacts verify` and re-run the cells that wrote it"
+                f"artifact {self._files.location(rel)} is corrupt: its bytes hash to {actual}, "
+                "not to its name; run `advgrid artifacts verify` and re-run the cells that "
+                "wrote it"
             )
         return blob
 
@@ -175,25 +245,24 @@ class ArtifactStore:
 
     def iter_digests(self) -> Iterator[str]:
         """Digests of every file in the store, sorted (temporary files are skipped)."""
-        for rel in _list(self.root / "objects"):
+        for rel in self._files.listing():
             digest = rel.replace("/", "").removesuffix(SUFFIX)
             if _DIGEST.fullmatch(digest) and rel == self.uri(digest).removeprefix("objects/"):
                 yield digest
 
     def remove(self, digest: str) -> bool:
         """Delete the file of ``digest``; False when there was none. The index is not touched."""
-        try:
-            self.path(digest).unlink()
-        except FileNotFoundError:
-            return False
-        return True
+        return self._files.remove(self.uri(digest))
 
     def age_s(self, digest: str) -> float | None:
-        """Seconds since the file of ``digest`` was last written; None when there is none."""
-        try:
-            return max(0.0, time.time() - self.path(digest).stat().st_mtime)
-        except FileNotFoundError:
-            return None
+        """Seconds since the file of ``digest`` was last written; None when there is none.
+
+        On an object store this is the object's modification time as the store reports it
+        (S3 ``LastModified``, GCS ``updated``: when the object was uploaded, since objects are
+        written once), against this machine's clock.
+        """
+        written = self._files.mtime(self.uri(digest))
+        return None if written is None else max(0.0, time.time() - written)
 
     def verify(self) -> list[tuple[str, str]]:
         """Re-hash every file in the store.
@@ -240,6 +309,41 @@ def _metadata(blob: bytes) -> dict[str, Any]:
     return meta
 
 
+class _LocalFiles:
+    """A local (or mounted shared) folder: plain ``os`` calls, fsync and rename."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def location(self, rel: str = "") -> str:
+        return str(self.root / rel) if rel else str(self.root)
+
+    def size(self, rel: str) -> int | None:
+        return _size(self.root / rel)
+
+    def read(self, rel: str) -> bytes | None:
+        return _read(self.root / rel)
+
+    def write(self, rel: str, blob: bytes) -> None:
+        _write_atomic(self.root / rel, blob)
+
+    def listing(self) -> list[str]:
+        return _list(self.root / "objects")
+
+    def remove(self, rel: str) -> bool:
+        try:
+            (self.root / rel).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def mtime(self, rel: str) -> float | None:
+        try:
+            return (self.root / rel).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+
 def _size(path: Path) -> int | None:
     try:
         return path.stat().st_size if path.is_file() else None
@@ -263,7 +367,7 @@ def _list(folder: Path) -> list[str]:
     return sorted(
         f"{p.parent.name}/{p.name}"
         for p in folder.glob(f"??/*{SUFFIX}")
-        if not p.name.startswith(_TMP_PREFIX)
+        if not p.name.startswith(TMP_PREFIX)
     )
 
 
@@ -271,7 +375,7 @@ def _write_atomic(target: Path, blob: bytes) -> None:
     """Write ``blob`` to ``target`` via a fsynced temporary file and a rename."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=_TMP_PREFIX, suffix=SUFFIX)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=TMP_PREFIX, suffix=SUFFIX)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(blob)

@@ -10,13 +10,15 @@ the cell wrote. Tensors never travel back to the driver.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import socket
+import sys
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -47,13 +49,28 @@ def _cached(key: tuple, load: Any) -> Any:
     return value
 
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
 def device() -> torch.device:
     """The GPU Ray assigned (or the first visible one), else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid``, or ``host:pid:node`` on a Ray worker (the first 8 characters of the Ray
+    node id): several nodes can share a host, and the node is what a failure is traced to."""
+    name = f"{socket.gethostname()}:{os.getpid()}"
+    node = _ray_node_id()
+    return f"{name}:{node[:8]}" if node else name
+
+
+def _ray_node_id() -> str | None:
+    """The id of the Ray node this process belongs to, or None outside Ray."""
+    ray = sys.modules.get("ray")  # a Ray worker has imported it; nothing else needs to
+    if ray is None or not ray.is_initialized():
+        return None
+    return str(ray.get_runtime_context().get_node_id())
 
 
 def _dataset(spec: dict) -> tuple[datasets.Data, datasets.Split]:
@@ -88,11 +105,33 @@ def _model(payload: dict, role: str, store: ArtifactStore, dev: torch.device) ->
             allow_imports=allow,
         )
         net.load_state_dict(tensors)
-        return net.to(dev).eval()
+        return _layout(net.to(dev), payload).eval()
 
     # the flag is part of the cache key: a payload without it never gets a model that one
     # with it built from an import path
-    return _cached(("model", digest, str(dev), allow), load)
+    layout = bool(payload.get("channels_last"))
+    return _cached(("model", digest, str(dev), allow, layout), load)
+
+
+def _layout(net: ModuleT, payload: dict) -> ModuleT:
+    """``channels_last`` memory format when the study asks (faster convolutions on GPUs)."""
+    if payload.get("channels_last"):
+        return net.to(memory_format=torch.channels_last)
+    return net
+
+
+def _precision(payload: dict) -> contextlib.AbstractContextManager:
+    """Autocast to bfloat16 when the cell's spec says ``precision: bf16``.
+
+    Weights, inputs, gradients with respect to the inputs and the stored examples stay
+    float32; matrix products and convolutions run in bfloat16. float16 is not offered: its
+    training needs loss scaling and its input gradients underflow.
+    """
+    if payload["spec"].get("precision", "fp32") == "bf16":
+        # no weight-cast cache: it lives as long as the context, which here spans every
+        # optimizer step of a training run, and would keep casting the initial weights
+        return torch.autocast(device_type=device().type, dtype=torch.bfloat16, cache_enabled=False)
+    return contextlib.nullcontext()
 
 
 def _defended(model: nn.Module, spec: dict) -> nn.Module:
@@ -117,7 +156,7 @@ def run_train(payload: dict, store: ArtifactStore) -> dict:
         allow_imports=_allow_imports(payload),
     )
     dev = device()
-    net = net.to(dev)
+    net = _layout(net.to(dev), payload)
     metrics = training.fit(net, data.x[split.train].to(dev), data.y[split.train].to(dev), recipe)
     pred = training.predict(net, data.x[split.eval].to(dev), payload.get("batch_size", 1024))
     metrics["eval_accuracy"] = float((pred.cpu() == data.y[split.eval]).float().mean())
@@ -230,17 +269,25 @@ RUNNERS = {"train": run_train, "attack": run_attack, "transfer": run_transfer}
 
 
 def run_cell(payload: dict) -> dict:
-    """Run one cell; returns ``{"metrics", "artifacts", "worker", "duration_s"}``."""
-    start = time.perf_counter()
+    """Run one cell; returns ``{"metrics", "artifacts", "worker", "duration_s", "started_at",
+    "ended_at"}``.
+
+    ``started_at`` and ``ended_at`` are this worker's wall clock (epoch seconds) around the
+    cell, which show how cells overlapped; the index keeps its own times on the database
+    clock and does not store them.
+    """
+    started_at, start = time.time(), time.perf_counter()
     store = ArtifactStore(payload["store"])
     threads = torch.get_num_threads()
     # the thread count changes float reduction order: pin it to the cell's CPU share so the
     # same cell gives the same numbers in-process and on any Ray worker
     torch.set_num_threads(max(1, int(payload.get("num_cpus", 1))))
     try:
-        result = RUNNERS[payload["kind"]](payload, store)
+        with _precision(payload):
+            result = RUNNERS[payload["kind"]](payload, store)
     finally:
         torch.set_num_threads(threads)
     result["worker"] = worker_name()
     result["duration_s"] = time.perf_counter() - start
+    result["started_at"], result["ended_at"] = started_at, time.time()
     return result

@@ -34,3 +34,22 @@ def test_ray_and_inline_agree(ray_cluster: str, tmp_path: Path) -> None:
     assert runs["ray"].keys() == runs["inline"].keys()
     for key, metrics in runs["ray"].items():
         assert metrics == pytest.approx(runs["inline"][key], abs=1e-6), key
+
+
+@pytest.mark.parametrize(
+    ("cluster", "needs", "bound"),
+    [
+        ({"CPU": 2.0}, [], 4),
+        ({"CPU": 16.0, "GPU": 8.0}, [{"num_cpus": 1, "num_gpus": 0.25}], 32),  # CPUs bind
+        ({"CPU": 64.0, "GPU": 8.0}, [{"num_cpus": 1, "num_gpus": 0.25}], 64),  # GPUs bind
+        ({"CPU": 64.0, "GPU": 8.0}, [{"num_cpus": 1, "num_gpus": 1}, {"num_cpus": 2}], 64),
+        ({"CPU": 4.0}, [{"num_cpus": 1, "num_gpus": 1}], 2),  # no GPU: waits, at least 2
+        ({"CPU": 4.0}, [{"num_cpus": 0.5, "num_gpus": 0}], 16),
+    ],
+)
+def test_inflight_bound_follows_the_cluster_and_the_cells_resources(
+    cluster: dict[str, float], needs: list[dict[str, float]], bound: int
+) -> None:
+    from orchestrator.executors import inflight_bound
+
+    assert inflight_bound(cluster, needs) == bound
