@@ -154,6 +154,7 @@ class Driver:
         self.mlflow = mlflow
         self.owner = owner_id()
         self.cells = plan.by_key()
+        self.keys = set(self.cells)  # what a claim may take: this plan's cells
         self.inflight: dict[int, tuple[ClaimedCell, PlannedCell]] = {}
         self.artifacts: dict[str, dict[str, str]] = {}
         self.file_digests = dict(file_digests or {})
@@ -257,7 +258,7 @@ class Driver:
             free,
             self.execution.lease_seconds,
             self.execution.max_attempts,
-            keys=set(self.cells),
+            keys=self.keys,
         )
         groups: dict[tuple, list[tuple[int, dict]]] = {}
         for cell in claimed:

@@ -160,7 +160,13 @@ class RayExecutor:
     def poll(self, timeout: float) -> list[Outcome]:
         if not self._refs:
             return []
-        ready, _ = self._ray.wait(list(self._refs), num_returns=len(self._refs), timeout=timeout)
+        # return as soon as one is back (then take whatever else is ready too): waiting for
+        # all, or for the timeout, leaves finished workers idle until the next submit
+        refs = list(self._refs)
+        ready, rest = self._ray.wait(refs, num_returns=1, timeout=timeout)
+        if ready and rest:
+            more, _ = self._ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
         out = []
         for ref in ready:
             ids = self._refs.pop(ref)

@@ -68,7 +68,7 @@ class LeaseMixin(DatabaseCore):
             now = self._now(s)
             runnable = _runnable(study_id, now, max_attempts)
             cells: list[CellModel] = []
-            for ready in _ready_batches(s, study_id, runnable, keys):
+            for ready in _ready_batches(s, study_id, runnable, keys, page=_page(limit)):
                 cells += self._lock(s, ready, runnable, limit - len(cells))
                 if len(cells) >= limit:
                     break
@@ -179,8 +179,19 @@ def _runnable(study_id: int, now: datetime, max_attempts: int) -> ColumnElement[
     )
 
 
+def _page(limit: int) -> int:
+    """Ready cells read per round trip: a few more than asked (others may lock some), so a
+    claim of one cell does not read 500."""
+    return min(_PAGE, max(16, 4 * limit))
+
+
 def _ready_batches(
-    s: Session, study_id: int, runnable: ColumnElement[bool], keys: set[str] | None
+    s: Session,
+    study_id: int,
+    runnable: ColumnElement[bool],
+    keys: set[str] | None,
+    *,
+    page: int = _PAGE,
 ) -> Iterator[list[int]]:
     """Ids of runnable cells whose dependencies are all done, a page at a time, by id.
 
@@ -192,13 +203,13 @@ def _ready_batches(
     after = 0
     ready_q = select(CellModel.id, CellModel.key).where(runnable, _deps_done(s, study_id))
     while True:
-        page = s.execute(
-            ready_q.where(CellModel.id > after).order_by(CellModel.id).limit(_PAGE)
+        rows = s.execute(
+            ready_q.where(CellModel.id > after).order_by(CellModel.id).limit(page)
         ).all()
-        if not page:
+        if not rows:
             return
-        after = page[-1].id
-        ready = [r.id for r in page if keys is None or r.key in keys]
+        after = rows[-1].id
+        ready = [r.id for r in rows if keys is None or r.key in keys]
         if ready:
             yield ready
 
