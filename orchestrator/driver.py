@@ -226,16 +226,22 @@ class Driver:
         tracker: Tracker | None,
         progress: RunProgress,
     ) -> None:
-        idle_since: float | None = None
+        quiet = 0  # consecutive looks that found nothing to claim and nothing running
         while True:
             claimed = self._fill(study_id, beat)
             if not self.inflight and not claimed:
-                if not self._db("checking other drivers", self._others_running, study_id):
+                if self._db("checking other drivers", self._others_running, study_id):
+                    quiet = 0
+                    time.sleep(min(2.0, self.execution.lease_seconds / 4))
+                    continue
+                # another driver's claim that has not committed yet hides its cells from our
+                # claim (SKIP LOCKED) and from the running count alike: look once more
+                quiet += 1
+                if quiet >= 2:
                     break
-                idle_since = idle_since or time.monotonic()
-                time.sleep(min(2.0, self.execution.lease_seconds / 4))
+                time.sleep(0.5)
                 continue
-            idle_since = None
+            quiet = 0
             for outcome in self.executor.poll(timeout=0.5):
                 cell, planned = self.inflight.pop(outcome.cell_id)
                 with beat.lock:

@@ -105,23 +105,6 @@ def test_a_study_runs_on_both_nodes(
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_a_driver_elsewhere_connects_through_ray_client(
-    two_nodes: tuple[Cluster, Node], tmp_path: Path
-) -> None:
-    """``--ray-address ray://head:port``: the driver outside the cluster, as on a laptop."""
-    cluster, _ = two_nodes
-    env = _env(cluster, tmp_path, "path")
-    env.pop("RAY_ADDRESS")
-    study = _study(tmp_path / "s.yaml", "client")
-    proc = start_run(study, env, "--no-mlflow", "--ray-address", cluster.client)
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out
-    db = Database.open(env["ADVGRID_DB"])
-    assert assert_consistent(db, "client", tmp_path / "data" / "store") == {"done": CELLS}
-
-
-@pytest.mark.ray
-@pytest.mark.slow
 def test_a_node_killed_mid_run_costs_only_its_cells(tmp_path: Path) -> None:
     with ray_cluster("--num-cpus=1") as cluster:
         head = cluster.node_id(cluster.nodes[0])

@@ -68,7 +68,7 @@ class Chaos(threading.Thread):
     """Kills a random cell worker every ``every`` s while between ``start`` and ``stop``
     cells are done, at most ``limit`` times."""
 
-    def __init__(self, db_url: str, every: float = 1.5, limit: int = 4) -> None:
+    def __init__(self, db_url: str, every: float = 1.0, limit: int = 4) -> None:
         super().__init__(daemon=True)
         self.db_url, self.every, self.limit = db_url, every, limit
         self.killed: list[int] = []
@@ -77,7 +77,7 @@ class Chaos(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.wait(self.every) and len(self.killed) < self.limit:
-            if 4 <= done_count(self.db_url, "chaos") < CELLS - 8:
+            if 2 <= done_count(self.db_url, "chaos") < CELLS - 4:
                 pid = kill_one_worker(self.rng)
                 if pid is not None:
                     self.killed.append(pid)
