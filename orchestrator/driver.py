@@ -234,10 +234,11 @@ class Driver:
                     quiet = 0
                     time.sleep(min(2.0, self.execution.lease_seconds / 4))
                     continue
-                # another driver's claim that has not committed yet hides its cells from our
-                # claim (SKIP LOCKED) and from the running count alike: look once more
+                # on PostgreSQL another driver's claim that has not committed yet hides its
+                # cells from our claim (SKIP LOCKED) and from the running count alike: look
+                # once more. SQLite claims wait for each other, so one look is enough.
                 quiet += 1
-                if quiet >= 2:
+                if quiet >= 2 or self.db.dialect != "postgresql":
                     break
                 time.sleep(0.5)
                 continue
