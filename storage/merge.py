@@ -26,7 +26,7 @@ from storage.models import (
     MetricModel,
     StudyModel,
 )
-from storage.rows import ArtifactRecord, artifact_record
+from storage.rows import ArtifactRecord, artifact_record, artifact_row
 
 if TYPE_CHECKING:
     from storage.manifest import CellEntry, StudyEntry
@@ -141,18 +141,7 @@ class BundleMixin(DatabaseCore):
     def _index_artifacts(
         self, s: Session, artifacts: Sequence[ArtifactRecord], now: datetime
     ) -> None:
-        rows = [
-            {
-                "digest": a.digest,
-                "kind": a.kind,
-                "uri": a.uri,
-                "bytes": a.bytes,
-                "format": a.format,
-                "meta_json": json.dumps(a.meta, sort_keys=True),
-                "created_at": now,
-            }
-            for a in artifacts
-        ]
+        rows = [artifact_row(a, now) for a in artifacts]
         for batch in chunks(rows, _BATCH):  # an entry indexed already is kept as it is
             s.execute(self._insert_ignore(ArtifactModel, ["digest"]), list(batch))
 

@@ -8,7 +8,6 @@ late result is dropped, nothing written) or waits until the result is committed.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from datetime import datetime
@@ -27,7 +26,7 @@ from storage.models import (
     CellModel,
     MetricModel,
 )
-from storage.rows import ArtifactRecord
+from storage.rows import ArtifactRecord, artifact_row
 
 log = logging.getLogger(__name__)
 
@@ -90,18 +89,7 @@ class ResultsMixin(DatabaseCore):
         # ON CONFLICT DO NOTHING: another cell may index the same content at the same time
         s.execute(
             self._insert_ignore(ArtifactModel, ["digest"]),
-            [
-                {
-                    "digest": a.digest,
-                    "kind": a.kind,
-                    "uri": a.uri,
-                    "bytes": a.bytes,
-                    "format": a.format,
-                    "meta_json": json.dumps(a.meta, sort_keys=True),
-                    "created_at": now,
-                }
-                for a in unique
-            ],
+            [artifact_row(a, now) for a in unique],
         )
         s.execute(
             insert(CellArtifactModel),

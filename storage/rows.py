@@ -177,3 +177,16 @@ def attempt_row(m: AttemptModel) -> AttemptRow:
 
 def artifact_record(m: ArtifactModel) -> ArtifactRecord:
     return ArtifactRecord(m.digest, m.kind, m.uri, m.bytes, m.format, json.loads(m.meta_json))
+
+
+def artifact_row(a: ArtifactRecord, now: datetime) -> dict[str, Any]:
+    """The ``artifacts`` row that indexes ``a``, first seen at ``now``."""
+    return {
+        "digest": a.digest,
+        "kind": a.kind,
+        "uri": a.uri,
+        "bytes": a.bytes,
+        "format": a.format,
+        "meta_json": json.dumps(a.meta, sort_keys=True),
+        "created_at": now,
+    }
