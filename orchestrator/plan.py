@@ -7,7 +7,9 @@ sample indices and a checkpoint file by its content hash, so the same work alway
 same key and extending a study adds only new keys. Labels (model and dataset names) are part
 of the spec: renaming a model is a new model. A model factory named by import path enters by
 that path and its params as written; ``allow_imports`` does not enter keys (it permits
-work, it does not change results).
+work, it does not change results). A model entry with ``splits: K`` is K models (``cnn_A``,
+``cnn_B``, …), each with its own train cell whose spec says which part of the training
+indices it fits (``"train_split": {"index": i, "of": K}``); other train specs have no such key.
 """
 
 from __future__ import annotations
@@ -78,10 +80,8 @@ def _eval_hash(d: Resolved) -> str:
 
 def expand(study: Study) -> Plan:
     """All cells of ``study``: train, then attack, then transfer, in a stable order."""
-    plan, spec = Plan(study), study.file
-    names = [m.name for m in spec.models]
-    sources = names if spec.sources == "all" else spec.sources
-    targets = names if spec.targets == "all" else spec.targets
+    plan = Plan(study)
+    sources, targets = study.selected("sources"), study.selected("targets")
     for d in study.datasets:
         ds = _component(d)
         refs = _model_refs(plan, study, ds, d.label)
@@ -115,10 +115,11 @@ def expand(study: Study) -> Plan:
 def _model_refs(plan: Plan, study: Study, ds: dict, label: str) -> dict[str, tuple[str, ...]]:
     """Where each model's checkpoint on this dataset comes from; adds the train cells."""
     refs: dict[str, tuple[str, ...]] = {}
-    for m in study.file.models:
+    for part in study.model_parts():
+        m = part.entry
         if m.datasets is not None and label not in m.datasets:
             continue
-        model = {"name": m.name, "arch": m.arch, "params": _arch_params(m.arch, m.params)}
+        model = {"name": part.name, "arch": m.arch, "params": _arch_params(m.arch, m.params)}
         if m.train is not None:
             spec = {
                 "kind": "train",
@@ -126,9 +127,11 @@ def _model_refs(plan: Plan, study: Study, ds: dict, label: str) -> dict[str, tup
                 "model": model,
                 "train": m.train.model_dump(mode="json"),
             }
-            refs[m.name] = ("cell", plan.add("train", spec, {}).key, "checkpoint")
+            if part.index is not None:  # absent otherwise, so existing keys stay as they were
+                spec["train_split"] = {"index": part.index, "of": m.splits}
+            refs[part.name] = ("cell", plan.add("train", spec, {}).key, "checkpoint")
         else:
-            refs[m.name] = ("file", m.name, study.checkpoints[m.name][1])
+            refs[part.name] = ("file", m.name, study.checkpoints[m.name][1])
     return refs
 
 

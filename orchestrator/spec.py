@@ -56,6 +56,30 @@ class ModelEntry(_Strict):
     train: TrainParams | None = None
     checkpoint: str | None = None
     datasets: list[str] | None = None
+    # cross-training-set models: the recipe trained once per disjoint part of the training
+    # indices, as ``<name>_A``, ``<name>_B``, … (Papernot et al.'s models A…E)
+    splits: int | None = Field(None, ge=2, le=26)
+
+    def part_names(self) -> list[str]:
+        """The names this entry stands for: ``[name]``, or one per training-set part."""
+        if self.splits is None:
+            return [self.name]
+        return [f"{self.name}_{chr(ord('A') + i)}" for i in range(self.splits)]
+
+
+@dataclass(frozen=True)
+class ModelPart:
+    """One model of the study: an entry, or one training-set part of an entry with ``splits``.
+
+    Attributes:
+        name: the model's name in cells and reports (``cnn``, or ``cnn_B`` for part 1).
+        entry: the study file's entry it comes from.
+        index: which part of the training indices it trains on; None for the whole.
+    """
+
+    name: str
+    entry: ModelEntry
+    index: int | None = None
 
 
 class Resources(_Strict):
@@ -141,6 +165,27 @@ class Study:
     @property
     def spec_hash(self) -> str:
         return hashlib.sha256(self.shareable_text.encode()).hexdigest()
+
+    def model_parts(self) -> list[ModelPart]:
+        """Every model in file order, entries with ``splits`` expanded into their parts."""
+        return [
+            ModelPart(name, m, None if m.splits is None else i)
+            for m in self.file.models
+            for i, name in enumerate(m.part_names())
+        ]
+
+    def model_names(self) -> list[str]:
+        """The names of :meth:`model_parts`: every model a cell can train, attack or target."""
+        return [part.name for part in self.model_parts()]
+
+    def selected(self, axis: Literal["sources", "targets"]) -> list[str]:
+        """The model names ``sources:`` or ``targets:`` picks, a split entry's name meaning
+        all its parts; in the order given, each once."""
+        value = getattr(self.file, axis)
+        if value == "all":
+            return self.model_names()
+        groups = {m.name: m.part_names() for m in self.file.models}
+        return list(dict.fromkeys(n for name in value for n in groups.get(name, [name])))
 
 
 _MESSAGES = {
@@ -311,11 +356,28 @@ def _check_models(study: Study, problems: _Problems, base: Path) -> None:
         for j, d in enumerate(m.datasets or []):
             if d not in dataset_labels:
                 problems.add(loc + ("datasets", j), _unknown("dataset", d, dataset_labels))
+    _check_splits(spec, problems)
+    known = list(dict.fromkeys(n for m in spec.models for n in [m.name, *m.part_names()]))
     for axis in ("sources", "targets"):
         value = getattr(spec, axis)
         for j, name in enumerate([] if value == "all" else value):
-            if name not in names:
-                problems.add((axis, j), _unknown("model", name, names))
+            if name not in known:
+                problems.add((axis, j), _unknown("model", name, known))
+
+
+def _check_splits(spec: StudyFile, problems: _Problems) -> None:
+    """Split entries train from a recipe, and their parts' names are nobody else's."""
+    for i, m in enumerate(spec.models):
+        if m.splits is None:
+            continue
+        loc = ("models", i, "splits")
+        if m.checkpoint is not None:
+            problems.add(loc, "splits need a `train:` recipe; a checkpoint file is one model")
+        parts = m.part_names()
+        for j, other in enumerate(spec.models):
+            if j != i and other.name in parts:
+                message = f"the part {other.name!r} has the name of models[{j}]"
+                problems.add(loc, f"{message}; rename one of the two models")
 
 
 def _check_arch(spec: StudyFile, m: ModelEntry, loc: tuple, problems: _Problems) -> None:

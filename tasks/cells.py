@@ -139,10 +139,21 @@ def _defended(model: nn.Module, spec: dict) -> nn.Module:
     return defenses.wrap(model, name, defenses.DEFENSES.params_of(name, spec["params"]))
 
 
+def _train_indices(spec: dict, split: datasets.Split) -> torch.Tensor:
+    """The training part, or the one part of it the spec's ``train_split`` names."""
+    part = spec.get("train_split")
+    if part is None:
+        return split.train
+    params = datasets.params_of(spec["dataset"]["name"], spec["dataset"]["params"])
+    return datasets.train_part(split, part["index"], part["of"], seed=params.split_seed)
+
+
 def run_train(payload: dict, store: ArtifactStore) -> dict:
-    """Fit one model on the training part of its dataset; store the checkpoint."""
+    """Fit one model on the training part of its dataset (or on the part of it that the
+    spec's ``train_split`` names); store the checkpoint."""
     spec = payload["spec"]
     data, split = _dataset(spec["dataset"])
+    train = _train_indices(spec, split)
     model_spec, recipe = spec["model"], training.TrainParams(**spec["train"])
     arch = model_spec["arch"]
     net = models.build(
@@ -157,12 +168,20 @@ def run_train(payload: dict, store: ArtifactStore) -> dict:
     )
     dev = device()
     net = _layout(net.to(dev), payload)
-    metrics = training.fit(net, data.x[split.train].to(dev), data.y[split.train].to(dev), recipe)
+    metrics = training.fit(net, data.x[train].to(dev), data.y[train].to(dev), recipe)
     pred = training.predict(net, data.x[split.eval].to(dev), payload.get("batch_size", 1024))
     metrics["eval_accuracy"] = float((pred.cpu() == data.y[split.eval]).float().mean())
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    record = store.put(state, _checkpoint_meta(spec, data))
+    return {"metrics": metrics, "artifacts": {"checkpoint": dataclasses.asdict(record)}}
+
+
+def _checkpoint_meta(spec: dict, data: datasets.Data) -> dict:
+    """What a trained checkpoint records: enough to rebuild the model and trace its data."""
+    model_spec = spec["model"]
     meta = {
         "kind": "checkpoint",
-        "arch": arch,
+        "arch": model_spec["arch"],
         "params": model_spec["params"],
         "input_shape": list(data.input_shape),
         "num_classes": data.num_classes,
@@ -173,9 +192,9 @@ def run_train(payload: dict, store: ArtifactStore) -> dict:
         "train": spec["train"],
         "code_version": CODE_VERSION,
     }
-    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-    record = store.put(state, meta)
-    return {"metrics": metrics, "artifacts": {"checkpoint": dataclasses.asdict(record)}}
+    if "train_split" in spec:  # only then: other checkpoints keep their meta and digests
+        meta["train_split"] = spec["train_split"]
+    return meta
 
 
 def run_attack(payload: dict, store: ArtifactStore) -> dict:

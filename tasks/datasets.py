@@ -4,6 +4,7 @@ Every dataset loads to a :class:`Data` (``x`` float32 ``(N, C, H, W)`` in [0, 1]
 int64) and is split by :func:`split` into a training part and an evaluation part with a
 seeded permutation, so a study names the same samples on every machine. The sample indices
 of the evaluation slice enter the cell key (by their hash), never the data itself.
+:func:`train_part` cuts the training part into disjoint parts (cross-training-set models).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from tasks.errors import InputError
 from tasks.registry import Params, Registry
 
 DATASETS: Registry = Registry("dataset", "datasets")
@@ -72,6 +74,31 @@ def split(n: int, params: DatasetParams) -> Split:
     if params.eval_size is not None:
         held_out = held_out[: params.eval_size]
     return Split(train=train.sort().values, eval=held_out.sort().values)
+
+
+def train_part(split: Split, index: int, of: int, *, seed: int) -> torch.Tensor:
+    """Part ``index`` of ``of`` disjoint parts of ``split``'s training indices, sorted.
+
+    The training indices are shuffled by ``seed`` (the dataset's ``split_seed``) and cut into
+    ``of`` parts whose sizes differ by at most one, so the parts cover the training part
+    exactly and name the same samples on every machine.
+
+    Args:
+        split: the dataset's train/eval split.
+        index: which part, ``0 <= index < of``.
+        of: how many parts.
+        seed: seed of the shuffle before the cut.
+
+    Raises:
+        InputError: when ``index`` is out of range or there are fewer samples than parts.
+    """
+    n = len(split.train)
+    if not 0 <= index < of:
+        raise InputError(f"part index {index} is out of range for {of} parts (0 to {of - 1})")
+    if of > n:
+        raise InputError(f"cannot cut {n} training samples into {of} non-empty parts")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return split.train[torch.tensor_split(perm, of)[index]].sort().values
 
 
 @DATASETS.register("digits", params=DatasetParams)
