@@ -24,7 +24,6 @@ from orchestrator.cli import (
     storage_options,
     user_errors,
 )
-from orchestrator.errors import AdvgridError
 from orchestrator.study_run import RunOptions, plan_only, run_study
 from tasks.attacks import ATTACKS
 from tasks.datasets import DATASETS
@@ -32,6 +31,7 @@ from tasks.defenses import DEFENSES
 from tasks.models import MODELS
 
 FORMATS = click.Choice(["table", "json", "csv", "markdown"])
+TABLE_FORMATS = click.Choice(["table", "json", "csv", "markdown", "latex"])
 REGISTRIES = {"attacks": ATTACKS, "defenses": DEFENSES, "models": MODELS, "datasets": DATASETS}
 
 
@@ -103,10 +103,12 @@ def run(
             mlflow=not no_mlflow,
             quiet=quiet,
         )
-        summary, cells = run_study(study, settings, opts, console=err)
+        summary, _ = run_study(study, settings, opts, console=err)
     if not quiet:
-        for m in reports.transfer_matrices(cells):
-            echo_table(reports.matrix_table(m))
+        from orchestrator.cli_tables import print_transfer_tables
+
+        with user_errors():
+            print_transfer_tables(settings.db_url, study.name)
     if not summary.ok:
         raise click.exceptions.Exit(1)
 
@@ -250,96 +252,6 @@ def results(
         click.echo(reports.results_markdown(rows))
     else:
         echo_table(reports.results_table(rows))
-
-
-@main.command()
-@click.argument("study")
-@storage_options
-@click.option("--attack", default=None, help="Attack name (e.g. pgd).")
-@click.option("--eps", default=None, help="Attack budget, e.g. 0.1 or 8/255.")
-@click.option(
-    "--param",
-    "params",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Further attack-parameter filter, e.g. --param steps=40 (repeatable).",
-)
-@click.option(
-    "--denominator",
-    type=click.Choice(list(reports.DENOMINATORS)),
-    default="source_success",
-    show_default=True,
-    help="Which adversarial examples a rate counts.",
-)
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-def transfer(
-    study: str,
-    db: str | None,
-    store: str | None,
-    mlflow_uri: str | None,
-    attack: str | None,
-    eps: str | None,
-    params: tuple[str, ...],
-    denominator: str,
-    fmt: str,
-) -> None:
-    """Transfer matrices of STUDY: how often source i's examples fool target j.
-
-    matrix[i][j] = fooled / n, where n counts source i's adversarial examples selected by
-    --denominator: source_success (those that fooled the source itself; the default, so the
-    diagonal is 1.0 by construction), all (every example), or target_correct (those whose
-    clean input target j classified correctly). "Fooled" means target j misclassifies it.
-    With filters that select one attack configuration, --format json prints one object
-    {attack, eps, sources, targets, matrix, n, ...}; otherwise a list of them.
-
-    \b
-    Examples:
-      advgrid transfer quickstart
-      advgrid transfer quickstart --attack pgd --eps 0.1 --format json
-      advgrid transfer quickstart --attack pgd --eps 8/255 --param steps=40 --format markdown
-    """
-    with user_errors():
-        eps_value = _parse_eps(eps)
-        where = dict(_parse_param(p) for p in params)
-        name, loaded = _study_ref(study)
-        database = open_db(_settings(db, store, mlflow_uri, loaded).db_url)
-        cells = database.cells(database.get_study(name).id, kind="transfer")
-        matrices = reports.transfer_matrices(
-            cells, attack=attack, eps=eps_value, where=where, denominator=denominator
-        )
-        if not matrices:
-            raise AdvgridError(
-                f"no done transfer cells in study {name!r} match the filters; "
-                f"see `advgrid results {name} --kind transfer`"
-            )
-    if fmt == "json":
-        objs = [m.to_json() for m in matrices]
-        render_json(objs[0] if len(objs) == 1 and (attack or eps) else objs)
-    elif fmt == "csv":
-        click.echo(reports.matrix_csv(matrices), nl=False)
-    elif fmt == "markdown":
-        click.echo("\n\n".join(reports.matrix_markdown(m) for m in matrices))
-    else:
-        for m in matrices:
-            echo_table(reports.matrix_table(m))
-
-
-def _parse_eps(eps: str | None) -> float | None:
-    if eps is None:
-        return None
-    from tasks.params import parse_number
-
-    try:
-        return float(parse_number(eps))  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--eps") from exc
-
-
-def _parse_param(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise click.BadParameter(f"expected KEY=VALUE, got {text!r}", param_hint="--param")
-    return key.strip(), value.strip()
 
 
 @main.command(name="list")

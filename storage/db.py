@@ -29,13 +29,14 @@ from storage.merge import BundleMixin
 from storage.models import TABLES, ArtifactModel, StudyModel
 from storage.results import ResultsMixin
 from storage.rows import ArtifactRecord, StudyRow, artifact_record, study_row
+from storage.tables import TablesMixin
 
 __all__ = ["Database", "mask_url"]
 
 log = logging.getLogger(__name__)
 
 
-class Database(CellsMixin, LeaseMixin, ResultsMixin, BundleMixin):
+class Database(CellsMixin, LeaseMixin, ResultsMixin, BundleMixin, TablesMixin):
     """The SQL index behind one URL.
 
     ``Database(url)`` connects lazily and checks nothing; :meth:`open` is the way in for

@@ -170,7 +170,9 @@ def test_other_formats(finished, cli) -> None:
     assert len(lines) == 2 + 6
     assert all(line.count("|") == 10 for line in lines)
     csv_out = cli("transfer", "tiny", "--format", "csv", env=env).output.strip().splitlines()
-    assert csv_out[0] == "dataset,attack,params,denominator,source,target,rate,n"
+    assert csv_out[0] == (
+        "dataset,attack,params,denominator,source,target,rate,n,fooled,ci95_low,ci95_high,cell_key"
+    )
     assert len(csv_out) == 1 + 2 * 9
     several = cli("transfer", "tiny", "--format", "json", env=env)
     assert [m["attack"] for m in json.loads(several.output)] == ["fgsm", "pgd"]

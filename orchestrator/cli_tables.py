@@ -1,0 +1,220 @@
+"""``advgrid transfer`` and ``advgrid curve``: the study's tables and plots from the index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from orchestrator import curves, plots, tables
+from orchestrator.cli import (
+    _settings,
+    _study_ref,
+    echo_table,
+    main,
+    open_db,
+    render_json,
+    storage_options,
+    user_errors,
+)
+from orchestrator.errors import AdvgridError
+from storage import Database
+from storage.tables import DENOMINATORS, AttackFilter
+
+TABLE_FORMATS = click.Choice(["table", "json", "csv", "markdown", "latex"])
+PLOT_PATH = click.Path(dir_okay=False, writable=True, path_type=Path)
+
+
+def print_transfer_tables(db_url: str, study: str) -> None:
+    """The terminal transfer tables of ``study`` (printed at the end of ``advgrid run``)."""
+    database = open_db(db_url)
+    for m in tables.matrices(database.transfer_counts(database.get_study(study).id), DEFAULT):
+        echo_table(tables.rich_table(m))
+
+
+DEFAULT = "source_success"
+
+
+def _filter(attack: str | None, eps: str | None, params: tuple[str, ...]) -> AttackFilter:
+    return AttackFilter(attack, _parse_eps(eps), tuple(_parse_param(p) for p in params))
+
+
+def _parse_eps(eps: str | None) -> float | None:
+    if eps is None:
+        return None
+    from tasks.params import parse_number
+
+    try:
+        return float(parse_number(eps))  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--eps") from exc
+
+
+def _parse_param(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise click.BadParameter(f"expected KEY=VALUE, got {text!r}", param_hint="--param")
+    return key.strip(), value.strip()
+
+
+def _open(study: str, db: str | None, store: str | None, mlflow_uri: str | None) -> tuple:
+    name, loaded = _study_ref(study)
+    database: Database = open_db(_settings(db, store, mlflow_uri, loaded).db_url)
+    return name, database, database.get_study(name).id
+
+
+def filter_options(fn: click.decorators.FC) -> click.decorators.FC:
+    fn = click.option(
+        "--param",
+        "params",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Further attack-parameter filter, e.g. --param steps=40 (repeatable).",
+    )(fn)
+    fn = click.option("--eps", default=None, help="Attack budget, e.g. 0.1 or 8/255.")(fn)
+    return click.option("--attack", default=None, help="Attack name (e.g. pgd).")(fn)
+
+
+@main.command()
+@click.argument("study")
+@storage_options
+@filter_options
+@click.option(
+    "--denominator",
+    type=click.Choice(list(DENOMINATORS)),
+    default=DEFAULT,
+    show_default=True,
+    help="Which adversarial examples a rate counts.",
+)
+@click.option("--format", "fmt", type=TABLE_FORMATS, default="table", show_default=True)
+@click.option(
+    "--plot",
+    type=PLOT_PATH,
+    default=None,
+    help="Also draw heatmaps to this .png/.svg/.pdf (one file per matrix: -2, -3… suffixes).",
+)
+def transfer(
+    study: str,
+    db: str | None,
+    store: str | None,
+    mlflow_uri: str | None,
+    attack: str | None,
+    eps: str | None,
+    params: tuple[str, ...],
+    denominator: str,
+    fmt: str,
+    plot: Path | None,
+) -> None:
+    """Transfer matrices of STUDY: how often source i's examples fool target j.
+
+    matrix[i][j] = fooled / n, where n counts source i's adversarial examples selected by
+    --denominator: source_success (those that fooled the source itself; the default, so the
+    diagonal is 1.0 by construction), all (every example), or target_correct (those whose
+    clean input target j classified correctly). "Fooled" means target j misclassifies it.
+    Every entry carries n, the fooled count and a Wilson 95 % interval (ci95). Sources and
+    targets include defended models (model+defense). With filters that select one attack
+    configuration, --format json prints one object {attack, eps, sources, targets, matrix,
+    n, fooled, ci95, ...}; otherwise a list of them. LaTeX output needs booktabs.
+
+    \b
+    Examples:
+      advgrid transfer quickstart
+      advgrid transfer quickstart --attack pgd --eps 0.1 --format json
+      advgrid transfer quickstart --denominator all --format latex > transfer.tex
+      advgrid transfer quickstart --attack pgd --eps 8/255 --param steps=10 --plot pgd.png
+    """
+    with user_errors():
+        where = _filter(attack, eps, params)
+        name, database, study_id = _open(study, db, store, mlflow_uri)
+        counts = database.transfer_counts(study_id, denominator=denominator, where=where)
+        ms = tables.matrices(counts, denominator)
+        if not ms:
+            raise AdvgridError(
+                f"no done transfer cells in study {name!r} match the filters; "
+                f"see `advgrid results {name} --kind transfer`"
+            )
+        written = plots.save_all([plots.heatmap(m) for m in ms], plot) if plot else []
+    if fmt == "json":
+        objs = [m.to_json() for m in ms]
+        render_json(objs[0] if len(objs) == 1 and (attack or eps) else objs)
+    elif fmt == "csv":
+        click.echo(tables.to_csv(ms), nl=False)
+    elif fmt == "markdown":
+        click.echo("\n\n".join(tables.to_markdown(m) for m in ms))
+    elif fmt == "latex":
+        click.echo("\n\n".join(tables.to_latex(m) for m in ms))
+    else:
+        for m in ms:
+            echo_table(tables.rich_table(m))
+    for path in written:
+        click.echo(f"wrote {path}", err=True)
+
+
+@main.command()
+@click.argument("study")
+@storage_options
+@filter_options
+@click.option(
+    "--x",
+    "x_axis",
+    type=click.Choice(list(curves.X_AXES)),
+    default="eps",
+    show_default=True,
+    help="What the curve runs over: the budget, the attack's steps, or its query budget.",
+)
+@click.option("--format", "fmt", type=TABLE_FORMATS, default="table", show_default=True)
+@click.option(
+    "--plot",
+    type=PLOT_PATH,
+    default=None,
+    help="Also draw the curves to this .png/.svg/.pdf (one file per dataset and attack).",
+)
+def curve(
+    study: str,
+    db: str | None,
+    store: str | None,
+    mlflow_uri: str | None,
+    attack: str | None,
+    eps: str | None,
+    params: tuple[str, ...],
+    x_axis: str,
+    fmt: str,
+    plot: Path | None,
+) -> None:
+    """Robustness curves of STUDY: robust accuracy against eps, steps or queries.
+
+    One curve per dataset × model (+ defense) × attack configuration; the attack's other
+    parameters stay fixed along a curve. Cells that differ only in the attack's seed are
+    repeats of one point: the point is their mean, with the standard deviation (n - 1) and
+    the number of seeds. Minimum-norm attacks (cw, deepfool…) give one point per budget they
+    were scored at. With --x eps each curve starts at eps = 0 with the clean accuracy.
+
+    \b
+    Examples:
+      advgrid curve quickstart
+      advgrid curve quickstart --attack pgd --plot pgd-eps.png
+      advgrid curve quickstart --attack pgd --x steps --format csv > steps.csv
+      advgrid curve quickstart --attack square --x max_queries --format latex
+    """
+    with user_errors():
+        name, database, study_id = _open(study, db, store, mlflow_uri)
+        rows = database.attack_metrics(study_id, where=_filter(attack, eps, params))
+        found = curves.build(rows, x_axis)
+        if not found:
+            raise AdvgridError(
+                f"no done attack cells in study {name!r} vary {x_axis} under these filters; "
+                f"see `advgrid results {name} --kind attack`"
+            )
+        written = plots.save_all(plots.curve_figures(found), plot) if plot else []
+    if fmt == "json":
+        render_json([c.to_json() for c in found])
+    elif fmt == "csv":
+        click.echo(curves.to_csv(found), nl=False)
+    elif fmt == "markdown":
+        click.echo(curves.to_markdown(found))
+    elif fmt == "latex":
+        click.echo(curves.to_latex(found))
+    else:
+        echo_table(curves.rich_table(found))
+    for path in written:
+        click.echo(f"wrote {path}", err=True)

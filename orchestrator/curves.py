@@ -1,0 +1,213 @@
+"""Robustness curves: robust accuracy against eps, steps or queries, mean ± std over seeds.
+
+A curve is one dataset × model (+ defense) × attack configuration with every attack
+parameter fixed except the x axis and the attack's ``seed``. Cells that differ only in the
+seed are repeats of one point. Minimum-norm attacks report ``robust_accuracy_eps_<b>`` for
+each budget they were scored at; on an eps axis those are the curve's points.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.table import Table
+
+from orchestrator.tables import attack_title, fmt_num, latex_escape, model_label
+from storage.tables import BUDGET_PREFIX, AttackMetrics
+
+X_AXES = ("eps", "steps", "max_queries")
+
+
+@dataclass
+class Point:
+    """One x value: the mean robust accuracy over ``values`` (one per seed)."""
+
+    x: float
+    values: list[float]
+    cell_keys: list[str] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def std(self) -> float | None:
+        """Sample standard deviation over seeds; None with one seed."""
+        return statistics.stdev(self.values) if len(self.values) > 1 else None
+
+    @property
+    def seeds(self) -> int:
+        return len(self.values)
+
+
+@dataclass
+class Curve:
+    dataset: str
+    model: str
+    attack: str
+    params: dict[str, Any]
+    x_axis: str
+    points: list[Point]
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} · {attack_title(self.attack, self.params)}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "model": self.model,
+            "attack": self.attack,
+            "params": self.params,
+            "x": self.x_axis,
+            "points": [
+                {"x": p.x, "mean": p.mean, "std": p.std, "seeds": p.seeds, "values": p.values}
+                for p in self.points
+            ],
+        }
+
+
+def _points_of(row: AttackMetrics, params: dict, x_axis: str) -> list[tuple[float, float]]:
+    """``(x, robust accuracy)`` pairs one attack cell contributes to a curve."""
+    budgets = [
+        (float(name[len(BUDGET_PREFIX) :]), v)
+        for name, v in row.metrics.items()
+        if name.startswith(BUDGET_PREFIX)
+    ]
+    if x_axis == "eps" and budgets:
+        return sorted(budgets)
+    x = params.get(x_axis)
+    if isinstance(x, int | float) and not isinstance(x, bool) and "robust_accuracy" in row.metrics:
+        return [(float(x), row.metrics["robust_accuracy"])]
+    return []
+
+
+def build(rows: list[AttackMetrics], x_axis: str) -> list[Curve]:
+    """Curves with at least two x values, in the order their first cell was recorded."""
+    if x_axis not in X_AXES:
+        raise ValueError(f"x axis must be one of {', '.join(X_AXES)}, not {x_axis!r}")
+    groups: dict[tuple, dict[float, dict[Any, tuple[float, str]]]] = defaultdict(dict)
+    clean: dict[tuple, dict[Any, float]] = defaultdict(dict)
+    for row in rows:
+        params = json.loads(row.params_json)
+        fixed = {k: v for k, v in params.items() if k not in (x_axis, "seed")}
+        gkey = (row.dataset, model_label(row.source, row.defense), row.attack, _key(fixed))
+        seed = params.get("seed")
+        for x, value in _points_of(row, params, x_axis):
+            groups[gkey].setdefault(x, {})[seed] = (value, row.cell_key)
+        if x_axis == "eps" and "clean_accuracy" in row.metrics:
+            clean[gkey][seed] = row.metrics["clean_accuracy"]
+    curves = []
+    for gkey, by_x in groups.items():
+        if x_axis == "eps" and 0.0 not in by_x and clean[gkey]:
+            by_x[0.0] = {s: (v, "") for s, v in clean[gkey].items()}
+        if len(by_x) < 2:
+            continue
+        points = [
+            Point(x, [v for v, _ in seeds.values()], [k for _, k in seeds.values() if k])
+            for x, seeds in sorted(by_x.items())
+        ]
+        dataset, model, attack, fixed_json = gkey
+        curves.append(Curve(dataset, model, attack, json.loads(fixed_json), x_axis, points))
+    return curves
+
+
+def _key(params: dict) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+def _xs(curves: list[Curve]) -> list[float]:
+    return sorted({p.x for c in curves for p in c.points})
+
+
+def _value(p: Point | None, pm: str = " ± ") -> str:
+    if p is None:
+        return "—"
+    text = f"{p.mean * 100:.1f}"
+    return text + (f"{pm}{p.std * 100:.1f}" if p.std is not None else "")
+
+
+def rich_table(curves: list[Curve]) -> Table:
+    xs, axis = _xs(curves), curves[0].x_axis
+    seeds = max(p.seeds for c in curves for p in c.points)
+    table = Table(
+        title=f"Robust accuracy (%) against {axis}"
+        + (f", mean ± std over up to {seeds} seeds" if seeds > 1 else ""),
+        title_justify="left",
+    )
+    for col in ("dataset", "model", "attack"):
+        table.add_column(col)
+    for x in xs:
+        table.add_column(f"{axis}={fmt_num(x)}", justify="right")
+    for c in curves:
+        by_x = {p.x: p for p in c.points}
+        table.add_row(
+            c.dataset, c.model, attack_title(c.attack, c.params), *(_value(by_x.get(x)) for x in xs)
+        )
+    return table
+
+
+def to_csv(curves: list[Curve]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["dataset", "model", "attack", "params", "x_axis", "x", "mean", "std", "seeds"])
+    for c in curves:
+        for p in c.points:
+            std = "" if p.std is None else f"{p.std:.6f}"
+            params = json.dumps(c.params, sort_keys=True)
+            w.writerow(
+                [c.dataset, c.model, c.attack, params, c.x_axis, p.x, f"{p.mean:.6f}", std, p.seeds]
+            )
+    return buf.getvalue()
+
+
+def to_markdown(curves: list[Curve]) -> str:
+    xs, axis = _xs(curves), curves[0].x_axis
+    head = "| dataset | model | attack | " + " | ".join(f"{axis}={fmt_num(x)}" for x in xs) + " |"
+    lines = [
+        f"**Robust accuracy (%) against {axis}; mean ± std over seeds where repeated**",
+        "",
+        head,
+        "|---|---|---|" + "---:|" * len(xs),
+    ]
+    for c in curves:
+        by_x = {p.x: p for p in c.points}
+        vals = [_value(by_x.get(x)) for x in xs]
+        lines.append(
+            f"| {c.dataset} | {c.model} | {attack_title(c.attack, c.params)} | "
+            + " | ".join(vals)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def to_latex(curves: list[Curve]) -> str:
+    """A booktabs table of the curves' points (mean $\\pm$ std)."""
+    xs, axis = _xs(curves), curves[0].x_axis
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\caption{Robust accuracy (\%) against "
+        + latex_escape(axis)
+        + r"; mean $\pm$ std over seeds where repeated}",
+        r"\begin{tabular}{lll" + "r" * len(xs) + "}",
+        r"\toprule",
+        "dataset & model & attack & "
+        + " & ".join(f"{latex_escape(axis)}={fmt_num(x)}" for x in xs)
+        + r" \\",
+        r"\midrule",
+    ]
+    for c in curves:
+        by_x = {p.x: p for p in c.points}
+        vals = [_value(by_x.get(x), r" $\pm$ ").replace("—", "--") for x in xs]
+        names = [latex_escape(c.dataset), latex_escape(c.model)]
+        names.append(latex_escape(attack_title(c.attack, c.params)))
+        lines.append(" & ".join(names + vals) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines)
