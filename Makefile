@@ -25,6 +25,8 @@ test: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	# Debian's chromium + chromedriver for the HTML report's browser test (no-op when present)
+	.ci/install-chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv

@@ -214,7 +214,7 @@ def status(
 @main.command()
 @click.argument("study")
 @storage_options
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.option("--format", "fmt", type=TABLE_FORMATS, default="table", show_default=True)
 @click.option(
     "--kind",
     type=click.Choice(["train", "attack", "transfer"]),
@@ -239,6 +239,7 @@ def results(
     Examples:
       advgrid results quickstart
       advgrid results quickstart --kind attack --format csv > attacks.csv
+      advgrid results quickstart --kind attack --format latex > robust.tex
     """
     with user_errors():
         name, loaded = _study_ref(study)
@@ -250,6 +251,8 @@ def results(
         click.echo(reports.results_csv(rows), nl=False)
     elif fmt == "markdown":
         click.echo(reports.results_markdown(rows))
+    elif fmt == "latex":
+        click.echo(reports.results_latex(rows))
     else:
         echo_table(reports.results_table(rows))
 

@@ -1,4 +1,4 @@
-"""``advgrid transfer`` and ``advgrid curve``: the study's tables and plots from the index."""
+"""``advgrid transfer``, ``curve`` and ``samples``: the study's tables and plots from the index."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from orchestrator import curves, plots, tables
+from orchestrator import samples as samplesmod
 from orchestrator.cli import (
     _settings,
     _study_ref,
@@ -17,8 +18,9 @@ from orchestrator.cli import (
     storage_options,
     user_errors,
 )
+from orchestrator.config import Settings
 from orchestrator.errors import AdvgridError
-from storage import Database
+from storage import ArtifactStore, Database
 from storage.tables import DENOMINATORS, AttackFilter
 
 TABLE_FORMATS = click.Choice(["table", "json", "csv", "markdown", "latex"])
@@ -57,10 +59,14 @@ def _parse_param(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def _open(study: str, db: str | None, store: str | None, mlflow_uri: str | None) -> tuple:
+def _open(
+    study: str, db: str | None, store: str | None, mlflow_uri: str | None
+) -> tuple[str, Database, int, Settings]:
+    """The study's name, its database, its id there, and the resolved settings."""
     name, loaded = _study_ref(study)
-    database: Database = open_db(_settings(db, store, mlflow_uri, loaded).db_url)
-    return name, database, database.get_study(name).id
+    settings = _settings(db, store, mlflow_uri, loaded)
+    database: Database = open_db(settings.db_url)
+    return name, database, database.get_study(name).id, settings
 
 
 def filter_options(fn: click.decorators.FC) -> click.decorators.FC:
@@ -125,7 +131,7 @@ def transfer(
     """
     with user_errors():
         where = _filter(attack, eps, params)
-        name, database, study_id = _open(study, db, store, mlflow_uri)
+        name, database, study_id, _ = _open(study, db, store, mlflow_uri)
         counts = database.transfer_counts(study_id, denominator=denominator, where=where)
         ms = tables.matrices(counts, denominator)
         if not ms:
@@ -197,7 +203,7 @@ def curve(
       advgrid curve quickstart --attack square --x max_queries --format latex
     """
     with user_errors():
-        name, database, study_id = _open(study, db, store, mlflow_uri)
+        name, database, study_id, _ = _open(study, db, store, mlflow_uri)
         rows = database.attack_metrics(study_id, where=_filter(attack, eps, params))
         found = curves.build(rows, x_axis)
         if not found:
@@ -216,5 +222,88 @@ def curve(
         click.echo(curves.to_latex(found))
     else:
         echo_table(curves.rich_table(found))
+    for path in written:
+        click.echo(f"wrote {path}", err=True)
+
+
+@main.command()
+@click.argument("study")
+@storage_options
+@filter_options
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    metavar="NAME",
+    help="Join only these targets (model or model+defense; repeatable). Default: every target.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--grid",
+    type=PLOT_PATH,
+    default=None,
+    help="Draw the examples that fool every target to this .png/.svg/.pdf (one per set).",
+)
+@click.option("--max-images", default=64, show_default=True, type=click.IntRange(1, 1024))
+def samples(
+    study: str,
+    db: str | None,
+    store: str | None,
+    mlflow_uri: str | None,
+    attack: str | None,
+    eps: str | None,
+    params: tuple[str, ...],
+    targets: tuple[str, ...],
+    fmt: str,
+    grid: Path | None,
+    max_images: int,
+) -> None:
+    """Per-sample joins of STUDY: how many targets each adversarial example fools.
+
+    Each adversarial set (one source, one attack configuration) is joined with the targets
+    it was evaluated on; the table gives the histogram of examples fooling 0, 1, … k targets
+    and how many fool all of them. --format csv prints one row per example with the targets
+    it fooled; json adds the per-example lists. --grid draws the examples that fool every
+    target.
+
+    \b
+    Examples:
+      advgrid samples quickstart --attack pgd
+      advgrid samples quickstart --attack pgd --target mlp --target cnn --format csv
+      advgrid samples quickstart --attack fgsm --grid fool-all.png
+    """
+    with user_errors():
+        name, database, study_id, settings = _open(study, db, store, mlflow_uri)
+        rows = database.transfer_outputs(study_id, where=_filter(attack, eps, params))
+        artifact_store = ArtifactStore(settings.store_root)
+        joins = samplesmod.join(rows, artifact_store, set(targets) if targets else None)
+        if not joins:
+            raise AdvgridError(
+                f"no done transfer cells in study {name!r} match the filters; "
+                f"see `advgrid results {name} --kind transfer`"
+            )
+        figs = [f for j in joins if (f := samplesmod.grid(j, artifact_store, max_images))]
+        written = plots.save_all(figs, grid) if grid and figs else []
+    missing = sorted({t for j in joins for t in j.missing})
+    if missing:
+        click.echo(
+            f"note: {', '.join(missing)}: transfer cells recorded without per-sample "
+            "predictions (an older advgrid) are left out of the join",
+            err=True,
+        )
+    if fmt == "json":
+        render_json([j.to_json() for j in joins])
+    elif fmt == "csv":
+        click.echo(samplesmod.to_csv(joins), nl=False)
+    else:
+        echo_table(samplesmod.rich_table(joins))
+    if grid and not figs:
+        click.echo("no example fools every target: no grid drawn", err=True)
     for path in written:
         click.echo(f"wrote {path}", err=True)

@@ -94,9 +94,11 @@ def build(rows: list[AttackMetrics], x_axis: str) -> list[Curve]:
         raise ValueError(f"x axis must be one of {', '.join(X_AXES)}, not {x_axis!r}")
     groups: dict[tuple, dict[float, dict[Any, tuple[float, str]]]] = defaultdict(dict)
     clean: dict[tuple, dict[Any, float]] = defaultdict(dict)
+    derived = _derived(rows, x_axis)
     for row in rows:
         params = json.loads(row.params_json)
-        fixed = {k: v for k, v in params.items() if k not in (x_axis, "seed")}
+        skip = {x_axis, "seed", *derived[_family(row)]}
+        fixed = {k: v for k, v in params.items() if k not in skip}
         gkey = (row.dataset, model_label(row.source, row.defense), row.attack, _key(fixed))
         seed = params.get("seed")
         for x, value in _points_of(row, params, x_axis):
@@ -118,7 +120,34 @@ def build(rows: list[AttackMetrics], x_axis: str) -> list[Curve]:
     return curves
 
 
-def _key(params: dict) -> str:
+def _family(row: AttackMetrics) -> tuple[str, str, str]:
+    return (row.dataset, model_label(row.source, row.defense), row.attack)
+
+
+def _derived(rows: list[AttackMetrics], x_axis: str) -> dict[tuple, set[str]]:
+    """Per dataset, model and attack: the parameters that follow the x axis.
+
+    A default that depends on the budget (PGD's ``step_size`` is a fraction of ``eps``) has
+    one value per x value; it must not split a curve into one-point pieces. A parameter
+    the study varied on its own takes several values at one x and stays part of the key.
+    """
+    families: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        families[_family(row)].append(json.loads(row.params_json))
+    out: dict[tuple, set[str]] = defaultdict(set)
+    for family, params in families.items():
+        names = {k for p in params for k in p} - {x_axis, "seed"}
+        for name in names:
+            by_x: dict[str, set[str]] = defaultdict(set)
+            for p in params:
+                by_x[_key(p.get(x_axis))].add(_key(p.get(name)))
+            values = set().union(*by_x.values())
+            if len(values) > 1 and all(len(v) == 1 for v in by_x.values()):
+                out[family].add(name)
+    return out
+
+
+def _key(params: Any) -> str:
     return json.dumps(params, sort_keys=True)
 
 

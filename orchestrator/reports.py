@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
+from orchestrator.tables import latex_escape
 from storage import CellRow
 
 
@@ -128,4 +129,28 @@ def results_markdown(rows: list[dict[str, Any]]) -> str:
             metrics,
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def results_latex(rows: list[dict[str, Any]]) -> str:
+    """Attack rows as a booktabs table: clean and robust accuracy (%) per model and attack.
+
+    Only attack cells have these numbers; train and transfer rows are left to the other
+    formats (``advgrid transfer --format latex`` for the matrices).
+    """
+    lines = [
+        r"\begin{tabular}{llllrr}",
+        r"\toprule",
+        r"dataset & model & defense & attack & clean (\%) & robust (\%) \\",
+        r"\midrule",
+    ]
+    for r in rows:
+        m = r["metrics"]
+        if r["kind"] != "attack" or "robust_accuracy" not in m:
+            continue
+        attack = f"{r['attack']} {_short_params(r['params'])}".strip()
+        names = [r["dataset"] or "", r["model"] or "", r["defense"] or "", attack]
+        values = [f"{m['clean_accuracy'] * 100:.1f}", f"{m['robust_accuracy'] * 100:.1f}"]
+        lines.append(" & ".join([*map(latex_escape, names), *values]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines)

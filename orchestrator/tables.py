@@ -115,6 +115,7 @@ def attack_title(attack: str, params: dict[str, Any]) -> str:
         if k in ("norm", "eps", "steps", "max_queries")
         or (k == "targeted" and v)
         or (k == "restarts" and v != 1)
+        or (k == "seed" and v != 0)
     }
     if not shown:
         return attack

@@ -16,13 +16,25 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, String, and_, bindparam, case, cast, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    String,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import aliased
 
 from storage.core import DatabaseCore
 from storage.errors import StorageError
-from storage.models import CellModel, MetricModel
+from storage.models import CellArtifactModel, CellModel, MetricModel
 
 DENOMINATORS = ("source_success", "all", "target_correct")
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -53,6 +65,29 @@ class TransferCount:
     target_defense: tuple[str, str]
     fooled: int
     n: int
+
+
+@dataclass(frozen=True)
+class TransferOutputs:
+    """Where one done transfer cell's per-sample outcomes are.
+
+    Attributes:
+        adversarial: Digest of the adversarial set it evaluated (the attack cell's artifact).
+        predictions: Digest of its ``predictions`` artifact (``indices``, ``pred_clean``,
+            ``pred_adv``, ``fooled``); None for a cell recorded before advgrid kept them.
+    """
+
+    cell_key: str
+    dataset: str
+    attack: str
+    params_json: str
+    source: str
+    source_defense: tuple[str, str]
+    target: str
+    target_defense: tuple[str, str]
+    attack_key: str
+    adversarial: str
+    predictions: str | None
 
 
 @dataclass(frozen=True)
@@ -156,6 +191,18 @@ def _filters(js: _Json, f: AttackFilter) -> list[ColumnElement[bool]]:
     return out
 
 
+def _heads(js: _Json) -> tuple[ColumnElement[Any], ...]:
+    """Dataset label, attack name, attack params, source, source defense name and label."""
+    return (
+        js.text("dataset", "label"),
+        js.text("attack", "name"),
+        js.text("attack", "params"),
+        js.text("source"),
+        js.text("defense", "name"),
+        js.text("defense", "label"),
+    )
+
+
 def canonical_params(text: str | None) -> str:
     """Attack params JSON text (as either backend returns it) in canonical form."""
     return json.dumps(json.loads(text or "{}"), sort_keys=True, separators=(",", ":"))
@@ -191,12 +238,7 @@ class TablesMixin(DatabaseCore):
         q = (
             select(
                 CellModel.key,
-                js.text("dataset", "label"),
-                js.text("attack", "name"),
-                js.text("attack", "params"),
-                js.text("source"),
-                js.text("defense", "name"),
-                js.text("defense", "label"),
+                *_heads(js),
                 js.text("target"),
                 js.text("target_defense", "name"),
                 js.text("target_defense", "label"),
@@ -231,6 +273,70 @@ class TablesMixin(DatabaseCore):
                 )
                 for r in s.execute(q)
             ]
+
+    def transfer_outputs(
+        self, study_id: int, *, where: AttackFilter | None = None
+    ) -> list[TransferOutputs]:
+        """The artifacts behind every done transfer cell the filter selects, by cell id.
+
+        The adversarial set is found through the cell's dependencies (the attack cell among
+        them), expanded in SQL like the claim query does.
+        """
+        js = _Json(self.dialect)
+        if self.pg:
+            deps = func.jsonb_array_elements_text(cast(CellModel.depends_on, JSONB))
+        else:
+            deps = func.json_each(CellModel.depends_on)
+        dep = deps.table_valued("value").alias("dep")
+        attack = aliased(CellModel, name="attack_cell")
+        adv = aliased(CellArtifactModel, name="adv")
+        pred = aliased(CellArtifactModel, name="pred")
+        q = (
+            select(
+                CellModel.key,
+                *_heads(js),
+                js.text("target"),
+                js.text("target_defense", "name"),
+                js.text("target_defense", "label"),
+                attack.key,
+                adv.digest,
+                pred.digest,
+            )
+            .select_from(CellModel)
+            .join(dep, true())
+            .join(attack, and_(attack.study_id == study_id, attack.key == dep.c.value))
+            .join(adv, and_(adv.cell_id == attack.id, adv.role == "adversarial"))
+            .outerjoin(pred, and_(pred.cell_id == CellModel.id, pred.role == "predictions"))
+            .where(
+                CellModel.study_id == study_id,
+                CellModel.state == "done",
+                CellModel.kind == "transfer",
+                attack.kind == "attack",
+                *_filters(js, where or AttackFilter()),
+            )
+            .order_by(CellModel.id)
+        )
+        with self.session_scope(write=False) as s:
+            return [
+                TransferOutputs(
+                    cell_key=r[0],
+                    dataset=r[1],
+                    attack=r[2],
+                    params_json=canonical_params(r[3]),
+                    source=r[4],
+                    source_defense=(r[5], r[6] or r[5]),
+                    target=r[7],
+                    target_defense=(r[8], r[9] or r[8]),
+                    attack_key=r[10],
+                    adversarial=r[11],
+                    predictions=r[12],
+                )
+                for r in s.execute(q)
+            ]
+
+    @property
+    def pg(self) -> bool:
+        return self.dialect == "postgresql"
 
     def attack_metrics(
         self, study_id: int, *, where: AttackFilter | None = None

@@ -281,7 +281,29 @@ def run_transfer(payload: dict, store: ArtifactStore) -> dict:
     bs = payload["batch_size"]
     pred_adv = training.predict(model, adv["x_adv"].to(dev), bs).cpu()
     pred_clean = training.predict(model, data.x[adv["indices"]].to(dev), bs).cpu()
-    return {"metrics": transfer_metrics(adv, pred_clean, pred_adv), "artifacts": {}}
+    # per-sample outcomes, for joins across targets (how many targets each example fools)
+    predictions = {
+        "indices": adv["indices"].clone(),
+        "pred_clean": pred_clean,
+        "pred_adv": pred_adv,
+        "fooled": pred_adv != adv["labels"],
+    }
+    meta = {
+        "kind": "predictions",
+        "source": spec["source"],
+        "target": spec["target"],
+        "target_defense": spec["target_defense"],
+        "attack": spec["attack"],
+        "dataset": spec["dataset"],
+        "adversarial": payload["inputs"]["adversarial"],
+        "checkpoint": payload["inputs"]["checkpoint"],
+        "code_version": CODE_VERSION,
+    }
+    record = store.put(predictions, meta)
+    return {
+        "metrics": transfer_metrics(adv, pred_clean, pred_adv),
+        "artifacts": {"predictions": dataclasses.asdict(record)},
+    }
 
 
 RUNNERS = {"train": run_train, "attack": run_attack, "transfer": run_transfer}

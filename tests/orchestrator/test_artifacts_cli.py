@@ -20,7 +20,8 @@ def test_verify_finds_corrupted_and_missing_artifacts(tmp_path: Path, cli) -> No
 
     clean = cli("artifacts", "verify", env=env)
     assert clean.exit_code == 0, clean.output
-    assert "9 indexed artifacts present" in clean.output  # 3 checkpoints + 6 adversarial sets
+    # 3 checkpoints, 6 adversarial sets, 18 per-sample predictions of the transfer cells
+    assert "27 indexed artifacts present" in clean.output
 
     store = ArtifactStore(env["ADVGRID_STORE"])
     digests = Database.open(env["ADVGRID_DB"]).artifact_digests()
@@ -34,7 +35,7 @@ def test_verify_finds_corrupted_and_missing_artifacts(tmp_path: Path, cli) -> No
     result = cli("artifacts", "verify", "--format", "json", env=env)
     assert result.exit_code == 1
     report = json.loads(result.output)
-    assert report["indexed"] == 9
+    assert report["indexed"] == 27
     problems = {p["digest"]: p["problem"] for p in report["problems"]}
     assert set(problems) == {corrupt, missing}
     assert "hash" in problems[corrupt]

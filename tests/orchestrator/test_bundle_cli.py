@@ -18,13 +18,13 @@ def test_results_move_to_a_fresh_lab_and_nothing_is_recomputed(tmp_path: Path, c
 
     exported = cli("export", "tiny", "-o", bundle, env=here)
     assert exported.exit_code == 0, exported.output
-    assert f"exported study 'tiny' to {bundle}: 27 done cells, 9 artifacts" in exported.output
+    assert f"exported study 'tiny' to {bundle}: 27 done cells, 27 artifacts" in exported.output
 
     imported = cli("import", bundle, env=there)
     assert imported.exit_code == 0, imported.output
     assert imported.output.strip() == (
         f"imported {bundle} into study 'tiny' (created): cells 27 inserted, 0 updated, "
-        "0 skipped (done here already); artifacts 9 copied, 0 already present"
+        "0 skipped (done here already); artifacts 27 copied, 0 already present"
     )
     assert cli("transfer", "tiny", env=there).output == table.output
     assert cli("artifacts", "verify", env=there).exit_code == 0
@@ -39,7 +39,7 @@ def test_results_move_to_a_fresh_lab_and_nothing_is_recomputed(tmp_path: Path, c
     again = cli("import", bundle, env=there)
     assert again.exit_code == 0, again.output
     assert "cells 0 inserted, 0 updated, 27 skipped" in again.output
-    assert "artifacts 0 copied, 9 already present" in again.output
+    assert "artifacts 0 copied, 27 already present" in again.output
 
 
 def test_bundle_errors_are_one_line_and_exit_1(tmp_path: Path, cli) -> None:

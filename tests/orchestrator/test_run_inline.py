@@ -169,6 +169,9 @@ def test_other_formats(finished, cli) -> None:
     assert lines[0].startswith("| kind | state | dataset")
     assert len(lines) == 2 + 6
     assert all(line.count("|") == 10 for line in lines)
+    tex = cli("results", "tiny", "--format", "latex", env=env).output.strip().splitlines()
+    assert tex[2] == r"dataset & model & defense & attack & clean (\%) & robust (\%) \\"
+    assert len([line for line in tex if line.startswith("digits & ")]) == 6  # attack rows
     csv_out = cli("transfer", "tiny", "--format", "csv", env=env).output.strip().splitlines()
     assert csv_out[0] == (
         "dataset,attack,params,denominator,source,target,rate,n,fooled,ci95_low,ci95_high,cell_key"

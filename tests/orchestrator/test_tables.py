@@ -175,3 +175,23 @@ def test_plots_write_png_and_svg(tmp_path, matrix: tables.Matrix) -> None:
     assert "mlp+jpeg_75" in svg
     with pytest.raises(AdvgridError, match=r"unknown image type '\.gif'"):
         plots.save_all(figs, tmp_path / "out.gif")
+
+
+def test_a_default_that_follows_eps_does_not_split_the_curve() -> None:
+    rows = [
+        _attack(
+            f"k{eps}{s}",
+            {"eps": eps, "step_size": eps / 4, "steps": st, "seed": s},
+            {
+                "clean_accuracy": 0.9,
+                "robust_accuracy": 0.5 - eps,
+            },
+        )
+        for eps in (0.1, 0.2)
+        for st in (10, 20)  # varied on its own: two curves
+        for s in (0, 1)
+    ]
+    found = curves.build(rows, "eps")
+    assert sorted(c.params["steps"] for c in found) == [10, 20]
+    assert all("step_size" not in c.params for c in found)
+    assert all([p.x for p in c.points] == [0.0, 0.1, 0.2] for c in found)

@@ -66,7 +66,7 @@ def test_a_file_url_store_gives_the_same_results_and_files(by_path: Run, by_url:
         assert _transfer(cli, url_env, attack) == _transfer(cli, path_env, attack)
     url_digests = Database.open(url_env["ADVGRID_DB"]).artifact_digests()
     assert url_digests == Database.open(path_env["ADVGRID_DB"]).artifact_digests()
-    assert len(url_digests) == 9  # 3 checkpoints + 6 adversarial sets
+    assert len(url_digests) == 27  # 3 checkpoints, 6 adversarial sets, 18 predictions
     store = ArtifactStore(url_env["ADVGRID_STORE"])
     assert _stored(url_folder) == _stored(path_folder) == [store.uri(d) for d in url_digests]
 
@@ -75,7 +75,7 @@ def test_verify_and_gc_on_a_url_store(by_url: Run, cli) -> None:
     env, folder = by_url
     clean = cli("artifacts", "verify", env=env)
     assert clean.exit_code == 0, clean.output
-    assert "9 indexed artifacts present" in clean.output
+    assert "27 indexed artifacts present" in clean.output
     store = ArtifactStore(env["ADVGRID_STORE"])
     orphan = store.put({"v": torch.zeros(3)}, {"kind": "orphan"}).digest
     assert (folder / store.uri(orphan)).is_file()
@@ -110,7 +110,7 @@ def test_export_from_and_import_into_url_stores(
     }
     imported = cli("import", bundle, env=there)
     assert imported.exit_code == 0, imported.output
-    assert "artifacts 9 copied, 0 already present" in imported.output
+    assert "artifacts 27 copied, 0 already present" in imported.output
     assert _transfer(cli, there, "pgd") == _transfer(cli, env, "pgd")
 
     store = ArtifactStore(memory_root)

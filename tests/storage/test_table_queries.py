@@ -8,7 +8,7 @@ import pytest
 
 from storage import Database, NewCell, StorageError
 from storage.tables import AttackFilter
-from tests.storage.storage_builders import k
+from tests.storage.storage_builders import k, record
 
 DEF_NONE = {"name": "none", "label": "none", "params": {}}
 DEF_JPEG = {"name": "jpeg", "label": "jpeg75", "params": {"quality": 75}}
@@ -131,3 +131,30 @@ def test_attack_metrics_reads_the_curve_metrics(filled: tuple[Database, int]) ->
     assert rows[0].defense == ("none", "none")
     only = db.attack_metrics(sid, where=AttackFilter(attack="pgd", eps=8 / 255))
     assert [json.loads(r.params_json)["steps"] for r in only] == [40]
+
+
+def test_transfer_outputs_follow_the_dependency_to_the_adversarial_set(db: Database) -> None:
+    sid = db.upsert_study("s", "name: s", "h", "tester", "0.1.0").id
+    attack = {"name": "pgd", "params": PGD}
+    db.add_cells(
+        sid,
+        [
+            NewCell(k("train"), "train", '{"kind":"train"}', []),
+            NewCell(k("atk"), "attack", _spec("attack", "a", attack), [k("train")]),
+        ],
+    )
+    adv, pred = record("adv", "adversarial"), record("pred", "predictions")
+    for name, arts in (("train", {"checkpoint": record("ckpt")}), ("atk", {"adversarial": adv})):
+        (c,) = db.claim(sid, "me", 1, 60, 3, keys={k(name)})
+        assert db.complete(c.id, c.token, metrics={}, artifacts=arts, duration_s=1, worker="w")
+    for tgt, arts in (("a", {"predictions": pred}), ("b", {})):
+        spec = _spec("transfer", "a", attack, target=tgt, target_defense=DEF_NONE)
+        db.add_cells(sid, [NewCell(k(tgt), "transfer", spec, [k("atk"), k("train")])])
+        (c,) = db.claim(sid, "me", 1, 60, 3, keys={k(tgt)})
+        assert db.complete(c.id, c.token, metrics={}, artifacts=arts, duration_s=1, worker="w")
+    rows = db.transfer_outputs(sid)
+    assert [(r.target, r.attack_key, r.adversarial, r.predictions) for r in rows] == [
+        ("a", k("atk"), adv.digest, pred.digest),
+        ("b", k("atk"), adv.digest, None),  # recorded without per-sample predictions
+    ]
+    assert db.transfer_outputs(sid, where=AttackFilter(attack="fgsm")) == []
