@@ -9,6 +9,7 @@ parameters, never spliced into the SQL text.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -19,6 +20,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Float,
+    Select,
     String,
     and_,
     bindparam,
@@ -125,7 +127,22 @@ class _Json:
 
     def __init__(self, dialect: str) -> None:
         self.pg = dialect == "postgresql"
-        self.doc = cast(CellModel.spec_json, JSONB) if self.pg else CellModel.spec_json
+        self.parsed: Any = None
+        self.doc: Any = CellModel.spec_json
+        if self.pg:
+            # parse each row's spec once: a cast inside every path expression parses it
+            # once per path (12 times a row); OFFSET 0 keeps the planner from inlining it back
+            self.parsed = (
+                select(cast(CellModel.spec_json, JSONB).label("doc"))
+                .correlate(CellModel)
+                .offset(0)
+                .lateral("spec")
+            )
+            self.doc = self.parsed.c.doc
+
+    def attach(self, query: Select[Any]) -> Select[Any]:
+        """``query`` (whose FROM starts at ``cells``) with the parsed spec joined in."""
+        return query.join(self.parsed, true()) if self.pg else query
 
     def _path(self, path: tuple[str, ...]) -> Any:
         if self.pg:
@@ -203,6 +220,7 @@ def _heads(js: _Json) -> tuple[ColumnElement[Any], ...]:
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def canonical_params(text: str | None) -> str:
     """Attack params JSON text (as either backend returns it) in canonical form."""
     return json.dumps(json.loads(text or "{}"), sort_keys=True, separators=(",", ":"))
@@ -245,10 +263,14 @@ class TablesMixin(DatabaseCore):
                 fooled.value,
                 count.value,
             )
+            .select_from(CellModel)
             .join(
                 fooled, and_(fooled.cell_id == CellModel.id, fooled.name == f"fooled_{denominator}")
             )
             .join(count, and_(count.cell_id == CellModel.id, count.name == f"n_{denominator}"))
+        )
+        q = (
+            js.attach(q)
             .where(
                 CellModel.study_id == study_id,
                 CellModel.state == "done",
@@ -291,18 +313,18 @@ class TablesMixin(DatabaseCore):
         attack = aliased(CellModel, name="attack_cell")
         adv = aliased(CellArtifactModel, name="adv")
         pred = aliased(CellArtifactModel, name="pred")
+        q = select(
+            CellModel.key,
+            *_heads(js),
+            js.text("target"),
+            js.text("target_defense", "name"),
+            js.text("target_defense", "label"),
+            attack.key,
+            adv.digest,
+            pred.digest,
+        ).select_from(CellModel)
         q = (
-            select(
-                CellModel.key,
-                *_heads(js),
-                js.text("target"),
-                js.text("target_defense", "name"),
-                js.text("target_defense", "label"),
-                attack.key,
-                adv.digest,
-                pred.digest,
-            )
-            .select_from(CellModel)
+            js.attach(q)
             .join(dep, true())
             .join(attack, and_(attack.study_id == study_id, attack.key == dep.c.value))
             .join(adv, and_(adv.cell_id == attack.id, adv.role == "adversarial"))
@@ -359,7 +381,11 @@ class TablesMixin(DatabaseCore):
                 MetricModel.name,
                 MetricModel.value,
             )
+            .select_from(CellModel)
             .join(MetricModel, MetricModel.cell_id == CellModel.id)
+        )
+        q = (
+            js.attach(q)
             .where(
                 CellModel.study_id == study_id,
                 CellModel.state == "done",
