@@ -137,3 +137,26 @@ def _load(store: ArtifactStore, digest: str) -> torch.nn.Module:
     )
     net.load_state_dict(tensors)
     return net.eval()
+
+
+def test_curves_average_the_two_pgd_seeds(finished: dict[str, str], cli: Cli) -> None:
+    result = cli("curve", "transfer", "--attack", "pgd", "--format", "json", env=finished)
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output)
+    assert sorted(c["model"] for c in found) == MODELS  # one curve per model, not per eps
+    rows = json.loads(
+        cli("results", "transfer", "--kind", "attack", "--format", "json", env=finished).output
+    )
+    for c in found:
+        assert [p["x"] for p in c["points"]] == [0.0, 0.05, 0.1, 0.2]
+        for p in c["points"][1:]:
+            values = sorted(
+                r["metrics"]["robust_accuracy"]
+                for r in rows
+                if r["model"] == c["model"]
+                and r["attack"] == "pgd"
+                and r["params"]["eps"] == p["x"]
+            )
+            assert sorted(p["values"]) == values
+            assert len(values) == p["seeds"] == 2
+            assert p["mean"] == pytest.approx(sum(values) / 2)

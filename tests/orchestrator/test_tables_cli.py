@@ -1,4 +1,4 @@
-"""Per-sample joins: which targets each stored adversarial example fools."""
+"""``advgrid samples`` (per-sample joins) and ``advgrid curve`` on a finished study."""
 
 from __future__ import annotations
 
@@ -105,3 +105,37 @@ def test_no_match_is_an_error(finished, cli: Cli) -> None:
     result = cli("samples", "tiny", "--attack", "cw_l2", env=env)
     assert result.exit_code == 1
     assert "Error: no done transfer cells in study 'tiny' match the filters" in result.output
+
+
+def test_curve_json_and_plot(finished, cli: Cli, tmp_path: Path) -> None:
+    _, env = finished
+    result = cli("curve", "tiny", "--format", "json", env=env)
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output)
+    assert sorted((c["model"], c["attack"]) for c in found) == [
+        (m, a) for m in ("cnn", "mlp", "mlp2") for a in ("fgsm", "pgd")
+    ]
+    rows = json.loads(
+        cli("results", "tiny", "--kind", "attack", "--format", "json", env=env).output
+    )
+    for c in found:
+        (row,) = [r for r in rows if (r["model"], r["attack"]) == (c["model"], c["attack"])]
+        clean, robust = c["points"]  # eps = 0 is the clean accuracy, then the attack's eps
+        assert (clean["x"], clean["mean"]) == (0.0, row["metrics"]["clean_accuracy"])
+        assert robust["x"] == pytest.approx(row["params"]["eps"])
+        assert robust["mean"] == row["metrics"]["robust_accuracy"]
+        assert robust["seeds"] == 1
+    plot = tmp_path / "curves.svg"
+    drawn = cli("curve", "tiny", "--attack", "pgd", "--plot", plot, env=env)
+    assert drawn.exit_code == 0, drawn.output
+    assert "Robust accuracy (%) against eps" in drawn.output
+    assert plot.read_text().lstrip().startswith("<?xml")
+
+
+def test_curve_needs_a_varied_axis(finished, cli: Cli) -> None:
+    _, env = finished
+    result = cli("curve", "tiny", "--x", "steps", env=env)
+    assert result.exit_code == 1
+    assert "Error: no done attack cells in study 'tiny' vary steps under these filters" in (
+        result.output
+    )
