@@ -22,3 +22,7 @@ class ImportNotAllowedError(TaskError):
 
 class FactoryError(TaskError):
     """A model factory import path that cannot be imported, found, called or used."""
+
+
+class NotDifferentiableError(TaskError, RuntimeError):
+    """A gradient asked of a defense that declares itself not differentiable."""
