@@ -29,6 +29,7 @@ from tasks.attacks import ATTACKS
 from tasks.datasets import DATASETS
 from tasks.defenses import DEFENSES
 from tasks.models import MODELS
+from tasks.train_defenses import TRAINING_DEFENSES
 
 FORMATS = click.Choice(["table", "json", "csv", "markdown"])
 TABLE_FORMATS = click.Choice(["table", "json", "csv", "markdown", "latex"])
@@ -265,31 +266,44 @@ def results(
 def list_(kind: str, fmt: str) -> None:
     """The registered components of KIND with a one-line summary and their parameters.
 
+    Defenses come in two stages: `inference` defenses wrap a model (the study's
+    `defenses:` axis); `training` defenses train one (a recipe's `train: {defense: ...}`).
+
     \b
     Examples:
       advgrid list attacks
+      advgrid list defenses
       advgrid list datasets --format json
     """
-    entries = list(REGISTRIES[kind])
+    entries = _listed(kind)
     if fmt == "json":
         render_json(
             [
                 {
                     "name": e.name,
+                    **({"stage": stage} if stage else {}),
                     "summary": e.summary,
                     "params": json.loads(json.dumps(e.params.model_json_schema())),
                 }
-                for e in entries
+                for e, stage in entries
             ]
         )
         return
     table = Table(title_justify="left")
-    for col in ("name", "summary", "params (defaults)"):
+    staged = kind == "defenses"
+    for col in ("name", *(["stage"] if staged else []), "summary", "params (defaults)"):
         table.add_column(col)
-    for e in entries:
+    for e, stage in entries:
         fields = ", ".join(f"{n}={_default(f)}" for n, f in e.params.model_fields.items())
-        table.add_row(e.name, escape(e.summary), escape(fields))
+        table.add_row(e.name, *([stage] if staged else []), escape(e.summary), escape(fields))
     echo_table(table)
+
+
+def _listed(kind: str) -> list[tuple[Any, str]]:
+    """The entries ``advgrid list KIND`` shows, each with its stage (defenses only)."""
+    if kind == "defenses":
+        return [(e, "inference") for e in DEFENSES] + [(e, "training") for e in TRAINING_DEFENSES]
+    return [(e, "") for e in REGISTRIES[kind]]
 
 
 def _default(field: Any) -> str:

@@ -29,7 +29,8 @@ from tasks.defenses import DEFENSES
 from tasks.errors import FactoryError
 from tasks.models import MODELS
 from tasks.registry import Registry
-from tasks.training import TrainParams
+from tasks.train_defenses import TRAINING_DEFENSES
+from tasks.training import DefenseChoice, TrainParams
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
@@ -331,6 +332,13 @@ def _check_components(study: Study, problems: _Problems) -> None:
     for i, entry in enumerate(spec.datasets):
         study.datasets += _resolve(DATASETS, entry, ("datasets", i), problems, grid=False)
     for i, entry in enumerate(spec.defenses):
+        if entry.name not in DEFENSES and entry.name in TRAINING_DEFENSES:
+            problems.add(
+                ("defenses", i, "name"),
+                f"{entry.name!r} is a training defense; name it in a model's recipe, "
+                f"`train: {{defense: {{name: {entry.name}}}}}`, instead",
+            )
+            continue
         study.defenses += _resolve(DEFENSES, entry, ("defenses", i), problems, grid=False)
     for i, entry in enumerate(spec.attacks):
         study.attacks += _resolve(ATTACKS, entry, ("attacks", i), problems, grid=True)
@@ -353,6 +361,7 @@ def _check_models(study: Study, problems: _Problems, base: Path) -> None:
             problems.add(loc, "give exactly one of `train:` (a recipe) or `checkpoint:` (a file)")
         if m.checkpoint is not None:
             _check_checkpoint(study, m, base, loc, problems)
+        _check_train_defense(m, loc, problems)
         for j, d in enumerate(m.datasets or []):
             if d not in dataset_labels:
                 problems.add(loc + ("datasets", j), _unknown("dataset", d, dataset_labels))
@@ -363,6 +372,32 @@ def _check_models(study: Study, problems: _Problems, base: Path) -> None:
         for j, name in enumerate([] if value == "all" else value):
             if name not in known:
                 problems.add((axis, j), _unknown("model", name, known))
+
+
+def _check_train_defense(m: ModelEntry, loc: tuple, problems: _Problems) -> None:
+    """A recipe's ``defense:`` names a training defense with valid parameters; it is stored
+    normalized (defaults filled in), which is how it enters the train cell's key."""
+    choice = m.train.defense if m.train is not None else None
+    if m.train is None or choice is None:
+        return
+    where = loc + ("train", "defense")
+    if choice.name not in TRAINING_DEFENSES:
+        message = TRAINING_DEFENSES.unknown_message(choice.name)
+        if choice.name in DEFENSES:
+            message = (
+                f"{choice.name!r} is an inference-time defense, not a training one; "
+                "list it under the study's `defenses:` instead"
+            )
+        problems.add(where + ("name",), message)
+        return
+    model = TRAINING_DEFENSES.get(choice.name).params
+    try:
+        params = model.model_validate(choice.values)
+    except ValidationError as exc:
+        problems.add_pydantic(exc, where, model)
+        return
+    normalized = DefenseChoice(name=choice.name, **params.model_dump(mode="json"))
+    m.train = m.train.model_copy(update={"defense": normalized})
 
 
 def _check_splits(spec: StudyFile, problems: _Problems) -> None:

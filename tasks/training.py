@@ -1,18 +1,46 @@
-"""Deterministic supervised training (the ``train`` cell's work)."""
+"""Deterministic supervised training (the ``train`` cell's work), plain or with a defense."""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 from torch import nn
 
+from tasks import train_defenses
 from tasks.registry import Params
+
+StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], train_defenses.Step]
+
+
+class DefenseChoice(BaseModel):
+    """A training defense by name with its parameters, flat: ``{name: pgd_at, eps: 0.1}``.
+
+    The parameters are checked against the defense's params model by the study validation
+    (which stores them normalized, defaults filled in) and again when training starts.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """The parameters, without the name."""
+        return dict(self.model_extra or {})
 
 
 class TrainParams(Params):
-    """A training recipe; every field enters the train cell's key."""
+    """A training recipe; every field enters the train cell's key (``defense`` only when
+    set, so recipes without one keep the keys they had before defenses existed)."""
 
     epochs: int = Field(10, ge=1, le=10_000)
     batch_size: int = Field(64, ge=1)
@@ -21,6 +49,26 @@ class TrainParams(Params):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     seed: int = 0
+    defense: DefenseChoice | None = None
+
+    @field_validator("defense", mode="before")
+    @classmethod
+    def _mapping(cls, value: object) -> object:
+        if isinstance(value, str):  # `defense: pgd_at`: the defense with its defaults
+            return {"name": value}
+        if value is not None and not isinstance(value, dict | DefenseChoice):
+            raise ValueError(
+                "expected a training defense: a mapping such as {name: pgd_at, eps: 0.1}, "
+                "or just its name"
+            )
+        return value
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if self.defense is None:
+            data.pop("defense", None)
+        return data
 
 
 def _optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
@@ -34,16 +82,39 @@ def _optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
 
 
+def _plain(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> train_defenses.Step:
+    logits = model(x)
+    return train_defenses.Step(nn.functional.cross_entropy(logits, y), logits)
+
+
+def defense_seed(seed: int) -> int:
+    """The seed of a defense's generator (random starts, noise), derived from the recipe's
+    seed so that it is not the stream that shuffles the batches."""
+    return (seed * 0x9E3779B97F4A7C15 + 0x5EED) % 2**63
+
+
+def _step_fn(params: TrainParams, device: torch.device) -> StepFn:
+    """The per-minibatch loss: plain cross-entropy, or the recipe's defense."""
+    if params.defense is None:
+        return _plain
+    defense = train_defenses.build(params.defense.name, params.defense.values)
+    gen = torch.Generator(device=device).manual_seed(defense_seed(params.seed))
+    return lambda model, x, y: defense.loss(model, x, y, gen)
+
+
 def fit(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: TrainParams
 ) -> dict[str, float]:
     """Train ``model`` in place on ``(x, y)``; same inputs and seed give the same weights.
 
-    Returns the final epoch's mean loss and accuracy on the training data.
+    With ``params.defense`` each minibatch's loss is the defense's (adversarial examples
+    against the current weights, noise, …), its randomness drawn from a generator seeded
+    from ``params.seed``. Returns the final epoch's mean loss and accuracy on the inputs
+    trained on (see :class:`tasks.train_defenses.Step`); the model is left in eval mode.
     """
     gen = torch.Generator().manual_seed(params.seed)
     opt = _optimizer(model, params)
-    loss_fn = nn.CrossEntropyLoss()
+    step_fn = _step_fn(params, x.device)
     model.train()
     loss_sum = correct = 0.0
     with torch.random.fork_rng(devices=[]):
@@ -52,13 +123,12 @@ def fit(
             loss_sum = correct = 0.0
             order = torch.randperm(len(x), generator=gen).to(x.device)
             for batch in order.split(params.batch_size):
-                logits = model(x[batch])
-                loss = loss_fn(logits, y[batch])
+                step = step_fn(model, x[batch], y[batch])
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                step.loss.backward()
                 opt.step()
-                loss_sum += float(loss.detach()) * len(batch)
-                correct += float((logits.argmax(1) == y[batch]).sum())
+                loss_sum += float(step.loss.detach()) * len(batch)
+                correct += float((step.logits.argmax(1) == y[batch]).sum())
     opt.zero_grad(set_to_none=True)  # a checkpoint carries no stale gradients
     model.eval()
     return {"train_loss": loss_sum / len(x), "train_accuracy": correct / len(x)}
