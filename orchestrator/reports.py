@@ -38,6 +38,8 @@ def row(cell: CellRow) -> dict[str, Any]:
     }
     if cell.kind == "train":
         out["params"] = {"arch": spec["model"]["arch"], **spec["model"]["params"], **spec["train"]}
+        # a training-time defense (adversarial training) is the train cell's defense
+        out["defense"] = (spec["train"].get("defense") or {}).get("name")
     if cell.kind == "transfer":
         out["source"] = _model_label(spec["source"], spec.get("defense"))
         out["target"] = _model_label(spec["target"], spec.get("target_defense"))

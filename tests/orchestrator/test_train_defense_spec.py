@@ -187,6 +187,9 @@ def test_a_run_trains_with_the_recipes_defense(tmp_path: Path) -> None:
     assert all(torch.equal(tensors[k], expected[k]) for k in expected)
     plain = _fit(recipe.model_copy(update={"defense": None}), meta)
     assert not all(torch.equal(tensors[k], plain[k]) for k in plain)
+    rows = Cli()("results", "robust", "--kind", "train", "--format", "json", env=env)
+    (row,) = json.loads(rows.output)
+    assert row["defense"] == "pgd_at"  # the train cell's defense column names it
 
 
 def test_list_defenses_shows_both_stages(cli) -> None:
