@@ -170,4 +170,5 @@ def wrap(model: nn.Module, name: str, params: Params) -> nn.Module:
     return DEFENSES.get(name).obj(params).wrap(model)
 
 
-from tasks import transforms  # noqa: E402, F401  (registers the input transforms)
+# registers the built-in defenses: input transforms, detector, purifier, smoothing
+from tasks import detectors, purify, smoothing, transforms  # noqa: E402, F401

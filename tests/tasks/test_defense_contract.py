@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from pydantic import ValidationError
 from scipy import ndimage
 from torch import nn
@@ -38,8 +39,37 @@ def build(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> nn.Modu
     return net.to(dtype).eval()
 
 
+# defenses whose forward is a vote over many draws of their transform, not one pass of
+# model(transform(x)): their forward has no gradient, their transform may have one
+VOTES = {"randomized_smoothing"}
+
+
+def artifacts(model: nn.Module) -> dict[str, nn.Module]:
+    """Stand-ins for the trained artifacts a defense ``requires`` (an untrained autoencoder
+    over the model's channels, in its dtype): the contract does not depend on training."""
+    c, dtype = model.mean.shape[1], next(model.parameters()).dtype
+    dae = models.build(
+        "dae",
+        models.MODELS.params_of("dae", {"width": 4}),
+        input_shape=(c, 8, 8),
+        num_classes=10,
+        mean=[0.5] * c,
+        std=[0.25] * c,
+        seed=0,
+    )
+    return {"autoencoder": dae.to(dtype).eval()}
+
+
+def needs(name: str) -> tuple[str, ...]:
+    return tuple(getattr(DEFENSES.get(name).obj, "requires", ()))
+
+
 def defend(name: str, model: nn.Module, **overrides: object) -> nn.Module:
-    return wrap(model, name, DEFENSES.params_of(name, {**SMALL.get(name, {}), **overrides}))
+    params = DEFENSES.params_of(name, {**SMALL.get(name, {}), **overrides})
+    if not needs(name):
+        return wrap(model, name, params)
+    given = {role: artifacts(model)[role] for role in needs(name)}
+    return DEFENSES.get(name).obj(params, **given).wrap(model)
 
 
 def transform(defended: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -70,6 +100,7 @@ def shape(request: pytest.FixtureRequest) -> tuple[int, ...]:
 
 def test_registry_lists_the_input_transforms() -> None:
     expected = {"none", "jpeg", "bit_depth", "median_filter", "gaussian_blur", "random_resize_pad"}
+    expected |= {"randomized_smoothing", "feature_squeezing_detector", "autoencoder_purify"}
     assert expected <= set(NAMES)
     for entry in DEFENSES:
         assert entry.summary
@@ -102,9 +133,15 @@ def test_input_not_mutated_and_no_state_of_its_own(name: str, shape) -> None:
     transform(defended, x)
     assert torch.equal(x.detach(), before)
     assert x.grad is None
-    own = {f"model.{k}" for k in model.state_dict()} if defended is not model else None
-    assert own is None or set(defended.state_dict()) == own
-    assert {id(p) for p in defended.parameters()} == {id(p) for p in model.parameters()}
+    if defended is model:
+        return
+    # state of its own only in the trained artifacts it requires, under their role's name
+    parts = {"model": model} | {role: getattr(defended, role) for role in needs(name)}
+    own = {f"{part}.{k}" for part, module in parts.items() for k in module.state_dict()}
+    assert set(defended.state_dict()) == own
+    assert {id(p) for p in defended.parameters()} == {
+        id(p) for module in parts.values() for p in module.parameters()
+    }
 
 
 def test_train_and_eval_reach_the_model(name: str) -> None:
@@ -148,7 +185,9 @@ def test_differentiable_is_declared_honestly(name: str, shape) -> None:
         and bool(grad.abs().sum() > 0)
         and math.isclose(slope, difference, rel_tol=1e-6, abs_tol=1e-9)
     )
-    declared = DEFENSES.get(name).obj.differentiable
+    # a vote's transform is differentiable given its draw (what EOT uses); its forward
+    # refuses a gradient (test_a_non_differentiable_defense_refuses_a_gradient)
+    declared = DEFENSES.get(name).obj.differentiable or name in VOTES
     assert observed == declared, (
         f"{name} declares differentiable={declared}; autograd gave "
         f"{'no gradient' if grad is None else f'slope {slope:.6g}'}, finite differences "
@@ -176,6 +215,13 @@ def test_forward_is_the_model_after_the_transform(name: str, shape) -> None:
     if not DEFENSES.get(name).obj.differentiable:
         assert isinstance(defend(name, model), Defended)  # BPDA needs its transform
     a, b = defend(name, model), defend(name, model)  # same seed: a randomized one draws alike
+    if name in VOTES:  # the most frequent class of the model over n draws of the transform
+        n = a.defense.params.n  # n · len(x) draws fit one batch, so b draws them in a's order
+        with torch.no_grad():
+            logits = inner(b)(transform(b, x.repeat(n, 1, 1, 1)))
+        votes = F.one_hot(logits.argmax(1), 10).view(n, len(x), 10).sum(0)
+        assert torch.equal(a(x).argmax(1), votes.argmax(1))
+        return
     with torch.no_grad():
         assert torch.equal(a(x), inner(b)(transform(b, x)))
 
