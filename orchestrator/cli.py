@@ -131,4 +131,4 @@ def open_db(url: str) -> Database:
     return Database.open(url)
 
 
-from orchestrator import cli_bundle, cli_commands, cli_report, cli_submit, cli_tables  # noqa: E402,F401  (registers the commands)
+from orchestrator import cli_bundle, cli_commands, cli_defenses, cli_report, cli_submit, cli_tables  # noqa: E402,F401  (registers the commands)

@@ -95,7 +95,10 @@ def run(
         settings = _settings(db, store, mlflow_uri, study)
         if dry_run:
             _print_plan(plan_only(study, settings, existing=False))
+            _print_notes(study)
             return
+        if not quiet:
+            _print_notes(study)
         opts = RunOptions(
             executor=executor,
             ray_address=ray_address,
@@ -112,6 +115,13 @@ def run(
             print_transfer_tables(settings.db_url, study.name)
     if not summary.ok:
         raise click.exceptions.Exit(1)
+
+
+def _print_notes(study: specmod.Study) -> None:
+    """What validation found worth saying but not wrong (a randomized defense attacked
+    without EOT: its number is not adaptive), on stderr."""
+    for note in study.notes:
+        click.echo(f"note: {study.path}: {note}", err=True)
 
 
 def _print_plan(rows: list[dict]) -> None:
@@ -143,9 +153,11 @@ def plan(
         study = specmod.load(study_file)
         rows = plan_only(study, _settings(db, store, mlflow_uri, study), existing=True)
     if fmt == "json":
-        render_json({"study": study.name, "cells": rows})
+        notes = {"notes": study.notes} if study.notes else {}  # only when there is one
+        render_json({"study": study.name, "cells": rows, **notes})
     else:
         _print_plan(rows)
+        _print_notes(study)
 
 
 @main.command()

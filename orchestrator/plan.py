@@ -10,6 +10,9 @@ that path and its params as written; ``allow_imports`` does not enter keys (it p
 work, it does not change results). A model entry with ``splits: K`` is K models (``cnn_A``,
 ``cnn_B``, …), each with its own train cell whose spec says which part of the training
 indices it fits (``"train_split": {"index": i, "of": K}``); other train specs have no such key.
+How an attack adapts to a defense (``adaptive``, ``eot_samples``) is part of the attack cell's
+``defense`` only when it does adapt, so non-adaptive keys are as they were; a transfer cell's
+``target_defense`` never carries it (a forward pass does not depend on how an attacker adapted).
 """
 
 from __future__ import annotations
@@ -70,6 +73,17 @@ class Plan:
 
 def _component(r: Resolved) -> dict:
     return {"name": r.name, "label": r.label, "params": r.params}
+
+
+def _source_defense(d: Resolved) -> dict:
+    """An attack cell's defense: the component, plus how the attack adapts to it when it
+    does (absent otherwise, so the keys of non-adaptive cells stay as they were)."""
+    out = _component(d)
+    if d.adaptive != "none":
+        out["adaptive"] = d.adaptive
+    if d.eot_samples is not None:
+        out["eot_samples"] = d.eot_samples
+    return out
 
 
 def _eval_hash(d: Resolved) -> str:
@@ -148,7 +162,7 @@ def _attack(
         "kind": "attack",
         **ds_eval,
         "source": src,
-        "defense": _component(defense),
+        "defense": _source_defense(defense),
         "attack": {"name": attack.name, "params": attack.params},
     }
     if ref[0] == "file":

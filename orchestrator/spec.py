@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
+from orchestrator import adaptive
 from orchestrator.errors import ConfigError
 from orchestrator.yamlpos import Positions, format_path
 from tasks import models
@@ -133,11 +134,18 @@ class StudyFile(_Strict):
 
 @dataclass(frozen=True)
 class Resolved:
-    """A validated component: registry name, label and normalized params."""
+    """A validated component: registry name, label and normalized params.
+
+    A defense also says how attack cells adapt to it (:mod:`orchestrator.adaptive`):
+    ``adaptive`` (``none``, ``bpda``, ``eot``, ``bpda+eot``) and ``eot_samples`` (set only
+    with eot). Neither is a defense parameter.
+    """
 
     name: str
     label: str
     params: dict[str, Any]
+    adaptive: str = "none"
+    eot_samples: int | None = None
 
 
 @dataclass
@@ -151,6 +159,7 @@ class Study:
     defenses: list[Resolved] = field(default_factory=list)
     attacks: list[Resolved] = field(default_factory=list)
     checkpoints: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (path, sha256)
+    notes: list[str] = field(default_factory=list)  # worth saying, not errors: `advgrid plan`
 
     @property
     def name(self) -> str:
@@ -250,7 +259,13 @@ def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
 
 
 def _resolve(
-    registry: Registry, entry: Component, loc: tuple, problems: _Problems, grid: bool
+    registry: Registry,
+    entry: Component,
+    loc: tuple,
+    problems: _Problems,
+    grid: bool,
+    *,
+    defense: bool = False,
 ) -> list[Resolved]:
     if entry.name not in registry:
         problems.add(loc + ("name",), registry.unknown_message(entry.name))
@@ -258,6 +273,7 @@ def _resolve(
     model = registry.get(entry.name).params
     values = entry.values
     label = str(values.pop("label", entry.name))
+    how = adaptive.take(values, loc, problems) if defense else ("none", None)
     takes_list = {n for n, f in model.model_fields.items() if _is_list(f.annotation)}
     axes = [k for k, v in values.items() if grid and isinstance(v, list) and k not in takes_list]
     out: list[Resolved] = []
@@ -275,7 +291,7 @@ def _resolve(
                 )
             continue
         if not any(r.params == params for r in out):
-            out.append(Resolved(entry.name, label, params))
+            out.append(Resolved(entry.name, label, params, *how))
     return out
 
 
@@ -320,15 +336,18 @@ def parse(text: str, source: str = "<study>") -> Study:
         problems.add_pydantic(exc, (), StudyFile)
         raise ConfigError(source, problems.items) from exc
     study = Study(file=spec, path=source, text=text)
-    _check_components(study, problems)
+    notes = _Problems(source, text)
+    _check_components(study, problems, notes)
     _check_models(study, problems, Path(source).parent)
     if problems.items:
         raise ConfigError(source, problems.items)
+    study.notes = notes.items
     return study
 
 
-def _check_components(study: Study, problems: _Problems) -> None:
+def _check_components(study: Study, problems: _Problems, notes: _Problems) -> None:
     spec = study.file
+    placed: list[tuple[int, Resolved]] = []
     for i, entry in enumerate(spec.datasets):
         study.datasets += _resolve(DATASETS, entry, ("datasets", i), problems, grid=False)
     for i, entry in enumerate(spec.defenses):
@@ -339,9 +358,13 @@ def _check_components(study: Study, problems: _Problems) -> None:
                 f"`train: {{defense: {{name: {entry.name}}}}}`, instead",
             )
             continue
-        study.defenses += _resolve(DEFENSES, entry, ("defenses", i), problems, grid=False)
+        resolved = _resolve(DEFENSES, entry, ("defenses", i), problems, grid=False, defense=True)
+        placed += [(i, d) for d in resolved]
+        study.defenses += resolved
     for i, entry in enumerate(spec.attacks):
         study.attacks += _resolve(ATTACKS, entry, ("attacks", i), problems, grid=True)
+    known = [(i, a.name) for i, a in enumerate(spec.attacks) if a.name in ATTACKS]
+    adaptive.check(placed, known, problems, notes)
     for kind, items in (("datasets", study.datasets), ("defenses", study.defenses)):
         labels = [r.label for r in items]
         for label in {x for x in labels if labels.count(x) > 1}:

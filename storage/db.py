@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from storage import migrate
 from storage.cells import CellsMixin
 from storage.core import error_message
+from storage.defense_tables import DefenseTablesMixin
 from storage.engine import mask_url
 from storage.errors import NotFoundError, SchemaOutOfDateError, StorageError
 from storage.leases import LeaseMixin
@@ -36,7 +37,7 @@ __all__ = ["Database", "mask_url"]
 log = logging.getLogger(__name__)
 
 
-class Database(CellsMixin, LeaseMixin, ResultsMixin, BundleMixin, TablesMixin):
+class Database(CellsMixin, LeaseMixin, ResultsMixin, BundleMixin, TablesMixin, DefenseTablesMixin):
     """The SQL index behind one URL.
 
     ``Database(url)`` connects lazily and checks nothing; :meth:`open` is the way in for

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from storage import ArtifactStore
-from tasks import datasets, defenses, models, training
+from tasks import adaptive, datasets, defenses, models, training
 from tasks.attacks import ATTACKS
 from tasks.metrics import attack_metrics, budget_metrics, transfer_metrics
 
@@ -202,6 +202,8 @@ def run_attack(payload: dict, store: ArtifactStore) -> dict:
     spec, dev = payload["spec"], device()
     data, split = _dataset(spec["dataset"])
     model = _defended(_model(payload, "checkpoint", store, dev), spec["defense"])
+    # BPDA/EOT: the attack runs on a surrogate that makes `passes` model passes per call
+    attacked, passes = adaptive.surrogate(model, spec["defense"])
     name = spec["attack"]["name"]
     attack = ATTACKS.get(name).obj(ATTACKS.params_of(name, spec["attack"]["params"]))
     x_all, y_all = data.x[split.eval], data.y[split.eval]
@@ -210,15 +212,20 @@ def run_attack(payload: dict, store: ArtifactStore) -> dict:
     fit_metrics, fit_indices = {}, None
     if attack.universal:  # one perturbation, fit on training samples
         fit_indices = _fit_indices(split.train, attack.params.fit_size, attack.params.seed)
-        fit_metrics = attack.fit(model, data.x[fit_indices].to(dev), generator=gen)
+        fit_metrics = attack.fit(attacked, data.x[fit_indices].to(dev), generator=gen)
     outs = []
     bs = payload["batch_size"]
     for xb, yb in zip(x_all.split(bs), y_all.split(bs), strict=True):
-        outs.append(attack(model, xb.to(dev), yb.to(dev), generator=gen))
+        outs.append(attack(attacked, xb.to(dev), yb.to(dev), generator=gen))
     wall = time.perf_counter() - start
     x_adv = torch.cat([o.x_adv for o in outs]).cpu()
-    pred_clean = training.predict(model, x_all.to(dev)).cpu()
-    pred_adv = torch.cat([o.pred for o in outs]).cpu()  # x_adv is stored exactly (float32)
+    if attacked is model:
+        pred_clean = training.predict(model, x_all.to(dev)).cpu()
+        pred_adv = torch.cat([o.pred for o in outs]).cpu()  # x_adv is stored exactly (float32)
+    else:  # scored by the real defended model, not the surrogate the attack saw
+        seed = attack.params.seed
+        preds = adaptive.evaluate(model, x_adv.to(dev), x_all.to(dev), bs, seed=seed)
+        pred_adv, pred_clean = (p.cpu() for p in preds)
     targets = [o.target for o in outs]
     target = torch.cat(targets).cpu() if all(t is not None for t in targets) else None
     success = (pred_adv == target) if target is not None else (pred_adv != y_all)
@@ -233,8 +240,7 @@ def run_attack(payload: dict, store: ArtifactStore) -> dict:
     if target is not None:
         tensors["target"] = target
     metrics = attack_metrics(x_all, tensors, wall_s=wall)
-    metrics["forward"] = float(sum(o.forward for o in outs))
-    metrics["backward"] = float(sum(o.backward for o in outs))
+    metrics.update(_pass_counts(outs, passes, scored=attacked is not model))
     for name in {k for o in outs for k in o.counts}:
         metrics[name] = sum(o.counts.get(name, 0) for o in outs) / len(y_all)
     if not attack.fixed_budget:
@@ -244,6 +250,8 @@ def run_attack(payload: dict, store: ArtifactStore) -> dict:
         metrics["queries_mean"] = metrics["forward"] / len(y_all)
     for key, value in fit_metrics.items():
         metrics[f"fit_{key}"] = value
+    # last: a randomized defense's draws here change nothing stored above
+    metrics.update(_masking_metrics(spec["defense"], model, attacked, x_all, y_all, bs, dev))
     meta = {
         "kind": "adversarial",
         "source": spec["source"],
@@ -261,6 +269,35 @@ def run_attack(payload: dict, store: ArtifactStore) -> dict:
         kept = store.put(universal, {**meta, "kind": "perturbation"})
         artifacts["perturbation"] = dataclasses.asdict(kept)
     return {"metrics": metrics, "artifacts": artifacts}
+
+
+def _pass_counts(outs: list, passes: int, *, scored: bool) -> dict[str, float]:
+    """Forward and backward passes through the undefended model, per sample summed: each call
+    of an EOT surrogate is ``passes`` of them, and scoring on the real defended model one."""
+    n = sum(len(o.pred) for o in outs)
+    forward = sum(o.forward for o in outs) * passes + (n if scored else 0)
+    return {"forward": float(forward), "backward": float(sum(o.backward for o in outs) * passes)}
+
+
+def _masking_metrics(
+    defense: dict,
+    model: nn.Module,
+    attacked: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    bs: int,
+    dev: torch.device,
+) -> dict[str, float]:
+    """Which adaptation the cell used, and the gradient-masking diagnostics
+    (:func:`tasks.adaptive.masking_metrics`); the latter are not counted as passes."""
+    bpda, eot = adaptive.uses(defense.get("adaptive", "none"))
+    metrics = {"adaptive_bpda": float(bpda), "adaptive_eot": float(eot)}
+    if eot:
+        metrics["eot_samples"] = float(defense.get("eot_samples", adaptive.DEFAULT_EOT_SAMPLES))
+    randomized = defenses.DEFENSES.get(defense["name"]).obj.randomized
+    x, y = x.to(dev), y.to(dev)
+    metrics.update(adaptive.masking_metrics(model, attacked, x, y, bs, randomized=randomized))
+    return metrics
 
 
 def _fit_indices(train: torch.Tensor, size: int, seed: int) -> torch.Tensor:

@@ -1,0 +1,208 @@
+"""``advgrid defenses``: per defended model and attack configuration, clean accuracy, the
+oblivious (non-adaptive) and the adaptive robust accuracy, their gap, and gradient-masking
+flags; rendered for the terminal (rich), CSV, JSON, Markdown and LaTeX (booktabs).
+
+- **oblivious**: the attack crafted on the undefended model M, evaluated on M+D (the transfer
+  cell M → M+D): what the defense's number is when the attacker ignores it;
+- **adaptive**: the attack run on M+D itself, through BPDA/EOT where the study asks for
+  them (the attack cell on M+D);
+- **gap** = oblivious − adaptive: the robustness the non-adaptive number claimed and an
+  adaptive attack took away, the obfuscation signal of Athalye, Carlini & Wagner (ICML 2018).
+
+Undefended models appear too (defense ``none``): their adaptive number is the white-box one,
+the baseline a defense is measured against. Flags: :mod:`orchestrator.masking`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.table import Table
+
+from orchestrator import masking
+from orchestrator.tables import attack_title, latex_escape, model_label
+from storage.defense_tables import DefenseEvaluation
+
+CAPTION = (
+    "clean: M+D on clean inputs; oblivious: the attack crafted on M alone, evaluated on M+D; "
+    "adaptive: the attack run on M+D (BPDA/EOT where set); gap = oblivious - adaptive"
+)
+
+
+@dataclass
+class Row:
+    """One defended model under one attack configuration."""
+
+    dataset: str
+    model: str
+    defense: str
+    adaptive: str
+    attack: str
+    params: dict[str, Any]
+    n: int
+    clean: float | None
+    oblivious: float | None
+    robust: float | None
+    cell_key: str
+    oblivious_key: str | None
+    flags: list[masking.Flag] = field(default_factory=list)
+
+    @property
+    def gap(self) -> float | None:
+        """Oblivious minus adaptive robust accuracy; None without both."""
+        if self.oblivious is None or self.robust is None:
+            return None
+        return self.oblivious - self.robust
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "model": self.model,
+            "defense": self.defense,
+            "adaptive": self.adaptive,
+            "attack": self.attack,
+            "eps": self.params.get("eps"),
+            "params": self.params,
+            "n": self.n,
+            "clean_accuracy": self.clean,
+            "oblivious_robust_accuracy": self.oblivious,
+            "adaptive_robust_accuracy": self.robust,
+            "gap": self.gap,
+            "flags": [f.to_json() for f in self.flags],
+            "attack_cell_key": self.cell_key,
+            "oblivious_cell_key": self.oblivious_key,
+        }
+
+
+def build(
+    rows: list[DefenseEvaluation], context: list[DefenseEvaluation] | None = None
+) -> list[Row]:
+    """Table rows for ``rows``, in their order; flags are read from ``context`` (every
+    attack cell of the study, so a filter does not hide the cells a rule compares), or from
+    ``rows`` when None."""
+    found = masking.flags(rows if context is None else context)
+    out = []
+    for r in rows:
+        clean = r.metrics.get("clean_accuracy", r.oblivious_clean)
+        out.append(
+            Row(
+                dataset=r.dataset,
+                model=model_label(r.model, r.defense),
+                defense=r.defense[1],
+                adaptive=r.adaptive,
+                attack=r.attack,
+                params=json.loads(r.params_json),
+                n=int(r.metrics.get("n", 0)),
+                clean=clean,
+                oblivious=r.oblivious_robust,
+                robust=r.metrics.get("robust_accuracy"),
+                cell_key=r.cell_key,
+                oblivious_key=r.oblivious_key,
+                flags=found.get(masking.group_of(r), []),
+            )
+        )
+    return out
+
+
+def missing_oblivious(rows: list[Row]) -> list[str]:
+    """Defended models without an oblivious number (no transfer cell M → M+D done)."""
+    return sorted({r.model for r in rows if r.oblivious is None and r.defense != "none"})
+
+
+def _pct(v: float | None, signed: bool = False) -> str:
+    if v is None:
+        return "—"
+    return f"{v * 100:+.1f}" if signed else f"{v * 100:.1f}"
+
+
+def _cells(r: Row) -> list[str]:
+    return [
+        r.dataset,
+        r.model,
+        "—" if r.adaptive == "none" else r.adaptive,
+        attack_title(r.attack, r.params),
+        _pct(r.clean),
+        _pct(r.oblivious),
+        _pct(r.robust),
+        _pct(r.gap, signed=True),
+        ", ".join(f.name for f in r.flags),
+    ]
+
+
+HEADS = ["dataset", "model", "adapts", "attack", "clean", "oblivious", "adaptive", "gap", "flags"]
+
+
+def rich_table(rows: list[Row]) -> Table:
+    table = Table(
+        title="Defended models: accuracy (%) — clean, oblivious and adaptive robust",
+        title_justify="left",
+        caption=f"[dim]{CAPTION}[/]",
+        caption_justify="left",
+    )
+    for head in HEADS:
+        table.add_column(head, justify="right" if head in HEADS[4:8] else "left")
+    for r in rows:
+        table.add_row(*_cells(r))
+    return table
+
+
+def reasons(rows: list[Row]) -> list[str]:
+    """``model: flag — reason`` once per defended model and flag, for under the table."""
+    seen = dict.fromkeys(
+        f"{r.model}{'' if r.adaptive == 'none' else f' ({r.adaptive})'}: {f.name} — {f.reason}"
+        for r in rows
+        for f in r.flags
+    )
+    return list(seen)
+
+
+def to_csv(rows: list[Row]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(
+        ["dataset", "model", "defense", "adaptive", "attack", "params", "n", "clean_accuracy"]
+        + ["oblivious_robust_accuracy", "adaptive_robust_accuracy", "gap", "flags"]
+        + ["attack_cell_key", "oblivious_cell_key"]
+    )
+    for r in rows:
+        nums = [r.clean, r.oblivious, r.robust, r.gap]
+        w.writerow(
+            [r.dataset, r.model, r.defense, r.adaptive, r.attack]
+            + [json.dumps(r.params, sort_keys=True), r.n]
+            + ["" if v is None else f"{v:.6f}" for v in nums]
+            + [";".join(f.name for f in r.flags), r.cell_key, r.oblivious_key or ""]
+        )
+    return buf.getvalue()
+
+
+def to_markdown(rows: list[Row]) -> str:
+    lines = [
+        "**Defended models: accuracy (%)**",
+        "",
+        "| " + " | ".join(HEADS) + " |",
+        "|---|---|---|---|" + "---:|" * 4 + "---|",
+    ]
+    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
+    return "\n".join([*lines, "", CAPTION + "."])
+
+
+def to_latex(rows: list[Row]) -> str:
+    """A booktabs table (``\\usepackage{booktabs}``); accuracies in %."""
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\caption{Defended models: accuracy (\%). " + latex_escape(CAPTION) + "}",
+        r"\begin{tabular}{llll" + "r" * 4 + "l}",
+        r"\toprule",
+        " & ".join(HEADS) + r" \\",
+        r"\midrule",
+    ]
+    for r in rows:
+        cells = [latex_escape(c).replace("—", "--") for c in _cells(r)]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines)

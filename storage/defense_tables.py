@@ -1,0 +1,202 @@
+"""The query behind ``advgrid defenses``: adaptive and oblivious robust accuracy side by side.
+
+For a model M behind a defense D and one attack configuration A there are two numbers
+(Athalye, Carlini & Wagner, ICML 2018; Carlini et al., "On Evaluating Adversarial
+Robustness", 2019):
+
+- **adaptive**: the attack cell on source M+D, whose attack ran on M+D (through BPDA/EOT
+  where the study asks for it): ``robust_accuracy``;
+- **oblivious** (non-adaptive): A crafted on M alone, evaluated on M+D: the transfer cell
+  with source M (defense ``none``) and target M+D: ``target_robust_accuracy``.
+
+A study has the second when it lists ``none`` among its defenses and M among its targets.
+The transfer cell is matched to the attack cell by dataset (label and evaluation slice),
+model, the defense's name, label and params, and the attack's name and params. Both sides
+are read in SQL (specs are JSON text, read and filtered as in :mod:`storage.tables`, the metric
+rows joined through their primary key) and matched by a hash lookup, see
+:meth:`DefenseTablesMixin.defense_evaluations`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, and_, select
+from sqlalchemy.orm import aliased
+
+from storage.core import DatabaseCore
+from storage.models import CellModel, MetricModel
+from storage.tables import AttackFilter, _filters, _Json, canonical_params
+
+# what an attack cell contributes: its numbers and its gradient-masking diagnostics
+DEFENSE_METRICS = (
+    "n",
+    "clean_accuracy",
+    "robust_accuracy",
+    "adaptive_bpda",
+    "adaptive_eot",
+    "eot_samples",
+    "grad_zero_fraction",
+    "grad_l1_median",
+    "forward_random_fraction",
+    "defense_randomized",
+)
+
+
+@dataclass(frozen=True)
+class DefenseEvaluation:
+    """One done attack cell on M (+ defense), with the oblivious number for the same M+D.
+
+    Attributes:
+        model: The source model M.
+        defense: ``(name, label)``; ``("none", …)`` for the undefended model.
+        adaptive: How the attack adapted to the defense: ``none``, ``bpda``, ``eot`` or
+            ``bpda+eot``.
+        params_json: The attack's normalized params as canonical JSON.
+        metrics: The attack cell's metrics among :data:`DEFENSE_METRICS` that it has.
+        oblivious_key: The key of the transfer cell M (none) → M+D; None when the study
+            has none done.
+        oblivious_robust: Its ``target_robust_accuracy``.
+        oblivious_clean: Its ``target_clean_accuracy`` (M+D on the clean inputs).
+    """
+
+    cell_key: str
+    dataset: str
+    model: str
+    defense: tuple[str, str]
+    adaptive: str
+    attack: str
+    params_json: str
+    metrics: dict[str, float]
+    oblivious_key: str | None
+    oblivious_robust: float | None
+    oblivious_clean: float | None
+
+
+class DefenseTablesMixin(DatabaseCore):
+    """The adaptive-evaluation query of :class:`storage.Database`."""
+
+    def defense_evaluations(
+        self, study_id: int, *, where: AttackFilter | None = None
+    ) -> list[DefenseEvaluation]:
+        """Every done attack cell the filter selects, undefended ones included, with the
+        oblivious robust accuracy of its defended model; ordered by cell id.
+
+        Two reads in one transaction, each filtered in SQL and linear in what it returns,
+        matched here on the heads by a hash lookup. (A join in SQL on the JSON heads is
+        planned by SQLite, which has no statistics on them, as a scan of one side per row
+        of the other: quadratic in the study's attack cells.)
+
+        Args:
+            study_id: The study.
+            where: Which attack configurations; None for all.
+        """
+        with self.session_scope(write=False) as s:
+            attacked = s.execute(self._attacked(study_id, where or AttackFilter())).all()
+            oblivious: dict[tuple, tuple] = {}
+            for r in s.execute(self._oblivious(study_id)):
+                oblivious.setdefault(tuple(r[1 : 1 + len(_MATCH)]), (r[0], *r[-2:]))
+        return _rows(attacked, oblivious)
+
+    def _attacked(self, study_id: int, where: AttackFilter) -> Select[Any]:
+        """Done attack cells the filter selects: key, matched heads, ``adaptive``, and one
+        row per metric among :data:`DEFENSE_METRICS`."""
+        js = _Json(self.dialect)
+        q = select(
+            CellModel.key,
+            *_heads(js, "source", "defense"),
+            js.text("defense", "adaptive"),
+            MetricModel.name,
+            MetricModel.value,
+        ).select_from(CellModel)
+        return (
+            js.attach(q.join(MetricModel, MetricModel.cell_id == CellModel.id))
+            .where(
+                CellModel.study_id == study_id,
+                CellModel.state == "done",
+                CellModel.kind == "attack",
+                MetricModel.name.in_(DEFENSE_METRICS),
+                *_filters(js, where),
+            )
+            .order_by(CellModel.id)
+        )
+
+    def _oblivious(self, study_id: int) -> Select[Any]:
+        """Done transfer cells from an undefended source to the same model, defended or
+        not: key, matched heads, the target's robust and clean accuracy."""
+        js = _Json(self.dialect)
+        robust = aliased(MetricModel, name="robust")
+        clean = aliased(MetricModel, name="clean")
+        q = select(
+            CellModel.key, *_heads(js, "target", "target_defense"), robust.value, clean.value
+        ).select_from(CellModel)
+        q = q.outerjoin(
+            robust,
+            and_(robust.cell_id == CellModel.id, robust.name == "target_robust_accuracy"),
+        ).outerjoin(
+            clean, and_(clean.cell_id == CellModel.id, clean.name == "target_clean_accuracy")
+        )
+        return (
+            js.attach(q)
+            .where(
+                CellModel.study_id == study_id,
+                CellModel.state == "done",
+                CellModel.kind == "transfer",
+                js.text("defense", "name") == "none",
+                js.text("source") == js.text("target"),
+            )
+            .order_by(CellModel.id)
+        )
+
+
+# what an attack cell and its oblivious transfer cell are matched by
+_MATCH = ("dataset", "eval_hash", "model", "defense", "label", "defense_params", "attack", "params")
+
+
+def _heads(js: _Json, model: str, defense: str) -> list[Any]:
+    """The :data:`_MATCH` heads of a cell whose model is at ``model`` and defense at
+    ``defense`` in its spec (an attack cell's source, a transfer cell's target)."""
+    return [
+        js.text("dataset", "label"),
+        js.text("eval_hash"),
+        js.text(model),
+        js.text(defense, "name"),
+        js.text(defense, "label"),
+        js.text(defense, "params"),
+        js.text("attack", "name"),
+        js.text("attack", "params"),
+    ]
+
+
+def _rows(attacked: Sequence[Any], oblivious: dict[tuple, tuple]) -> list[DefenseEvaluation]:
+    """One :class:`DefenseEvaluation` per attack cell from rows of one metric each; where
+    several transfer cells match (two ``none`` entries), the first recorded is used."""
+    heads: dict[str, tuple] = {}
+    metrics: dict[str, dict[str, float]] = defaultdict(dict)
+    n = len(_MATCH)
+    for r in attacked:
+        heads.setdefault(r[0], tuple(r[1 : n + 2]))
+        metrics[r[0]][r[n + 2]] = float(r[n + 3])
+    out = []
+    for key, h in heads.items():
+        match, adaptive = h[:n], h[n]
+        obl_key, robust, clean = oblivious.get(match, (None, None, None))
+        out.append(
+            DefenseEvaluation(
+                cell_key=key,
+                dataset=match[0],
+                model=match[2],
+                defense=(match[3], match[4] or match[3]),
+                adaptive=adaptive or "none",
+                attack=match[6],
+                params_json=canonical_params(match[7]),
+                metrics=metrics[key],
+                oblivious_key=obl_key,
+                oblivious_robust=None if robust is None else float(robust),
+                oblivious_clean=None if clean is None else float(clean),
+            )
+        )
+    return out

@@ -1,0 +1,138 @@
+"""Gradient-masking flags and the `advgrid defenses` renderings, from hand-made rows."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from orchestrator import defense_table, masking
+from storage.defense_tables import DefenseEvaluation
+
+PGD = {"eps": 0.1, "norm": "linf", "steps": 10, "step_size": 0.025, "seed": 0}
+SQUARE = {"eps": 0.1, "norm": "linf", "max_queries": 100, "seed": 0}
+
+
+def row(
+    attack: str,
+    params: dict,
+    robust: float,
+    *,
+    defense: tuple[str, str] = ("jpeg", "jpeg_75"),
+    adaptive: str = "bpda",
+    oblivious: float | None = 0.8,
+    **metrics: float,
+) -> DefenseEvaluation:
+    values = {"n": 100.0, "clean_accuracy": 0.95, "robust_accuracy": robust, **metrics}
+    return DefenseEvaluation(
+        cell_key=f"{attack}-{json.dumps(params)}-{defense}",
+        dataset="digits",
+        model="mlp",
+        defense=defense,
+        adaptive=adaptive,
+        attack=attack,
+        params_json=json.dumps(params, sort_keys=True),
+        metrics=values,
+        oblivious_key=None if oblivious is None else "obl",
+        oblivious_robust=oblivious,
+        oblivious_clean=None if oblivious is None else 0.9,
+    )
+
+
+def names(rows: list[DefenseEvaluation]) -> list[str]:
+    (found,) = masking.flags(rows).values()
+    return [f.name for f in found]
+
+
+def test_a_black_box_attack_beating_the_gradient_attacks_is_flagged() -> None:
+    flags = masking.flags([row("pgd", PGD, 0.5), row("square", SQUARE, 0.3)])
+    assert [f.to_json() for f in flags[("digits", "mlp", "jpeg_75", "bpda")]] == [
+        {
+            "flag": "black_box_wins",
+            "reason": "square at linf eps 0.1: 30.0% robust, below the best gradient attack "
+            "(pgd: 50.0%)",
+        }
+    ]
+    # within the tolerance (2 % + one sample), at another eps or another norm: no flag
+    assert names([row("pgd", PGD, 0.5), row("square", SQUARE, 0.48)]) == []
+    assert names([row("pgd", PGD, 0.5), row("square", {**SQUARE, "eps": 0.2}, 0.1)]) == []
+    assert names([row("pgd", {**PGD, "norm": "l2"}, 0.5), row("square", SQUARE, 0.1)]) == []
+    assert names([row("pgd", PGD, 0.5), row("noise", {"eps": 0.1}, 0.2)]) == ["black_box_wins"]
+
+
+def test_zero_or_vanishing_gradients_are_flagged() -> None:
+    assert names([row("pgd", PGD, 0.5, grad_zero_fraction=0.9)]) == ["vanishing_gradient"]
+    assert names([row("pgd", PGD, 0.5, grad_zero_fraction=0.5)]) == []
+    undefended = row("pgd", PGD, 0.1, defense=("none", "none"), adaptive="none", grad_l1_median=1.0)
+    tiny = row("pgd", PGD, 0.5, grad_l1_median=0.001)
+    flags = masking.flags([undefended, tiny])
+    assert flags[("digits", "mlp", "none", "none")] == []
+    (flag,) = flags[("digits", "mlp", "jpeg_75", "bpda")]
+    assert flag.reason == "median input-gradient L1 0.001, 0.001× the undefended model's 1"
+    assert names([row("pgd", PGD, 0.5, grad_l1_median=0.02)]) == []  # no undefended model
+
+
+def test_robust_accuracy_that_does_not_fall_with_eps_is_flagged() -> None:
+    def curve(*values: float, attack: str = "pgd") -> list[DefenseEvaluation]:
+        return [
+            row(attack, {**PGD, "eps": e, "step_size": e / 4}, v)
+            for e, v in zip((0.05, 0.1, 0.2), values, strict=False)
+        ]
+
+    assert names(curve(0.6, 0.3, 0.1)) == []
+    assert names(curve(0.0, 0.0, 0.0)) == []  # broken at the smallest eps already
+    assert names(curve(0.6, 0.59, 0.6)) == ["eps_not_monotone"]  # flat
+    (flag,) = masking.flags(curve(0.6, 0.3, 0.5)).popitem()[1]
+    assert flag.reason == (
+        "pgd(norm=linf, steps=10): robust accuracy rises (0.05: 60.0%, 0.1: 30.0%, 0.2: 50.0%)"
+    )
+    assert names(curve(0.9, 0.9, attack="noise")) == []  # a baseline is not expected to
+
+
+def test_randomness_is_flagged_and_says_whether_eot_was_used() -> None:
+    declared = row("pgd", PGD, 0.5, adaptive="none", defense_randomized=1.0)
+    (flag,) = masking.flags([declared]).popitem()[1]
+    assert flag.reason == (
+        "declared randomized; two forward passes differ on 0.0% of the clean inputs; "
+        "attacked without EOT: not an adaptive number"
+    )
+    measured = row("pgd", PGD, 0.5, adaptive="eot", forward_random_fraction=0.25)
+    (flag,) = masking.flags([measured]).popitem()[1]
+    assert flag.reason.endswith("differ on 25.0% of the clean inputs; attacked with EOT")
+    assert names([row("pgd", PGD, 0.5, defense_randomized=0.0)]) == []
+
+
+def test_the_table_reports_the_gap_and_flags_in_every_format() -> None:
+    rows = [
+        row("pgd", PGD, 0.2, defense=("none", "none"), adaptive="none", oblivious=0.2),
+        row("pgd", PGD, 0.25, grad_zero_fraction=1.0),
+        row("pgd", PGD, 0.5, defense=("bit_depth", "bits_2"), oblivious=None),
+    ]
+    built = defense_table.build(rows)
+    assert [(r.model, r.gap) for r in built] == [
+        ("mlp", 0.0),
+        ("mlp+jpeg_75", 0.55),
+        ("mlp+bits_2", None),
+    ]
+    assert defense_table.missing_oblivious(built) == ["mlp+bits_2"]
+    first = built[1].to_json()
+    assert first["oblivious_robust_accuracy"] == 0.8
+    assert first["adaptive_robust_accuracy"] == 0.25
+    assert first["flags"][0]["flag"] == "vanishing_gradient"
+    parsed = list(csv.DictReader(io.StringIO(defense_table.to_csv(built))))
+    assert parsed[1]["gap"] == "0.550000"
+    assert parsed[1]["flags"] == "vanishing_gradient"
+    assert parsed[2]["oblivious_robust_accuracy"] == ""
+    md = defense_table.to_markdown(built)
+    pgd = "pgd(eps=0.1, norm=linf, steps=10)"
+    line = (
+        f"| digits | mlp+jpeg_75 | bpda | {pgd} | 95.0 | 80.0 | 25.0 | +55.0 | vanishing_gradient |"
+    )
+    assert line in md.splitlines()
+    tex = defense_table.to_latex(built)
+    line = rf"digits & mlp+jpeg\_75 & bpda & {pgd} & 95.0 & 80.0 & 25.0 & +55.0 & "
+    line += r"vanishing\_gradient \\"
+    assert line in tex.splitlines()
+    assert (
+        r"mlp+bits\_2 & bpda & pgd(eps=0.1, norm=linf, steps=10) & 95.0 & -- & 50.0 & -- &" in tex
+    )
