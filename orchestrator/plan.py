@@ -13,6 +13,10 @@ indices it fits (``"train_split": {"index": i, "of": K}``); other train specs ha
 How an attack adapts to a defense (``adaptive``, ``eot_samples``) is part of the attack cell's
 ``defense`` only when it does adapt, so non-adaptive keys are as they were; a transfer cell's
 ``target_defense`` never carries it (a forward pass does not depend on how an attacker adapted).
+A defense whose class ``requires`` a trained artifact (``autoencoder_purify``) adds, per
+dataset and recipe, the train cell that produces it, and every attack and transfer cell that
+builds the defense gets that artifact as an input of the role's name (a dependency); keys of
+other cells are unchanged.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator import spec_defenses
 from orchestrator.spec import Resolved, Study
 from tasks import datasets
 
@@ -55,12 +60,20 @@ class Plan:
     study: Study
     cells: list[PlannedCell] = field(default_factory=list)
 
-    def add(self, kind: str, spec: dict, inputs: dict[str, tuple[str, ...]]) -> PlannedCell:
+    def add(
+        self, kind: str, spec: dict, inputs: dict[str, tuple[str, ...]], *, once: bool = False
+    ) -> PlannedCell:
+        """Add a cell; with ``once``, return the planned cell of the same key if there is one
+        (a cell several others share, such as a defense's autoencoder)."""
         precision = self.study.file.execution.precision
         if precision != "fp32":  # it changes the numbers, so it is part of the key
             spec = {**spec, "precision": precision}
         deps = tuple(sorted({src[1] for src in inputs.values() if src[0] == "cell"}))
         cell = PlannedCell(cell_key(spec, deps), kind, spec, deps, inputs)
+        if once:
+            found = next((c for c in self.cells if c.key == cell.key), None)
+            if found is not None:
+                return found
         self.cells.append(cell)
         return cell
 
@@ -100,30 +113,70 @@ def expand(study: Study) -> Plan:
         ds = _component(d)
         refs = _model_refs(plan, study, ds, d.label)
         ds_eval = {"dataset": ds, "eval_hash": _eval_hash(d)}
+        used = any(src in refs for src in sources)  # else no cell here builds a defense
+        extra = [_artifact_inputs(plan, ds, d) if used else {} for d in study.defenses]
         attacks = [
-            _attack(plan, ds_eval, src, refs[src], defense, attack)
+            _attack(plan, ds_eval, src, {"checkpoint": refs[src], **extra[i]}, defense, attack)
             for src in sources
             if src in refs
-            for defense in study.defenses
+            for i, defense in enumerate(study.defenses)
             for attack in study.attacks
         ]
-        for cell, tgt, tdef in (
-            (a, t, td) for a in attacks for t in targets if t in refs for td in study.defenses
-        ):
-            tspec = {
-                **cell.spec,
-                "kind": "transfer",
-                "target": tgt,
-                "target_defense": _component(tdef),
-            }
-            if refs[tgt][0] == "file":
-                tspec["target_checkpoint_sha256"] = refs[tgt][2]
-            plan.add(
-                "transfer",
-                tspec,
-                {"adversarial": ("cell", cell.key, "adversarial"), "checkpoint": refs[tgt]},
-            )
+        _transfers(plan, attacks, [t for t in targets if t in refs], refs, extra)
     return plan
+
+
+def _transfers(
+    plan: Plan,
+    attacks: list[PlannedCell],
+    targets: list[str],
+    refs: dict[str, tuple[str, ...]],
+    extra: list[dict[str, tuple[str, ...]]],
+) -> None:
+    """A transfer cell per attack cell × target × defense of the target."""
+    for cell, tgt, (j, tdef) in (
+        (a, t, td) for a in attacks for t in targets for td in enumerate(plan.study.defenses)
+    ):
+        tspec = {**cell.spec, "kind": "transfer", "target": tgt, "target_defense": _component(tdef)}
+        if refs[tgt][0] == "file":
+            tspec["target_checkpoint_sha256"] = refs[tgt][2]
+        inputs = {"adversarial": ("cell", cell.key, "adversarial"), "checkpoint": refs[tgt]}
+        plan.add("transfer", tspec, {**inputs, **extra[j]})
+
+
+def _artifact_inputs(plan: Plan, ds: dict, defense: Resolved) -> dict[str, tuple[str, ...]]:
+    """The extra inputs of a cell that builds ``defense``: one per role its class
+    ``requires``, each the artifact of the cell that produces it (added here, once per
+    dataset and recipe); empty for defenses that need nothing."""
+    inputs: dict[str, tuple[str, ...]] = {}
+    for role in spec_defenses.requires(defense.name):
+        assert role == "autoencoder", role  # validation refuses roles nothing here produces
+        cell = plan.add("train", _autoencoder_spec(ds, defense), {}, once=True)
+        inputs[role] = ("cell", cell.key, "checkpoint")
+    return inputs
+
+
+def _autoencoder_spec(ds: dict, defense: Resolved) -> dict:
+    """The train cell of an ``autoencoder_purify`` defense's autoencoder (:mod:`tasks.purify`).
+
+    ``autoencoder`` holds the recipe (the defense's params, labels aside, so two entries with
+    one recipe share the cell); ``model`` and ``train`` say what results rows and checkpoint
+    listings show for it: the model ``autoencoder`` (arch ``dae``), trained for the defense.
+    """
+    from tasks import purify
+
+    params = purify.PurifyParams.model_validate(defense.params)
+    return {
+        "kind": "train",
+        "dataset": ds,
+        "model": {
+            "name": spec_defenses.ROLE_MODELS["autoencoder"],
+            "arch": "dae",
+            "params": params.dae_params().model_dump(mode="json"),
+        },
+        "train": {"defense": {"name": defense.name}},
+        "autoencoder": params.model_dump(mode="json"),
+    }
 
 
 def _model_refs(plan: Plan, study: Study, ds: dict, label: str) -> dict[str, tuple[str, ...]]:
@@ -156,8 +209,14 @@ def _arch_params(arch: str, params: dict) -> dict:
 
 
 def _attack(
-    plan: Plan, ds_eval: dict, src: str, ref: tuple[str, ...], defense: Resolved, attack: Resolved
+    plan: Plan,
+    ds_eval: dict,
+    src: str,
+    inputs: dict[str, tuple[str, ...]],
+    defense: Resolved,
+    attack: Resolved,
 ) -> PlannedCell:
+    ref = inputs["checkpoint"]
     spec = {
         "kind": "attack",
         **ds_eval,
@@ -167,4 +226,4 @@ def _attack(
     }
     if ref[0] == "file":
         spec["source_checkpoint_sha256"] = ref[2]
-    return plan.add("attack", spec, {"checkpoint": ref})
+    return plan.add("attack", spec, inputs)

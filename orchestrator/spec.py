@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
-from orchestrator import adaptive
+from orchestrator import adaptive, spec_defenses
 from orchestrator.errors import ConfigError
 from orchestrator.yamlpos import Positions, format_path
 from tasks import models
@@ -365,6 +365,7 @@ def _check_components(study: Study, problems: _Problems, notes: _Problems) -> No
         study.attacks += _resolve(ATTACKS, entry, ("attacks", i), problems, grid=True)
     known = [(i, a.name) for i, a in enumerate(spec.attacks) if a.name in ATTACKS]
     adaptive.check(placed, known, problems, notes)
+    spec_defenses.check(placed, [m.name for m in spec.models], problems)
     for kind, items in (("datasets", study.datasets), ("defenses", study.defenses)):
         labels = [r.label for r in items]
         for label in {x for x in labels if labels.count(x) > 1}:

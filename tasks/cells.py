@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from storage import ArtifactStore
-from tasks import adaptive, datasets, defenses, models, training
+from tasks import adaptive, datasets, defenses, models, purify, training
 from tasks.attacks import ATTACKS
+from tasks.defense_metrics import defense_metrics
 from tasks.metrics import attack_metrics, budget_metrics, transfer_metrics
 
 log = logging.getLogger(__name__)
@@ -134,9 +135,15 @@ def _precision(payload: dict) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def _defended(model: nn.Module, spec: dict) -> nn.Module:
+def _defended(
+    model: nn.Module, spec: dict, payload: dict, store: ArtifactStore, dev: torch.device
+) -> nn.Module:
+    """``model`` behind the defense component ``spec``; a defense whose class ``requires``
+    trained artifacts (``autoencoder_purify``) gets each from the cell's input of that role."""
     name = spec["name"]
-    return defenses.wrap(model, name, defenses.DEFENSES.params_of(name, spec["params"]))
+    entry = defenses.DEFENSES.get(name)
+    given = {role: _model(payload, role, store, dev) for role in getattr(entry.obj, "requires", ())}
+    return entry.obj(defenses.DEFENSES.params_of(name, spec["params"]), **given).wrap(model)
 
 
 def _train_indices(spec: dict, split: datasets.Split) -> torch.Tensor:
@@ -152,6 +159,8 @@ def run_train(payload: dict, store: ArtifactStore) -> dict:
     """Fit one model on the training part of its dataset (or on the part of it that the
     spec's ``train_split`` names); store the checkpoint."""
     spec = payload["spec"]
+    if "autoencoder" in spec:
+        return _train_autoencoder(payload, store)
     data, split = _dataset(spec["dataset"])
     train = _train_indices(spec, split)
     model_spec, recipe = spec["model"], training.TrainParams(**spec["train"])
@@ -176,6 +185,25 @@ def run_train(payload: dict, store: ArtifactStore) -> dict:
     return {"metrics": metrics, "artifacts": {"checkpoint": dataclasses.asdict(record)}}
 
 
+def _train_autoencoder(payload: dict, store: ArtifactStore) -> dict:
+    """Fit an ``autoencoder_purify`` defense's autoencoder (:mod:`tasks.purify`) on the clean
+    training part; store it like a classifier's checkpoint (``arch: dae``), so that
+    :func:`_model` loads it. ``eval_mse``: its reconstruction error on the clean eval slice."""
+    spec, dev = payload["spec"], device()
+    data, split = _dataset(spec["dataset"])
+    params = purify.PurifyParams(**spec["autoencoder"])
+    dae = purify.build_autoencoder(
+        params, input_shape=data.input_shape, mean=data.mean, std=data.std
+    ).to(dev)
+    metrics = purify.fit_autoencoder(dae, data.x[split.train].to(dev), params)
+    with torch.no_grad():
+        x_eval = data.x[split.eval].to(dev)
+        metrics["eval_mse"] = float(torch.nn.functional.mse_loss(dae(x_eval), x_eval))
+    state = {k: v.detach().cpu() for k, v in dae.state_dict().items()}
+    record = store.put(state, _checkpoint_meta(spec, data))
+    return {"metrics": metrics, "artifacts": {"checkpoint": dataclasses.asdict(record)}}
+
+
 def _checkpoint_meta(spec: dict, data: datasets.Data) -> dict:
     """What a trained checkpoint records: enough to rebuild the model and trace its data."""
     model_spec = spec["model"]
@@ -194,6 +222,8 @@ def _checkpoint_meta(spec: dict, data: datasets.Data) -> dict:
     }
     if "train_split" in spec:  # only then: other checkpoints keep their meta and digests
         meta["train_split"] = spec["train_split"]
+    if "autoencoder" in spec:  # a defense's autoencoder: its recipe
+        meta["autoencoder"] = spec["autoencoder"]
     return meta
 
 
@@ -201,7 +231,9 @@ def run_attack(payload: dict, store: ArtifactStore) -> dict:
     """Attack the source model over the evaluation slice; store the adversarial examples."""
     spec, dev = payload["spec"], device()
     data, split = _dataset(spec["dataset"])
-    model = _defended(_model(payload, "checkpoint", store, dev), spec["defense"])
+    model = _defended(
+        _model(payload, "checkpoint", store, dev), spec["defense"], payload, store, dev
+    )
     # BPDA/EOT: the attack runs on a surrogate that makes `passes` model passes per call
     attacked, passes = adaptive.surrogate(model, spec["defense"])
     name = spec["attack"]["name"]
@@ -252,6 +284,7 @@ def run_attack(payload: dict, store: ArtifactStore) -> dict:
         metrics[f"fit_{key}"] = value
     # last: a randomized defense's draws here change nothing stored above
     metrics.update(_masking_metrics(spec["defense"], model, attacked, x_all, y_all, bs, dev))
+    metrics.update(defense_metrics(spec["defense"], model, data, split, tensors))
     meta = {
         "kind": "adversarial",
         "source": spec["source"],
@@ -314,7 +347,8 @@ def run_transfer(payload: dict, store: ArtifactStore) -> dict:
         ("artifact", payload["inputs"]["adversarial"]),
         lambda: store.get(payload["inputs"]["adversarial"]),
     )
-    model = _defended(_model(payload, "checkpoint", store, dev), spec["target_defense"])
+    net = _model(payload, "checkpoint", store, dev)
+    model = _defended(net, spec["target_defense"], payload, store, dev)
     bs = payload["batch_size"]
     pred_adv = training.predict(model, adv["x_adv"].to(dev), bs).cpu()
     pred_clean = training.predict(model, data.x[adv["indices"]].to(dev), bs).cpu()

@@ -16,8 +16,9 @@ detector-unaware one); the wrapper carries the detector (``.detector``, ``.fit(x
 Chen, Carlini & Song, "Adversarial Example Defense: Ensembles of Weak Defenses are not
 Strong", WOOT 2017); that adaptive attack is not written here.
 
-Wiring (for the planner): the detector is fitted on clean *training* samples inside the cell
-that evaluates it (cheap and deterministic: no artifact). An attack cell whose defense is
+Wiring (:mod:`tasks.defense_metrics` does it for attack cells; transfer cells do not yet):
+the detector is fitted on clean *training* samples inside the cell that evaluates it (cheap
+and deterministic: no artifact). An attack cell whose defense is
 ``feature_squeezing_detector`` (or a transfer cell whose target defense is) adds
 :func:`detector_metrics` of its adversarial examples, with ``success`` = the examples that fool
 the model it evaluates (the attack's ``success``; in a transfer cell, ``pred_adv != labels``).
@@ -45,6 +46,9 @@ class FeatureSqueezingParams(Params):
     )
     fpr: float = Field(0.05, gt=0, lt=1, description="target false-positive rate on clean data")
     batch_size: int = Field(1024, ge=1, description="inputs per model call when scoring")
+    fit_size: int = Field(
+        1000, ge=1, description="clean training samples the threshold is fitted on in a study"
+    )
 
     @model_validator(mode="after")
     def _a_squeezer(self) -> FeatureSqueezingParams:

@@ -20,8 +20,9 @@ Three parts:
   (``("autoencoder",)``) and takes it as a keyword of its constructor; :func:`wrap_with`
   does both.
 
-Wiring (for the planner): the defense's params are the autoencoder's recipe, so the planner
-derives from them one autoencoder training cell per (dataset, recipe). On the worker that cell
+Wiring (done by :mod:`orchestrator.plan` and :mod:`tasks.cells`): the defense's params are
+the autoencoder's recipe, so the planner derives from them one autoencoder training cell per
+(dataset, recipe). On the worker that cell
 builds the network by :func:`build_autoencoder`, trains it by :func:`fit_autoencoder` on the
 clean training part and stores it like a classifier's checkpoint (``arch: dae``, ``params:
 PurifyParams.dae_params()``). Each attack or transfer cell whose (target) defense is

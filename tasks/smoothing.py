@@ -22,10 +22,11 @@ Randomness: every draw comes from a ``torch.Generator`` (the wrapper's, seeded f
 ``params.seed``, or the caller's) on the generator's device, then moves to the input's device;
 with a CPU generator the numbers are the same on every device.
 
-Wiring (for the planner): :func:`smoothing_metrics` is the work of an evaluation cell on the
-clean evaluation slice (inputs: the checkpoint; metrics ``smoothed_accuracy``,
-``abstain_rate``, ``certified_accuracy_r_<r>``…); attack and transfer cells use the wrapper
-like any defense (a transfer cell's predictions are then the smoothed ones).
+Wiring: :func:`smoothing_metrics` runs in the attack cell on the smoothed model
+(:mod:`tasks.defense_metrics`) on the clean evaluation slice at the params' ``radii``
+(metrics ``smoothed_accuracy``, ``abstain_rate``, ``certified_accuracy_r_<r>``…); attack and
+transfer cells use the wrapper like any defense (a transfer cell's predictions are then the
+smoothed ones).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from torch import nn
 
 from tasks.defenses import Defended, InputTransform, _NoGradient, register
 from tasks.errors import InputError
-from tasks.params import Number
+from tasks.params import Budget, Number
 from tasks.registry import Params
 
 ABSTAIN = -1
@@ -57,6 +58,10 @@ class SmoothingParams(Params):
     alpha: Number = Field(0.001, gt=0, lt=1, description="failure probability of each answer")
     batch_size: int = Field(1000, ge=1, description="noisy inputs per model call")
     seed: int = 0
+    radii: list[Budget] = Field(
+        default_factory=lambda: [0.25, 0.5, 0.75],
+        description="L2 radii of the certified accuracy an attack cell reports",
+    )
 
 
 @register("randomized_smoothing")

@@ -1,0 +1,58 @@
+"""Study validation of defenses that need trained artifacts (a defense class's ``requires``).
+
+A defense such as ``autoencoder_purify`` cannot be built from its params alone: its class
+declares the artifacts it needs (``requires = ("autoencoder",)``) and takes them as keywords of
+its constructor. The planner (:mod:`orchestrator.plan`) serves a role only when it knows which
+cell produces that artifact; :data:`SERVED` lists those roles. A defense entry that requires a
+role the planner cannot serve is refused here, before anything is written, rather than
+failing in every cell that would build it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tasks.defenses import DEFENSES
+
+if TYPE_CHECKING:
+    from orchestrator.spec import Resolved, _Problems
+
+SERVED: frozenset[str] = frozenset({"autoencoder"})
+"""Artifact roles the planner derives a producing cell for (see :func:`orchestrator.plan`)."""
+
+
+def requires(name: str) -> tuple[str, ...]:
+    """The artifact roles the defense ``name`` declares it needs (none for most)."""
+    return tuple(getattr(DEFENSES.get(name).obj, "requires", ()))
+
+
+ROLE_MODELS = {"autoencoder": "autoencoder"}
+"""The model name under which the cell producing each role shows in results rows."""
+
+
+def check(defenses: list[tuple[int, Resolved]], models: list[str], problems: _Problems) -> None:
+    """Refuse each defense entry that needs an artifact the planner cannot produce, or whose
+    producing cell would show under the name of one of the study's ``models``.
+
+    Args:
+        defenses: ``(entry index, resolved defense)`` for every valid defense entry.
+        models: the names of the study's model entries.
+        problems: Where errors go (with the entry's line and path).
+    """
+    for i, d in defenses:
+        taken = [ROLE_MODELS[r] for r in requires(d.name) if ROLE_MODELS.get(r) in models]
+        for name in taken:
+            problems.add(
+                ("models", models.index(name), "name"),
+                f"the model name {name!r} is the one {d.name} (defenses[{i}]) gives its "
+                "trained part in results; rename the model",
+            )
+        missing = [role for role in requires(d.name) if role not in SERVED]
+        if missing:
+            roles = ", ".join(repr(r) for r in missing)
+            problems.add(
+                ("defenses", i, "name"),
+                f"{d.name} needs a trained artifact ({roles}) that studies cannot produce yet: "
+                "no cell of the plan trains it; remove this defense from the study, or "
+                "evaluate it outside advgrid (see its module's docstring)",
+            )
