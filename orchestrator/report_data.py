@@ -379,15 +379,17 @@ def checkpoints(cells: list[CellRow]) -> list[Checkpoint]:
         if c.kind == "train" and "checkpoint" in c.artifacts:
             model = str(spec["model"]["name"])
             accuracy = c.metrics.get("eval_accuracy")
+            defense = ((spec.get("train") or {}).get("defense") or {}).get("name")
+            origin = f"trained ({defense})" if defense else "trained"
             out[(label, model)] = Checkpoint(
-                label, model, "trained", c.artifacts["checkpoint"], accuracy
+                label, model, origin, c.artifacts["checkpoint"], accuracy
             )
         for role in ("source", "target"):
             digest = spec.get(f"{role}_checkpoint_sha256")
             if digest:
                 model = str(spec[role])
                 out.setdefault((label, model), Checkpoint(label, model, "file", digest))
-    return sorted(out.values(), key=lambda k: (k.dataset, k.origin != "trained", k.model))
+    return sorted(out.values(), key=lambda k: (k.dataset, k.origin == "file", k.model))
 
 
 def eval_hashes(cells: list[CellRow]) -> dict[str, list[str]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator import spec
+from orchestrator import report_data, spec
 from orchestrator.errors import ConfigError
 from orchestrator.plan import expand
 from storage import ArtifactStore, Database
@@ -190,6 +190,8 @@ def test_a_run_trains_with_the_recipes_defense(tmp_path: Path) -> None:
     rows = Cli()("results", "robust", "--kind", "train", "--format", "json", env=env)
     (row,) = json.loads(rows.output)
     assert row["defense"] == "pgd_at"  # the train cell's defense column names it
+    (weights,) = report_data.checkpoints(db.cells(db.get_study("robust").id))
+    assert weights.origin == "trained (pgd_at)"  # as the report's weights table shows it
 
 
 def test_list_defenses_shows_both_stages(cli) -> None:
