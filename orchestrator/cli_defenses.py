@@ -5,8 +5,15 @@ from __future__ import annotations
 import click
 
 from orchestrator import defense_table
-from orchestrator.cli import echo_table, err, main, render_json, storage_options, user_errors
-from orchestrator.cli_tables import TABLE_FORMATS, _filter, _open, filter_options
+from orchestrator.cli import err, main, storage_options, user_errors
+from orchestrator.cli_tables import (
+    TABLE_FORMATS,
+    Renderings,
+    _filter,
+    _open,
+    emit,
+    filter_options,
+)
 from orchestrator.errors import AdvgridError
 
 
@@ -68,15 +75,16 @@ def defenses(
             "the undefended model, so list `none` among the study's defenses and the model "
             "among its targets"
         )
-    if fmt == "json":
-        render_json([r.to_json() for r in rows])
-    elif fmt == "csv":
-        click.echo(defense_table.to_csv(rows), nl=False)
-    elif fmt == "markdown":
-        click.echo(defense_table.to_markdown(rows))
-    elif fmt == "latex":
-        click.echo(defense_table.to_latex(rows))
-    else:
-        echo_table(defense_table.rich_table(rows))
+    emit(
+        fmt,
+        Renderings(
+            json=lambda: [r.to_json() for r in rows],
+            csv=lambda: defense_table.to_csv(rows),
+            tables=lambda: [defense_table.rich_table(rows)],
+            markdown=lambda: defense_table.to_markdown(rows),
+            latex=lambda: defense_table.to_latex(rows),
+        ),
+    )
+    if fmt == "table":
         for line in defense_table.reasons(rows):
             click.echo(line)

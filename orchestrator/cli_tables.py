@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
+from rich.table import Table
 
 from orchestrator import curves, plots, tables
 from orchestrator import samples as samplesmod
@@ -25,6 +29,31 @@ from storage.tables import DENOMINATORS, AttackFilter
 
 TABLE_FORMATS = click.Choice(["table", "json", "csv", "markdown", "latex"])
 PLOT_PATH = click.Path(dir_okay=False, writable=True, path_type=Path)
+
+
+@dataclass(frozen=True)
+class Renderings:
+    """How one command's result prints in each ``--format``; each is called only if chosen."""
+
+    json: Callable[[], Any]
+    csv: Callable[[], str]
+    tables: Callable[[], list[Table]]
+    markdown: Callable[[], str] | None = None
+    latex: Callable[[], str] | None = None
+
+
+def emit(fmt: str, r: Renderings) -> None:
+    """Print ``r`` in format ``fmt`` (table, json, csv, markdown or latex) on stdout."""
+    text = {"markdown": r.markdown, "latex": r.latex}.get(fmt)
+    if fmt == "json":
+        render_json(r.json())
+    elif fmt == "csv":
+        click.echo(r.csv(), nl=False)
+    elif text is not None:
+        click.echo(text())
+    else:
+        for table in r.tables():
+            echo_table(table)
 
 
 def print_transfer_tables(db_url: str, study: str) -> None:
@@ -140,18 +169,17 @@ def transfer(
                 f"see `advgrid results {name} --kind transfer`"
             )
         written = plots.save_all([plots.heatmap(m) for m in ms], plot) if plot else []
-    if fmt == "json":
-        objs = [m.to_json() for m in ms]
-        render_json(objs[0] if len(objs) == 1 and (attack or eps) else objs)
-    elif fmt == "csv":
-        click.echo(tables.to_csv(ms), nl=False)
-    elif fmt == "markdown":
-        click.echo("\n\n".join(tables.to_markdown(m) for m in ms))
-    elif fmt == "latex":
-        click.echo("\n\n".join(tables.to_latex(m) for m in ms))
-    else:
-        for m in ms:
-            echo_table(tables.rich_table(m))
+    objs = [m.to_json() for m in ms]
+    emit(
+        fmt,
+        Renderings(
+            json=lambda: objs[0] if len(objs) == 1 and (attack or eps) else objs,
+            csv=lambda: tables.to_csv(ms),
+            tables=lambda: [tables.rich_table(m) for m in ms],
+            markdown=lambda: "\n\n".join(tables.to_markdown(m) for m in ms),
+            latex=lambda: "\n\n".join(tables.to_latex(m) for m in ms),
+        ),
+    )
     for path in written:
         click.echo(f"wrote {path}", err=True)
 
@@ -212,16 +240,16 @@ def curve(
                 f"see `advgrid results {name} --kind attack`"
             )
         written = plots.save_all(plots.curve_figures(found), plot) if plot else []
-    if fmt == "json":
-        render_json([c.to_json() for c in found])
-    elif fmt == "csv":
-        click.echo(curves.to_csv(found), nl=False)
-    elif fmt == "markdown":
-        click.echo(curves.to_markdown(found))
-    elif fmt == "latex":
-        click.echo(curves.to_latex(found))
-    else:
-        echo_table(curves.rich_table(found))
+    emit(
+        fmt,
+        Renderings(
+            json=lambda: [c.to_json() for c in found],
+            csv=lambda: curves.to_csv(found),
+            tables=lambda: [curves.rich_table(found)],
+            markdown=lambda: curves.to_markdown(found),
+            latex=lambda: curves.to_latex(found),
+        ),
+    )
     for path in written:
         click.echo(f"wrote {path}", err=True)
 
@@ -297,12 +325,14 @@ def samples(
             "predictions (an older advgrid) are left out of the join",
             err=True,
         )
-    if fmt == "json":
-        render_json([j.to_json() for j in joins])
-    elif fmt == "csv":
-        click.echo(samplesmod.to_csv(joins), nl=False)
-    else:
-        echo_table(samplesmod.rich_table(joins))
+    emit(
+        fmt,
+        Renderings(
+            json=lambda: [j.to_json() for j in joins],
+            csv=lambda: samplesmod.to_csv(joins),
+            tables=lambda: [samplesmod.rich_table(joins)],
+        ),
+    )
     if grid and not figs:
         click.echo("no example fools every target: no grid drawn", err=True)
     for path in written:
