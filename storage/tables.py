@@ -220,6 +220,21 @@ def _heads(js: _Json) -> tuple[ColumnElement[Any], ...]:
     )
 
 
+def _transfer_heads(r: Any) -> dict[str, Any]:
+    """The fields every transfer row starts with: the cell key, :func:`_heads` and the
+    target with its defense, in the order the queries select them."""
+    return {
+        "cell_key": r[0],
+        "dataset": r[1],
+        "attack": r[2],
+        "params_json": canonical_params(r[3]),
+        "source": r[4],
+        "source_defense": (r[5], r[6] or r[5]),
+        "target": r[7],
+        "target_defense": (r[8], r[9] or r[8]),
+    }
+
+
 @functools.lru_cache(maxsize=4096)
 def canonical_params(text: str | None) -> str:
     """Attack params JSON text (as either backend returns it) in canonical form."""
@@ -282,14 +297,7 @@ class TablesMixin(DatabaseCore):
         with self.session_scope(write=False) as s:
             return [
                 TransferCount(
-                    cell_key=r[0],
-                    dataset=r[1],
-                    attack=r[2],
-                    params_json=canonical_params(r[3]),
-                    source=r[4],
-                    source_defense=(r[5], r[6] or r[5]),
-                    target=r[7],
-                    target_defense=(r[8], r[9] or r[8]),
+                    **_transfer_heads(r),
                     fooled=int(r[10]),
                     n=int(r[11]),
                 )
@@ -341,14 +349,7 @@ class TablesMixin(DatabaseCore):
         with self.session_scope(write=False) as s:
             return [
                 TransferOutputs(
-                    cell_key=r[0],
-                    dataset=r[1],
-                    attack=r[2],
-                    params_json=canonical_params(r[3]),
-                    source=r[4],
-                    source_defense=(r[5], r[6] or r[5]),
-                    target=r[7],
-                    target_defense=(r[8], r[9] or r[8]),
+                    **_transfer_heads(r),
                     attack_key=r[10],
                     adversarial=r[11],
                     predictions=r[12],

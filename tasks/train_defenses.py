@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -33,6 +32,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from tasks.attacks import ATTACKS, Attack
+from tasks.attacks.base import attack_mode
 from tasks.attacks.norms import LinfBall
 from tasks.params import Number
 from tasks.registry import Params, Registry
@@ -96,23 +96,6 @@ def _adversarial(
 def _count(fraction: float, m: int) -> int:
     """How many of ``m`` examples a share ``fraction`` is, rounded half up."""
     return min(m, math.floor(fraction * m + 0.5))
-
-
-@contextmanager
-def _inner_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode with parameter gradients off for an inner maximization, as the attack base
-    class runs attacks; both are restored afterwards, also on errors."""
-    training = model.training
-    grads = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        model.eval()
-        for p, _ in grads:
-            p.requires_grad_(False)
-        yield
-    finally:
-        model.train(training)
-        for p, flag in grads:
-            p.requires_grad_(flag)
 
 
 class FGSMATParams(Params):
@@ -321,7 +304,7 @@ class TRADES(TrainingDefense):
         p, step = self.params, float(self.params.step_size or 0.0)
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x_adv = (x.detach() + 0.001 * noise).clamp(0, 1)
-        with _inner_mode(model):
+        with attack_mode(model):
             with torch.no_grad():
                 p_clean = F.softmax(model(x), 1)
             for _ in range(p.steps):
@@ -393,7 +376,7 @@ class SharedAT(TrainingDefense):
         p, step = self.params, float(self.params.step_size or 0.0)
         shard = self._shards(len(x), x.device)
         delta = torch.zeros((int(shard[-1]) + 1, *x.shape[1:]), device=x.device, dtype=x.dtype)
-        with _inner_mode(model):
+        with attack_mode(model):
             for _ in range(p.steps):
                 delta.requires_grad_(True)
                 loss = F.cross_entropy(model((x + delta[shard]).clamp(0, 1)), y, reduction="none")

@@ -81,7 +81,9 @@ def register(name: str) -> Callable[[type[Attack]], type[Attack]]:
 
 
 @contextmanager
-def _attack_mode(model: nn.Module) -> Iterator[None]:
+def attack_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode with parameter gradients off while an attack (or a training defense's inner
+    maximization) runs; both are restored afterwards, also on errors."""
     training = model.training
     grads = [(p, p.requires_grad) for p in model.parameters()]
     try:
@@ -125,7 +127,7 @@ class Attack(ABC):
         gen = generator or torch.Generator(device=x.device).manual_seed(self.params.seed)
         self.forward = self.backward = 0
         self.counts = {}
-        with _attack_mode(model):
+        with attack_mode(model):
             target = self._targets(model, x, y, gen) if self.params.targeted else None
             if self.params.eps == 0 and self.fixed_budget:
                 x_adv = x.clone()
