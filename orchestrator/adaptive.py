@@ -10,7 +10,9 @@ baseline; ``square``, ``spsa``, ``one_pixel`` and ``noise`` are gradient-free):
 Errors:
     - A gradient attack against a defense that is not differentiable, without ``bpda``:
       autograd has no true gradient through it, so the attack would report obfuscated
-      gradients as robustness (Athalye, Carlini & Wagner, ICML 2018).
+      gradients as robustness (Athalye, Carlini & Wagner, ICML 2018). An explicit
+      ``adaptive: none`` runs it anyway, to record that non-adaptive number on purpose
+      (with a note); the planner records it by itself beside every adapted attack cell.
     - ``eot`` on a deterministic defense: every draw is the same, so EOT would cost
       ``eot_samples`` times as many passes for the very same gradient. An error rather than
       a warning because it also changes cell keys: such cells would be computed again, at
@@ -20,6 +22,8 @@ Errors:
     - ``eot_samples`` without ``eot``; ``eot_samples`` below 2 (one draw averages nothing).
 
 Notes (printed by ``advgrid plan`` and ``advgrid run``, never errors):
+    - ``adaptive: none`` said on a non-differentiable defense under gradient attacks: their
+      robust accuracy is the non-adaptive number, not robustness.
     - A randomized defense without ``eot`` under gradient attacks: allowed, but each step
       follows one random draw, so its robust accuracy is not an adaptive number.
     - ``bpda`` on a differentiable defense: the identity replaces the true gradient, which
@@ -47,28 +51,30 @@ class AdaptiveChoice(BaseModel):
     """The adaptive keys of one defense entry."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    adaptive: Literal["none", "bpda", "eot", "bpda+eot"] = "none"
+    adaptive: Literal["none", "bpda", "eot", "bpda+eot"] | None = None
     eot_samples: int | None = Field(None, ge=2)
 
 
-def take(values: dict, loc: tuple, problems: _Problems) -> tuple[str, int | None]:
+def take(values: dict, loc: tuple, problems: _Problems) -> tuple[str, int | None, bool]:
     """Remove the adaptive keys from a defense entry's ``values``; ``(adaptive,
-    eot_samples)``, with ``eot_samples`` defaulting to 10 under eot and None otherwise."""
-    given = {k: values.pop(k) for k in KEYS if k in values}
+    eot_samples, given)``, with ``eot_samples`` defaulting to 10 under eot and None
+    otherwise, and ``given`` whether the entry says ``adaptive:`` at all."""
+    keys = {k: values.pop(k) for k in KEYS if k in values}
     try:
-        choice = AdaptiveChoice.model_validate(given)
+        choice = AdaptiveChoice.model_validate(keys)
     except ValidationError as exc:
         problems.add_pydantic(exc, loc, AdaptiveChoice)
-        return INVALID, None  # the study is refused; no rule is checked on a wrong value
-    if "eot" not in choice.adaptive:
+        return INVALID, None, True  # the study is refused; no rule is checked on a wrong value
+    method, given = choice.adaptive or "none", choice.adaptive is not None
+    if "eot" not in method:
         if choice.eot_samples is not None:
             problems.add(
                 loc + ("eot_samples",),
                 "eot_samples applies only with `adaptive: eot` or `adaptive: bpda+eot` "
-                f"(got adaptive: {choice.adaptive})",
+                f"(got adaptive: {method})",
             )
-        return choice.adaptive, None
-    return choice.adaptive, choice.eot_samples or DEFAULT_EOT_SAMPLES
+        return method, None, given
+    return method, choice.eot_samples or DEFAULT_EOT_SAMPLES, given
 
 
 def gradient_free() -> list[str]:
@@ -90,14 +96,16 @@ def check(
         problems: Where errors go.
         notes: Where notes go (see the module docstring).
     """
-    grads = [(j, name) for j, name in attacks if _is_gradient(name)]
+    grads = [(j, name) for j, name in attacks if is_gradient(name)]
     for i, d in defenses:
         if d.adaptive != INVALID:
             _errors(i, d, grads, problems)
             _notes(i, d, grads, notes)
 
 
-def _is_gradient(name: str) -> bool:
+def is_gradient(name: str) -> bool:
+    """Whether the registered attack ``name`` follows gradients (neither black-box nor a
+    baseline)."""
     cls = ATTACKS.get(name).obj
     return not (cls.black_box or cls.baseline)
 
@@ -125,13 +133,15 @@ def _errors(i: int, d: Resolved, grads: list[tuple[int, str]], problems: _Proble
             "many passes for the same gradient; use "
             + ("`adaptive: bpda`" if bpda or not cls.differentiable else "`adaptive: none`"),
         )
-    if grads and not cls.differentiable and not bpda:
+    on_purpose = d.adaptive == "none" and d.adaptive_given
+    if grads and not cls.differentiable and not bpda and not on_purpose:
         problems.add(
             loc,
             f"{d.name} is not differentiable: a gradient attack through it ({_names(grads)}) "
             "sees no true gradient and reports obfuscated gradients as robustness; add "
-            "`adaptive: bpda` (or `bpda+eot`) to the defense, or attack it only with "
-            f"gradient-free attacks ({', '.join(gradient_free())})",
+            "`adaptive: bpda` (or `bpda+eot`) to the defense, attack it only with "
+            f"gradient-free attacks ({', '.join(gradient_free())}), or say `adaptive: none` "
+            "to record that non-adaptive number on purpose",
         )
 
 
@@ -146,6 +156,14 @@ def _notes(i: int, d: Resolved, grads: list[tuple[int, str]], notes: _Problems) 
             f"({_names(grads)}) follow one random draw per step, so the robust accuracy they "
             "report for it is not an adaptive number; add `adaptive: eot` (or `bpda+eot`) "
             "for expectation over transformation",
+        )
+    if grads and not cls.differentiable and d.adaptive == "none" and d.adaptive_given:
+        notes.add(
+            at,
+            f"{d.label} is not differentiable and `adaptive: none`: the gradient attacks "
+            f"({_names(grads)}) follow autograd's masked gradient through it (zero almost "
+            "everywhere), so the robust accuracy they report is the non-adaptive number, not "
+            "robustness; an entry with `adaptive: bpda` (or `bpda+eot`) records both",
         )
     if bpda and cls.differentiable and d.name != "none":
         notes.add(

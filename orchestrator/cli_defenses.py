@@ -64,8 +64,9 @@ def defenses(
         )
         rows = defense_table.build(selected, every)
         if not rows:
+            which = "match the filters" if params or attack or eps else "are done"
             raise AdvgridError(
-                f"no done attack cells in study {name!r} match the filters; "
+                f"no attack cells in study {name!r} {which}; "
                 f"see `advgrid results {name} --kind attack`"
             )
     missing = defense_table.missing_oblivious(rows)

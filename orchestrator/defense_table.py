@@ -1,13 +1,20 @@
 """``advgrid defenses``: per defended model and attack configuration, clean accuracy, the
-oblivious (non-adaptive) and the adaptive robust accuracy, their gap, and gradient-masking
+two non-adaptive robust accuracies and the adaptive one, their gap, and gradient-masking
 flags; rendered for the terminal (rich), CSV, JSON, Markdown and LaTeX (booktabs).
 
+- **non-adaptive**: the attack run on M+D without BPDA/EOT, following autograd's gradient
+  through the defense (zero through a rounding, a codec or a vote): the twin the planner
+  adds beside every adapted attack cell; what a plain white-box evaluation reports;
 - **oblivious**: the attack crafted on the undefended model M, evaluated on M+D (the transfer
   cell M → M+D): what the defense's number is when the attacker ignores it;
 - **adaptive**: the attack run on M+D itself, through BPDA/EOT where the study asks for
   them (the attack cell on M+D);
-- **gap** = oblivious − adaptive: the robustness the non-adaptive number claimed and an
-  adaptive attack took away, the obfuscation signal of Athalye, Carlini & Wagner (ICML 2018).
+- **gap** = the larger non-adaptive number − adaptive: the robustness a non-adaptive
+  evaluation claimed and an adaptive attack took away, the obfuscation signal of Athalye,
+  Carlini & Wagner (ICML 2018).
+
+A twin is shown in its adapted row, not as a row of its own; its flags join the row's,
+marked "without adaptation".
 
 Undefended models appear too (defense ``none``): their adaptive number is the white-box one,
 the baseline a defense is measured against. Flags: :mod:`orchestrator.masking`.
@@ -28,8 +35,10 @@ from orchestrator.tables import attack_title, latex_escape, model_label
 from storage.defense_tables import DefenseEvaluation
 
 CAPTION = (
-    "clean: M+D on clean inputs; oblivious: the attack crafted on M alone, evaluated on M+D; "
-    "adaptive: the attack run on M+D (BPDA/EOT where set); gap = oblivious - adaptive"
+    "clean: M+D on clean inputs; non-adaptive: the attack run on M+D through autograd's "
+    "(masked) gradient, no BPDA/EOT; oblivious: the attack crafted on M alone, evaluated on "
+    "M+D; adaptive: the attack run on M+D (BPDA/EOT where set); "
+    "gap = max(non-adaptive, oblivious) - adaptive"
 )
 
 
@@ -50,13 +59,17 @@ class Row:
     cell_key: str
     oblivious_key: str | None
     flags: list[masking.Flag] = field(default_factory=list)
+    naive: float | None = None
+    naive_key: str | None = None
 
     @property
     def gap(self) -> float | None:
-        """Oblivious minus adaptive robust accuracy; None without both."""
-        if self.oblivious is None or self.robust is None:
+        """The larger of the non-adaptive numbers minus the adaptive robust accuracy; None
+        without an adaptive number or any non-adaptive one."""
+        claimed = [v for v in (self.naive, self.oblivious) if v is not None]
+        if not claimed or self.robust is None:
             return None
-        return self.oblivious - self.robust
+        return max(claimed) - self.robust
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,12 +82,14 @@ class Row:
             "params": self.params,
             "n": self.n,
             "clean_accuracy": self.clean,
+            "non_adaptive_robust_accuracy": self.naive,
             "oblivious_robust_accuracy": self.oblivious,
             "adaptive_robust_accuracy": self.robust,
             "gap": self.gap,
             "flags": [f.to_json() for f in self.flags],
             "attack_cell_key": self.cell_key,
             "oblivious_cell_key": self.oblivious_key,
+            "non_adaptive_cell_key": self.naive_key,
         }
 
 
@@ -84,10 +99,18 @@ def build(
     """Table rows for ``rows``, in their order; flags are read from ``context`` (every
     attack cell of the study, so a filter does not hide the cells a rule compares), or from
     ``rows`` when None."""
-    found = masking.flags(rows if context is None else context)
+    every = rows if context is None else context
+    found = masking.flags(every)
+    groups = {r.cell_key: masking.group_of(r) for r in every}
+    twins = {r.naive_key for r in rows if r.naive_key is not None}
     out = []
     for r in rows:
+        if r.cell_key in twins:  # shown in its adapted row
+            continue
         clean = r.metrics.get("clean_accuracy", r.oblivious_clean)
+        flags = list(found.get(masking.group_of(r), []))
+        if r.naive_key in groups:
+            flags += _without_adaptation(found.get(groups[r.naive_key], []), flags)
         out.append(
             Row(
                 dataset=r.dataset,
@@ -102,10 +125,20 @@ def build(
                 robust=r.metrics.get("robust_accuracy"),
                 cell_key=r.cell_key,
                 oblivious_key=r.oblivious_key,
-                flags=found.get(masking.group_of(r), []),
+                flags=flags,
+                naive=r.naive_robust,
+                naive_key=r.naive_key,
             )
         )
     return out
+
+
+def _without_adaptation(twin: list[masking.Flag], own: list[masking.Flag]) -> list[masking.Flag]:
+    """The twin's flags that the adapted row does not raise itself, marked as such."""
+    names = {f.name for f in own}
+    return [
+        masking.Flag(f.name, f"without adaptation: {f.reason}") for f in twin if f.name not in names
+    ]
 
 
 def missing_oblivious(rows: list[Row]) -> list[str]:
@@ -126,6 +159,7 @@ def _cells(r: Row) -> list[str]:
         "—" if r.adaptive == "none" else r.adaptive,
         attack_title(r.attack, r.params),
         _pct(r.clean),
+        _pct(r.naive),
         _pct(r.oblivious),
         _pct(r.robust),
         _pct(r.gap, signed=True),
@@ -133,18 +167,30 @@ def _cells(r: Row) -> list[str]:
     ]
 
 
-HEADS = ["dataset", "model", "adapts", "attack", "clean", "oblivious", "adaptive", "gap", "flags"]
+HEADS = [
+    "dataset",
+    "model",
+    "adapts",
+    "attack",
+    "clean",
+    "non-adaptive",
+    "oblivious",
+    "adaptive",
+    "gap",
+    "flags",
+]
+NUMERIC = slice(4, 9)
 
 
 def rich_table(rows: list[Row]) -> Table:
     table = Table(
-        title="Defended models: accuracy (%) — clean, oblivious and adaptive robust",
+        title="Defended models: accuracy (%) — clean, non-adaptive, oblivious and adaptive robust",
         title_justify="left",
         caption=f"[dim]{CAPTION}[/]",
         caption_justify="left",
     )
     for head in HEADS:
-        table.add_column(head, justify="right" if head in HEADS[4:8] else "left")
+        table.add_column(head, justify="right" if head in HEADS[NUMERIC] else "left")
     for r in rows:
         table.add_row(*_cells(r))
     return table
@@ -165,16 +211,18 @@ def to_csv(rows: list[Row]) -> str:
     w = csv.writer(buf)
     w.writerow(
         ["dataset", "model", "defense", "adaptive", "attack", "params", "n", "clean_accuracy"]
-        + ["oblivious_robust_accuracy", "adaptive_robust_accuracy", "gap", "flags"]
-        + ["attack_cell_key", "oblivious_cell_key"]
+        + ["non_adaptive_robust_accuracy", "oblivious_robust_accuracy"]
+        + ["adaptive_robust_accuracy", "gap", "flags"]
+        + ["attack_cell_key", "oblivious_cell_key", "non_adaptive_cell_key"]
     )
     for r in rows:
-        nums = [r.clean, r.oblivious, r.robust, r.gap]
+        nums = [r.clean, r.naive, r.oblivious, r.robust, r.gap]
         w.writerow(
             [r.dataset, r.model, r.defense, r.adaptive, r.attack]
             + [json.dumps(r.params, sort_keys=True), r.n]
             + ["" if v is None else f"{v:.6f}" for v in nums]
             + [";".join(f.name for f in r.flags), r.cell_key, r.oblivious_key or ""]
+            + [r.naive_key or ""]
         )
     return buf.getvalue()
 
@@ -184,7 +232,7 @@ def to_markdown(rows: list[Row]) -> str:
         "**Defended models: accuracy (%)**",
         "",
         "| " + " | ".join(HEADS) + " |",
-        "|---|---|---|---|" + "---:|" * 4 + "---|",
+        "|---|---|---|---|" + "---:|" * 5 + "---|",
     ]
     lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
     return "\n".join([*lines, "", CAPTION + "."])
@@ -196,7 +244,7 @@ def to_latex(rows: list[Row]) -> str:
         r"\begin{table}[t]",
         r"\centering",
         r"\caption{Defended models: accuracy (\%). " + latex_escape(CAPTION) + "}",
-        r"\begin{tabular}{llll" + "r" * 4 + "l}",
+        r"\begin{tabular}{llll" + "r" * 5 + "l}",
         r"\toprule",
         " & ".join(HEADS) + r" \\",
         r"\midrule",

@@ -14,6 +14,7 @@ never flags):
 - ``black_box_wins`` (a): at one budget and norm, a gradient-free attack (black-box, or the
   ``noise`` baseline) leaves a robust accuracy more than ``tol`` below the lowest of the
   gradient attacks: the gradients the white-box attacks follow are not the model's.
+  Targeted attacks are left out (their success is hitting a target, not any error).
 - ``vanishing_gradient`` (b): on the clean inputs, the input gradient of the loss through
   what the attack ran on (``grad_zero_fraction``, ``grad_l1_median``; see
   :mod:`tasks.adaptive`) is exactly zero for more than :data:`ZERO_FRACTION` of the samples,
@@ -120,6 +121,8 @@ def _black_box_wins(rows: list[DefenseEvaluation]) -> list[Flag]:
         if kind is None or not isinstance(eps, int | float) or value is None:
             continue
         norm = params.get("norm", ATTACKS.get(r.attack).obj.norm)
+        if params.get("targeted"):  # a targeted attack's success is not comparable
+            continue
         key = (float(eps), str(norm), kind)
         if key not in best or value < best[key][0]:
             best[key] = (value, r.attack)

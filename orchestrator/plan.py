@@ -13,21 +13,27 @@ indices it fits (``"train_split": {"index": i, "of": K}``); other train specs ha
 How an attack adapts to a defense (``adaptive``, ``eot_samples``) is part of the attack cell's
 ``defense`` only when it does adapt, so non-adaptive keys are as they were; a transfer cell's
 ``target_defense`` never carries it (a forward pass does not depend on how an attacker adapted).
-A defense whose class ``requires`` a trained artifact (``autoencoder_purify``) adds, per
-dataset and recipe, the train cell that produces it, and every attack and transfer cell that
-builds the defense gets that artifact as an input of the role's name (a dependency); keys of
-other cells are unchanged.
+Every attack cell on an adapted defense has a non-adaptive twin, the same attack on the same
+defended model without BPDA/EOT (for gradient attacks, and for any attack under EOT): its
+key is the defense without ``adaptive``, it has no transfer cells, and ``advgrid defenses``
+shows its number beside the adaptive one (:mod:`storage.defense_tables`).
+A defense entry with ``models:`` wraps only those models: attack cells on them as sources,
+transfer cells onto them as targets. A defense whose class ``requires`` a trained artifact
+(``autoencoder_purify``) adds, per dataset and recipe, the train cell that produces it, and
+every attack and transfer cell that builds the defense gets that artifact as an input of the
+role's name (a dependency); keys of other cells are unchanged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator import spec_defenses
+from orchestrator import adaptive, spec_defenses
 from orchestrator.spec import Resolved, Study
 from tasks import datasets
 
@@ -59,6 +65,7 @@ class PlannedCell:
 class Plan:
     study: Study
     cells: list[PlannedCell] = field(default_factory=list)
+    _keys: dict[str, PlannedCell] = field(default_factory=dict, repr=False)
 
     def add(
         self, kind: str, spec: dict, inputs: dict[str, tuple[str, ...]], *, once: bool = False
@@ -70,11 +77,10 @@ class Plan:
             spec = {**spec, "precision": precision}
         deps = tuple(sorted({src[1] for src in inputs.values() if src[0] == "cell"}))
         cell = PlannedCell(cell_key(spec, deps), kind, spec, deps, inputs)
-        if once:
-            found = next((c for c in self.cells if c.key == cell.key), None)
-            if found is not None:
-                return found
+        if once and cell.key in self._keys:
+            return self._keys[cell.key]
         self.cells.append(cell)
+        self._keys.setdefault(cell.key, cell)
         return cell
 
     def by_key(self) -> dict[str, PlannedCell]:
@@ -113,17 +119,49 @@ def expand(study: Study) -> Plan:
         ds = _component(d)
         refs = _model_refs(plan, study, ds, d.label)
         ds_eval = {"dataset": ds, "eval_hash": _eval_hash(d)}
-        used = any(src in refs for src in sources)  # else no cell here builds a defense
-        extra = [_artifact_inputs(plan, ds, d) if used else {} for d in study.defenses]
-        attacks = [
-            _attack(plan, ds_eval, src, {"checkpoint": refs[src], **extra[i]}, defense, attack)
+        placed = [  # (source, defense index): the defended models attacked here
+            (src, i)
             for src in sources
             if src in refs
             for i, defense in enumerate(study.defenses)
+            if spec_defenses.wraps(study, defense, src)
+        ]
+        wrapped = [*sources, *targets]  # a defense no cell here builds needs no artifact
+        used = {
+            i
+            for i, d in enumerate(study.defenses)
+            if placed and any(m in refs and spec_defenses.wraps(study, d, m) for m in wrapped)
+        }
+        extra = [
+            _artifact_inputs(plan, ds, d) if i in used else {} for i, d in enumerate(study.defenses)
+        ]
+        attacks = [
+            _attack(plan, ds_eval, src, {"checkpoint": refs[src], **extra[i]}, defense, attack)
+            for src, i in placed
+            for defense in [study.defenses[i]]
             for attack in study.attacks
         ]
         _transfers(plan, attacks, [t for t in targets if t in refs], refs, extra)
+        for src, i in placed:
+            defense = study.defenses[i]
+            for attack in study.attacks:
+                if _has_twin(defense, attack):
+                    inputs = {"checkpoint": refs[src], **extra[i]}
+                    _attack(plan, ds_eval, src, inputs, _unadapted(defense), attack, once=True)
     return plan
+
+
+def _has_twin(defense: Resolved, attack: Resolved) -> bool:
+    """Whether an attack cell on an adapted defense gets a non-adaptive twin: for gradient
+    attacks (which BPDA and EOT change), and for any attack under EOT (which changes what
+    a gradient-free attack sees of a randomized defense)."""
+    if defense.adaptive == "none":
+        return False
+    return "eot" in defense.adaptive or adaptive.is_gradient(attack.name)
+
+
+def _unadapted(defense: Resolved) -> Resolved:
+    return dataclasses.replace(defense, adaptive="none", eot_samples=None, adaptive_given=True)
 
 
 def _transfers(
@@ -133,9 +171,14 @@ def _transfers(
     refs: dict[str, tuple[str, ...]],
     extra: list[dict[str, tuple[str, ...]]],
 ) -> None:
-    """A transfer cell per attack cell × target × defense of the target."""
+    """A transfer cell per attack cell × target × defense that wraps the target."""
+    study = plan.study
     for cell, tgt, (j, tdef) in (
-        (a, t, td) for a in attacks for t in targets for td in enumerate(plan.study.defenses)
+        (a, t, (j, td))
+        for a in attacks
+        for t in targets
+        for j, td in enumerate(study.defenses)
+        if spec_defenses.wraps(study, td, t)
     ):
         tspec = {**cell.spec, "kind": "transfer", "target": tgt, "target_defense": _component(tdef)}
         if refs[tgt][0] == "file":
@@ -215,6 +258,8 @@ def _attack(
     inputs: dict[str, tuple[str, ...]],
     defense: Resolved,
     attack: Resolved,
+    *,
+    once: bool = False,
 ) -> PlannedCell:
     ref = inputs["checkpoint"]
     spec = {
@@ -226,4 +271,4 @@ def _attack(
     }
     if ref[0] == "file":
         spec["source_checkpoint_sha256"] = ref[2]
-    return plan.add("attack", spec, inputs)
+    return plan.add("attack", spec, inputs, once=once)

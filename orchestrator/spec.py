@@ -137,8 +137,11 @@ class Resolved:
     """A validated component: registry name, label and normalized params.
 
     A defense also says how attack cells adapt to it (:mod:`orchestrator.adaptive`):
-    ``adaptive`` (``none``, ``bpda``, ``eot``, ``bpda+eot``) and ``eot_samples`` (set only
-    with eot). Neither is a defense parameter.
+    ``adaptive`` (``none``, ``bpda``, ``eot``, ``bpda+eot``), ``eot_samples`` (set only
+    with eot) and ``adaptive_given`` (whether the entry says ``adaptive:``; an explicit
+    ``none`` allows gradient attacks through a non-differentiable defense, on purpose).
+    ``models`` names the models the defense wraps (None: all of them;
+    :func:`orchestrator.spec_defenses.wraps`). None of them is a defense parameter.
     """
 
     name: str
@@ -146,6 +149,8 @@ class Resolved:
     params: dict[str, Any]
     adaptive: str = "none"
     eot_samples: int | None = None
+    adaptive_given: bool = False
+    models: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -273,7 +278,8 @@ def _resolve(
     model = registry.get(entry.name).params
     values = entry.values
     label = str(values.pop("label", entry.name))
-    how = adaptive.take(values, loc, problems) if defense else ("none", None)
+    how = adaptive.take(values, loc, problems) if defense else ("none", None, False)
+    wraps = spec_defenses.take_models(values, loc, problems) if defense else None
     takes_list = {n for n, f in model.model_fields.items() if _is_list(f.annotation)}
     axes = [k for k, v in values.items() if grid and isinstance(v, list) and k not in takes_list]
     out: list[Resolved] = []
@@ -291,7 +297,7 @@ def _resolve(
                 )
             continue
         if not any(r.params == params for r in out):
-            out.append(Resolved(entry.name, label, params, *how))
+            out.append(Resolved(entry.name, label, params, *how, models=wraps))
     return out
 
 
@@ -366,6 +372,7 @@ def _check_components(study: Study, problems: _Problems, notes: _Problems) -> No
     known = [(i, a.name) for i, a in enumerate(spec.attacks) if a.name in ATTACKS]
     adaptive.check(placed, known, problems, notes)
     spec_defenses.check(placed, [m.name for m in spec.models], problems)
+    spec_defenses.check_models(placed, spec.models, problems)
     for kind, items in (("datasets", study.datasets), ("defenses", study.defenses)):
         labels = [r.label for r in items]
         for label in {x for x in labels if labels.count(x) > 1}:

@@ -1,4 +1,5 @@
-"""Study validation of defenses that need trained artifacts (a defense class's ``requires``).
+"""Study validation of defenses that need trained artifacts (a defense class's ``requires``),
+and of the ``models:`` a defense entry wraps.
 
 A defense such as ``autoencoder_purify`` cannot be built from its params alone: its class
 declares the artifacts it needs (``requires = ("autoencoder",)``) and takes them as keywords of
@@ -10,12 +11,13 @@ failing in every cell that would build it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from tasks.defenses import DEFENSES
 
 if TYPE_CHECKING:
-    from orchestrator.spec import Resolved, _Problems
+    from orchestrator.spec import ModelEntry, Resolved, Study, _Problems
 
 SERVED: frozenset[str] = frozenset({"autoencoder"})
 """Artifact roles the planner derives a producing cell for (see :func:`orchestrator.plan`)."""
@@ -56,3 +58,41 @@ def check(defenses: list[tuple[int, Resolved]], models: list[str], problems: _Pr
                 "no cell of the plan trains it; remove this defense from the study, or "
                 "evaluate it outside advgrid (see its module's docstring)",
             )
+
+
+def take_models(values: dict, loc: tuple, problems: _Problems) -> tuple[str, ...] | None:
+    """Remove ``models:`` from a defense entry's ``values``: the names of the models the
+    defense wraps (a split entry's name meaning all its parts), or None for all of them.
+    It selects cells, like ``sources:``; it is not a defense parameter and no key holds it."""
+    if "models" not in values:
+        return None
+    given: Any = values.pop("models")
+    if not isinstance(given, list) or not given or not all(isinstance(n, str) for n in given):
+        problems.add(
+            loc + ("models",),
+            f"models must be a non-empty list of model names, e.g. [cnn]; got {given!r}",
+        )
+        return None
+    return tuple(dict.fromkeys(given))
+
+
+def check_models(
+    defenses: list[tuple[int, Resolved]], models: Sequence[ModelEntry], problems: _Problems
+) -> None:
+    """Refuse a defense entry's ``models:`` naming a model the study does not have."""
+    known = list(dict.fromkeys(n for m in models for n in [m.name, *m.part_names()]))
+    for i, d in dict(defenses).items():
+        for j, name in enumerate(d.models or ()):
+            if name not in known:
+                problems.add(
+                    ("defenses", i, "models", j),
+                    f"unknown model {name!r}; the study's models are {', '.join(known)}",
+                )
+
+
+def wraps(study: Study, defense: Resolved, model: str) -> bool:
+    """Whether ``defense`` wraps the model (or split part) ``model`` in ``study``."""
+    if defense.models is None:
+        return True
+    groups = {m.name: m.part_names() for m in study.file.models}
+    return any(model == name or model in groups.get(name, ()) for name in defense.models)

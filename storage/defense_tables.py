@@ -1,13 +1,16 @@
-"""The query behind ``advgrid defenses``: adaptive and oblivious robust accuracy side by side.
+"""The query behind ``advgrid defenses``: adaptive, oblivious and non-adaptive robust
+accuracy side by side.
 
-For a model M behind a defense D and one attack configuration A there are two numbers
+For a model M behind a defense D and one attack configuration A there are three numbers
 (Athalye, Carlini & Wagner, ICML 2018; Carlini et al., "On Evaluating Adversarial
 Robustness", 2019):
 
 - **adaptive**: the attack cell on source M+D, whose attack ran on M+D (through BPDA/EOT
   where the study asks for it): ``robust_accuracy``;
 - **oblivious** (non-adaptive): A crafted on M alone, evaluated on M+D: the transfer cell
-  with source M (defense ``none``) and target M+D: ``target_robust_accuracy``.
+  with source M (defense ``none``) and target M+D: ``target_robust_accuracy``;
+- **non-adaptive white-box**, for an attack cell that adapted: its twin, the same attack on
+  M+D without BPDA/EOT (following autograd's masked gradient): ``robust_accuracy``.
 
 A study has the second when it lists ``none`` among its defenses and M among its targets.
 The transfer cell is matched to the attack cell by dataset (label and evaluation slice),
@@ -61,6 +64,10 @@ class DefenseEvaluation:
             has none done.
         oblivious_robust: Its ``target_robust_accuracy``.
         oblivious_clean: Its ``target_clean_accuracy`` (M+D on the clean inputs).
+        naive_key: For an adapted attack cell, the key of its non-adaptive twin (the same
+            attack on M+D without BPDA/EOT, :mod:`orchestrator.plan`); None otherwise or
+            when the twin is not done.
+        naive_robust: The twin's ``robust_accuracy``.
     """
 
     cell_key: str
@@ -74,6 +81,8 @@ class DefenseEvaluation:
     oblivious_key: str | None
     oblivious_robust: float | None
     oblivious_clean: float | None
+    naive_key: str | None = None
+    naive_robust: float | None = None
 
 
 class DefenseTablesMixin(DatabaseCore):
@@ -173,16 +182,19 @@ def _heads(js: _Json, model: str, defense: str) -> list[Any]:
 
 def _rows(attacked: Sequence[Any], oblivious: dict[tuple, tuple]) -> list[DefenseEvaluation]:
     """One :class:`DefenseEvaluation` per attack cell from rows of one metric each; where
-    several transfer cells match (two ``none`` entries), the first recorded is used."""
+    several transfer cells match (two ``none`` entries), the first recorded is used. An
+    adapted cell names the non-adaptive cell of the same heads as its twin."""
     heads: dict[str, tuple] = {}
     metrics: dict[str, dict[str, float]] = defaultdict(dict)
     n = len(_MATCH)
     for r in attacked:
         heads.setdefault(r[0], tuple(r[1 : n + 2]))
         metrics[r[0]][r[n + 2]] = float(r[n + 3])
+    twins = {h[:n]: key for key, h in heads.items() if (h[n] or "none") == "none"}
     out = []
     for key, h in heads.items():
         match, adaptive = h[:n], h[n]
+        twin = twins.get(match) if adaptive and adaptive != "none" else None
         obl_key, robust, clean = oblivious.get(match, (None, None, None))
         out.append(
             DefenseEvaluation(
@@ -197,6 +209,8 @@ def _rows(attacked: Sequence[Any], oblivious: dict[tuple, tuple]) -> list[Defens
                 oblivious_key=obl_key,
                 oblivious_robust=None if robust is None else float(robust),
                 oblivious_clean=None if clean is None else float(clean),
+                naive_key=twin,
+                naive_robust=None if twin is None else metrics[twin].get("robust_accuracy"),
             )
         )
     return out

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tasks.defenses import masked_gradients
 from tasks.errors import InputError, NotDifferentiableError
 
 ADAPTIVE = ("none", "bpda", "eot", "bpda+eot")
@@ -90,26 +91,63 @@ class EOT(nn.Module):
     Each call draws afresh (a :class:`tasks.defenses.Defended` draws per call, i.e. per
     batch), so the draws are taken one call at a time, never by stacking copies of ``x``
     into one batch.
+
+    Common random numbers: where ``inner`` draws from a generator (a randomized
+    ``Defended``, or a :class:`BPDA` over one), every call replays the same ``samples``
+    draws: those of the generator's state at the first call, which is put back after each
+    call. The surrogate is then one deterministic function of its input batch, as the
+    attacks assume: with fresh draws per call, an attack that keeps an example because one
+    evaluation said "fooled" (C&W's smallest success, Square's accepted proposals and early
+    stop, PGD's choice among restarts) keeps the examples that fooled a lucky draw, and the
+    real defended model, voting over other draws, classifies most of them correctly. The
+    draws are per batch position (the inner model draws per batch), so a sample keeps its
+    draws as long as it keeps its position. ``common=False``: fresh draws on every call.
     """
 
-    def __init__(self, inner: nn.Module, samples: int) -> None:
+    def __init__(self, inner: nn.Module, samples: int, *, common: bool = True) -> None:
         super().__init__()
         if samples < 1:
             raise InputError(f"eot_samples must be ≥ 1, got {samples}")
-        self.inner, self.samples = inner, samples
+        self.inner, self.samples, self.common = inner, samples, common
+        self._anchor: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        generator = _generator_of(self.inner) if self.common else None
+        if generator is None:
+            return self._average(x)
+        if self._anchor is None:
+            self._anchor = generator.get_state()
+        resume = generator.get_state()
+        generator.set_state(self._anchor)
+        try:
+            return self._average(x)
+        finally:
+            generator.set_state(resume)
+
+    def _average(self, x: torch.Tensor) -> torch.Tensor:
         logp = torch.stack([F.log_softmax(self.inner(x).float(), 1) for _ in range(self.samples)])
         return torch.logsumexp(logp, 0) - math.log(self.samples)
+
+
+def _generator_of(model: nn.Module) -> torch.Generator | None:
+    """The generator a randomized defended model (or a BPDA over one) draws from."""
+    found = getattr(model, "generator", None)
+    if found is None:
+        found = getattr(getattr(model, "defended", None), "generator", None)
+    return found if isinstance(found, torch.Generator) else None
 
 
 def surrogate(defended: nn.Module, spec: dict) -> tuple[nn.Module, int]:
     """The model an attack runs on for the defense component ``spec``, and the number of
     passes through the undefended model each of its calls makes.
 
-    ``spec["adaptive"]`` absent or ``none``: ``defended`` itself, one pass.
+    ``spec["adaptive"]`` absent or ``none``: ``defended`` itself, one pass; for a defense
+    that is not differentiable, :func:`naive` of it (the same forward, autograd's masked
+    gradient): the non-adaptive number, recorded on purpose.
     """
     bpda, eot = uses(spec.get("adaptive", "none"))
+    if not bpda and not eot:
+        return naive(defended), 1
     attacked = BPDA(defended) if bpda else defended
     if not eot:
         return attacked, 1
@@ -152,23 +190,29 @@ def evaluate(
 
 
 def naive(defended: nn.Module) -> nn.Module:
-    """What a plain gradient attack follows through ``defended``: autograd through its
-    transform, whatever that gives (zero through a rounding, nothing through a codec).
-
-    Only for diagnostics: :class:`tasks.defenses.Defended` refuses such gradients.
+    """What a plain gradient attack follows through ``defended``: its very forward, and the
+    gradient autograd gives through it (zero through a rounding, a codec or a vote; see
+    :func:`tasks.defenses.masked_gradients`). ``defended`` itself when it is differentiable.
     """
-    if callable(getattr(defended, "transform", None)) and hasattr(defended, "model"):
-        return _Naive(defended)
-    return defended
+    if getattr(defended, "differentiable", True):
+        return defended
+    return Naive(defended)
 
 
-class _Naive(nn.Module):
+class Naive(nn.Module):
+    """A non-differentiable defended model whose gradient is autograd's masked one.
+
+    Its forward is the defended model's, draw for draw, so the predictions an attack
+    records on it are the defended model's own.
+    """
+
     def __init__(self, defended: nn.Module) -> None:
         super().__init__()
         self.defended: Any = defended
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.defended.model(self.defended.transform(x))
+        with masked_gradients():
+            return self.defended(x)
 
 
 def gradient_stats(
@@ -221,15 +265,14 @@ def masking_metrics(
 ) -> dict[str, float]:
     """Gradient-masking diagnostics of an attack cell, on its clean inputs.
 
-    The gradients are taken through ``attacked``, the model the attack ran on; where that
-    refuses a gradient (a non-differentiable defense without BPDA, attacked only by
-    gradient-free attacks) through plain autograd instead (:func:`naive`): what a gradient
-    attack would have followed. ``forward_random_fraction`` is measured on the real defended
+    The gradients are taken through ``attacked``, the model the attack ran on; without
+    BPDA that is :func:`naive` of a non-differentiable defense, whose masked gradient is
+    what a gradient attack followed. ``forward_random_fraction`` is measured on the real defended
     model; ``defense_randomized`` is what the defense declares.
     """
     try:
         stats = gradient_stats(attacked, x, y, batch_size)
-    except NotDifferentiableError:
+    except NotDifferentiableError:  # EOT alone, by gradient-free attacks only
         stats = gradient_stats(naive(defended), x, y, batch_size)
     stats["forward_random_fraction"] = forward_randomness(defended, x, batch_size)
     stats["defense_randomized"] = float(randomized)

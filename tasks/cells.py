@@ -236,6 +236,8 @@ def run_attack(payload: dict, store: ArtifactStore) -> dict:
     )
     # BPDA/EOT: the attack runs on a surrogate that makes `passes` model passes per call
     attacked, passes = adaptive.surrogate(model, spec["defense"])
+    # the attack's own predictions are the defended model's where its forward is that
+    own = attacked is model or isinstance(attacked, adaptive.Naive)
     name = spec["attack"]["name"]
     attack = ATTACKS.get(name).obj(ATTACKS.params_of(name, spec["attack"]["params"]))
     x_all, y_all = data.x[split.eval], data.y[split.eval]
@@ -251,7 +253,7 @@ def run_attack(payload: dict, store: ArtifactStore) -> dict:
         outs.append(attack(attacked, xb.to(dev), yb.to(dev), generator=gen))
     wall = time.perf_counter() - start
     x_adv = torch.cat([o.x_adv for o in outs]).cpu()
-    if attacked is model:
+    if own:
         pred_clean = training.predict(model, x_all.to(dev)).cpu()
         pred_adv = torch.cat([o.pred for o in outs]).cpu()  # x_adv is stored exactly (float32)
     else:  # scored by the real defended model, not the surrogate the attack saw
@@ -272,7 +274,7 @@ def run_attack(payload: dict, store: ArtifactStore) -> dict:
     if target is not None:
         tensors["target"] = target
     metrics = attack_metrics(x_all, tensors, wall_s=wall)
-    metrics.update(_pass_counts(outs, passes, scored=attacked is not model))
+    metrics.update(_pass_counts(outs, passes, scored=not own))
     for name in {k for o in outs for k in o.counts}:
         metrics[name] = sum(o.counts.get(name, 0) for o in outs) / len(y_all)
     if not attack.fixed_budget:

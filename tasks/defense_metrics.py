@@ -79,5 +79,7 @@ def _detector(
 ) -> dict[str, float]:
     x_fit = data.x[fit_indices(split.train, params.fit_size)].to(dev)
     x_eval, x_adv = data.x[split.eval].to(dev), tensors["x_adv"].to(dev)
-    found = detector_metrics(model, x_fit, x_eval, x_adv, tensors["success"], params)
+    # Xu et al. count the adversarial examples of seeds the model classified correctly
+    success = tensors["success"] & (tensors["pred_clean"] == tensors["labels"])
+    found = detector_metrics(model, x_fit, x_eval, x_adv, success, params)
     return {f"detector_{k}": v for k, v in found.items()}

@@ -29,7 +29,9 @@ two different draws. Each :func:`wrap` starts a fresh stream.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, ClassVar, TypeVar
 
 import torch
@@ -131,16 +133,41 @@ class Defended(nn.Module):
         return f"defense={self.defense.name}, params={self.defense.params!r}"
 
 
+# set inside masked_gradients(): _NoGradient then gives a zero gradient instead of an error
+_MASKED: ContextVar[bool] = ContextVar("advgrid_masked_gradients", default=False)
+
+
+@contextmanager
+def masked_gradients() -> Iterator[None]:
+    """Inside the block, a non-differentiable defense's forward gives the gradient plain
+    autograd would: zero (a rounding's derivative, or no path through a codec or a vote).
+
+    This is what a gradient attack that does not adapt to the defense follows, and what
+    makes such a defense look robust (Athalye, Carlini & Wagner, ICML 2018). Only
+    :func:`tasks.adaptive.naive` uses it, to record that non-adaptive number on purpose.
+    """
+    token = _MASKED.set(True)
+    try:
+        yield
+    finally:
+        _MASKED.reset(token)
+
+
 class _NoGradient(torch.autograd.Function):
-    """Passes the transformed input forward; refuses to give a gradient backward."""
+    """Passes the transformed input forward; refuses to give a gradient backward, or gives
+    zero when the forward ran inside :func:`masked_gradients`."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, x_t: torch.Tensor, name: str) -> torch.Tensor:
-        ctx.defense = name
+        ctx.defense, ctx.masked = name, _MASKED.get()
+        ctx.shape, ctx.dtype = x.shape, x.dtype
         return x_t.clone()
 
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor) -> Any:
+        if ctx.masked:
+            zero = torch.zeros(ctx.shape, dtype=ctx.dtype, device=grads[0].device)
+            return zero, None, None
         raise NotDifferentiableError(
             f"defense {ctx.defense!r} is not differentiable: autograd through it gives no "
             "useful input gradient (it is absent or zero almost everywhere), so a gradient "
@@ -171,4 +198,4 @@ def wrap(model: nn.Module, name: str, params: Params) -> nn.Module:
 
 
 # registers the built-in defenses: input transforms, detector, purifier, smoothing
-from tasks import detectors, purify, smoothing, transforms  # noqa: E402, F401
+from tasks import detectors, purify, smoothing, transforms, tv_min  # noqa: E402, F401

@@ -19,9 +19,9 @@ Strong", WOOT 2017); that adaptive attack is not written here.
 Wiring (:mod:`tasks.defense_metrics` does it for attack cells; transfer cells do not yet):
 the detector is fitted on clean *training* samples inside the cell that evaluates it (cheap
 and deterministic: no artifact). An attack cell whose defense is
-``feature_squeezing_detector`` (or a transfer cell whose target defense is) adds
-:func:`detector_metrics` of its adversarial examples, with ``success`` = the examples that fool
-the model it evaluates (the attack's ``success``; in a transfer cell, ``pred_adv != labels``).
+``feature_squeezing_detector`` adds :func:`detector_metrics` of its adversarial examples,
+with ``success`` = the examples that fool the model and whose clean input it classified
+correctly (as Xu et al. count them).
 """
 
 from __future__ import annotations

@@ -175,7 +175,7 @@ class KurakinAT(TrainingDefense):
 
 
 class PGDATParams(Params):
-    eps: Number = Field(8 / 255, ge=0, description="budget of the PGD examples")
+    eps: Number = Field(8 / 255, gt=0, description="budget of the PGD examples")
     steps: int = Field(7, ge=1)
     step_size: Number | None = Field(None, gt=0, description="default: 2.5 · eps / steps")
     random_start: bool = True
@@ -216,7 +216,7 @@ class PGDAT(TrainingDefense):
 
 
 class FastATParams(Params):
-    eps: Number = Field(8 / 255, ge=0, description="L∞ budget")
+    eps: Number = Field(8 / 255, gt=0, description="L∞ budget")
     alpha: Number | None = Field(None, gt=0, description="step size; default 1.25 · eps")
 
     @model_validator(mode="after")
@@ -255,7 +255,7 @@ class FastAT(TrainingDefense):
 
 
 class TRADESParams(Params):
-    eps: Number = Field(0.031, ge=0, description="L∞ budget of the inner maximization")
+    eps: Number = Field(0.031, gt=0, description="L∞ budget of the inner maximization")
     steps: int = Field(10, ge=1)
     step_size: Number | None = Field(None, gt=0, description="default: 2.5 · eps / steps")
     beta: float = Field(6.0, ge=0, description="weight of the robustness (KL) term")
@@ -316,7 +316,7 @@ class TRADES(TrainingDefense):
 
 
 class SharedATParams(Params):
-    eps: Number = Field(8 / 255, ge=0, description="L∞ budget of each shared perturbation")
+    eps: Number = Field(8 / 255, gt=0, description="L∞ budget of each shared perturbation")
     shard_size: int = Field(8, ge=1, description="examples sharing one perturbation (s)")
     steps: int = Field(4, ge=1)
     step_size: Number | None = Field(None, gt=0, description="default: 2.5 · eps / steps")

@@ -213,6 +213,14 @@ class RandomResizePad(InputTransform):
     def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         h, w = x.shape[-2:]
         canvas_h, canvas_w = _canvas(h, self.params.max_scale), _canvas(w, self.params.max_scale)
+        if (canvas_h, canvas_w) == (h, w) and self.params.max_scale > 1:  # 1: the identity
+            side = min(h, w)
+            raise InputError(
+                f"random_resize_pad: with max_scale {self.params.max_scale:.4g} the canvas of a "
+                f"{h}×{w} image is {h}×{w}, which leaves no room to resize or pad: the defense "
+                f"would be the identity; set max_scale ≥ {(side + 1) / side:.4g} for images "
+                "this small"
+            )
         size_h = _draw(h, canvas_h, generator)
         size_w = min(canvas_w, max(w, round(w * size_h / h)))
         top, left = _draw(0, canvas_h - size_h, generator), _draw(0, canvas_w - size_w, generator)

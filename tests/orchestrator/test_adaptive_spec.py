@@ -59,15 +59,45 @@ def test_adaptive_keys_are_not_params_and_stay_on_the_resolved_defense() -> None
         ("rrp4", {"max_scale": 331 / 299, "fill": 0.5, "seed": 0}, "eot", 4),
     ]
     cells = expand(study).cells
-    defenses = {json.dumps(c.spec["defense"], sort_keys=True) for c in cells if c.kind == "attack"}
-    assert {json.loads(d)["label"]: json.loads(d).get("adaptive") for d in defenses} == {
-        "none": None,
-        "jpeg": "bpda",
-        "bit_depth": "bpda",
-        "rrp": "bpda+eot",
-        "rrp4": "eot",
-    }
+    attacks = [c for c in cells if c.kind == "attack"]
+    defenses = {json.dumps(c.spec["defense"], sort_keys=True) for c in attacks}
+    assert sorted(
+        (json.loads(d)["label"], json.loads(d).get("adaptive", "")) for d in defenses
+    ) == [
+        ("bit_depth", ""),  # the non-adaptive twins
+        ("bit_depth", "bpda"),
+        ("jpeg", ""),
+        ("jpeg", "bpda"),
+        ("none", ""),
+        ("rrp", ""),
+        ("rrp", "bpda+eot"),
+        ("rrp4", ""),
+        ("rrp4", "eot"),
+    ]
     assert {json.loads(d).get("eot_samples") for d in defenses} == {None, 10, 4}
+    # twins for the gradient attack (fgsm) on every adapted defense, and for square under eot
+    twins = [
+        (c.spec["defense"]["label"], c.spec["attack"]["name"])
+        for c in attacks
+        if c.spec["defense"]["name"] != "none" and "adaptive" not in c.spec["defense"]
+    ]
+    assert sorted(twins) == [
+        ("bit_depth", "fgsm"),
+        ("jpeg", "fgsm"),
+        ("rrp", "fgsm"),
+        ("rrp", "square"),
+        ("rrp4", "fgsm"),
+        ("rrp4", "square"),
+    ]
+    used = {k for c in cells if c.kind == "transfer" for k in c.depends_on}
+    assert (
+        not {
+            twin.key
+            for twin in attacks
+            if twin.spec["defense"]["name"] != "none" and "adaptive" not in twin.spec["defense"]
+        }
+        & used
+    )
     for c in cells:  # targets never carry how an attacker adapted
         if c.kind == "transfer":
             assert set(c.spec["target_defense"]) == {"name", "label", "params"}
@@ -93,11 +123,36 @@ def test_a_gradient_attack_through_a_non_differentiable_defense_needs_bpda() -> 
     assert _problems(text) == [
         "line 11: defenses[1]: jpeg is not differentiable: a gradient attack through it "
         "(attacks[0] fgsm) sees no true gradient and reports obfuscated gradients as "
-        "robustness; add `adaptive: bpda` (or `bpda+eot`) to the defense, or attack it only "
-        f"with gradient-free attacks ({FREE})"
+        "robustness; add `adaptive: bpda` (or `bpda+eot`) to the defense, attack it only "
+        f"with gradient-free attacks ({FREE}), or say `adaptive: none` to record that "
+        "non-adaptive number on purpose"
     ]
     gradient_free = text.replace("  - name: fgsm\n    eps: 0.1\n", "")
     assert spec.parse(gradient_free).defenses[1].adaptive == "none"
+
+
+def test_adaptive_none_on_a_non_differentiable_defense_is_allowed_with_a_note() -> None:
+    text = STUDY.replace(
+        "{name: jpeg, quality: 75, adaptive: bpda}", "{name: jpeg, adaptive: none}"
+    )
+    study = spec.parse(text, "study.yaml")
+    d = study.defenses[1]
+    assert (d.adaptive, d.adaptive_given) == ("none", True)
+    assert study.notes == [
+        "line 11: defenses[1].adaptive: jpeg is not differentiable and `adaptive: none`: the "
+        "gradient attacks (attacks[0] fgsm) follow autograd's masked gradient through it (zero "
+        "almost everywhere), so the robust accuracy they report is the non-adaptive number, "
+        "not robustness; an entry with `adaptive: bpda` (or `bpda+eot`) records both"
+    ]
+    # the same keys as the twins an adapted entry gets (fgsm) and its square cell
+    jpeg = {
+        c.key
+        for c in expand(study).cells
+        if c.kind == "attack" and "jpeg" in c.spec["defense"]["name"]
+    }
+    adapted = {c.key for c in expand(spec.parse(STUDY)).cells if c.kind == "attack"}
+    assert len(jpeg) == 2
+    assert len(jpeg & adapted) == 1  # fgsm's twin; square without bpda is a new key
 
 
 @pytest.mark.parametrize(
@@ -144,8 +199,9 @@ def test_eot_alone_on_a_non_differentiable_defense_is_both_wasted_and_not_enough
         "eot_samples times as many passes for the same gradient; use `adaptive: bpda`",
         "line 11: defenses[1]: jpeg is not differentiable: a gradient attack through it "
         "(attacks[0] fgsm) sees no true gradient and reports obfuscated gradients as "
-        "robustness; add `adaptive: bpda` (or `bpda+eot`) to the defense, or attack it only "
-        f"with gradient-free attacks ({FREE})",
+        "robustness; add `adaptive: bpda` (or `bpda+eot`) to the defense, attack it only "
+        f"with gradient-free attacks ({FREE}), or say `adaptive: none` to record that "
+        "non-adaptive number on purpose",
     ]
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
+
+import pytest
 
 from orchestrator import defense_table, masking
 from storage.defense_tables import DefenseEvaluation
@@ -58,6 +61,9 @@ def test_a_black_box_attack_beating_the_gradient_attacks_is_flagged() -> None:
     assert names([row("pgd", PGD, 0.5), row("square", {**SQUARE, "eps": 0.2}, 0.1)]) == []
     assert names([row("pgd", {**PGD, "norm": "l2"}, 0.5), row("square", SQUARE, 0.1)]) == []
     assert names([row("pgd", PGD, 0.5), row("noise", {"eps": 0.1}, 0.2)]) == ["black_box_wins"]
+    # a targeted attack's robust accuracy counts misses of its target: not compared
+    targeted = {**PGD, "targeted": True}
+    assert names([row("pgd", targeted, 0.85), row("square", SQUARE, 0.4)]) == []
 
 
 def test_zero_or_vanishing_gradients_are_flagged() -> None:
@@ -103,36 +109,43 @@ def test_randomness_is_flagged_and_says_whether_eot_was_used() -> None:
 
 
 def test_the_table_reports_the_gap_and_flags_in_every_format() -> None:
+    twin = row("pgd", PGD, 0.93, adaptive="none", grad_zero_fraction=1.0)
+    twin = dataclasses.replace(twin, cell_key="twin")
     rows = [
         row("pgd", PGD, 0.2, defense=("none", "none"), adaptive="none", oblivious=0.2),
-        row("pgd", PGD, 0.25, grad_zero_fraction=1.0),
+        dataclasses.replace(row("pgd", PGD, 0.25), naive_key="twin", naive_robust=0.93),
+        twin,
         row("pgd", PGD, 0.5, defense=("bit_depth", "bits_2"), oblivious=None),
     ]
     built = defense_table.build(rows)
+    # the twin is shown in its adapted row, its flag marked as its own
     assert [(r.model, r.gap) for r in built] == [
         ("mlp", 0.0),
-        ("mlp+jpeg_75", 0.55),
+        ("mlp+jpeg_75", pytest.approx(0.68)),
         ("mlp+bits_2", None),
     ]
     assert defense_table.missing_oblivious(built) == ["mlp+bits_2"]
     first = built[1].to_json()
+    assert first["non_adaptive_robust_accuracy"] == 0.93
+    assert first["non_adaptive_cell_key"] == "twin"
     assert first["oblivious_robust_accuracy"] == 0.8
     assert first["adaptive_robust_accuracy"] == 0.25
     assert first["flags"][0]["flag"] == "vanishing_gradient"
+    assert first["flags"][0]["reason"].startswith("without adaptation: the input gradient")
     parsed = list(csv.DictReader(io.StringIO(defense_table.to_csv(built))))
-    assert parsed[1]["gap"] == "0.550000"
+    assert parsed[1]["gap"] == "0.680000"
+    assert parsed[1]["non_adaptive_robust_accuracy"] == "0.930000"
     assert parsed[1]["flags"] == "vanishing_gradient"
-    assert parsed[2]["oblivious_robust_accuracy"] == ""
+    assert parsed[2]["oblivious_robust_accuracy"] == parsed[2]["non_adaptive_robust_accuracy"] == ""
     md = defense_table.to_markdown(built)
     pgd = "pgd(eps=0.1, norm=linf, steps=10)"
-    line = (
-        f"| digits | mlp+jpeg_75 | bpda | {pgd} | 95.0 | 80.0 | 25.0 | +55.0 | vanishing_gradient |"
-    )
-    assert line in md.splitlines()
+    line = f"| digits | mlp+jpeg_75 | bpda | {pgd} | 95.0 | 93.0 | 80.0 | 25.0 | +68.0 | "
+    assert line + "vanishing_gradient |" in md.splitlines()
     tex = defense_table.to_latex(built)
-    line = rf"digits & mlp+jpeg\_75 & bpda & {pgd} & 95.0 & 80.0 & 25.0 & +55.0 & "
+    line = rf"digits & mlp+jpeg\_75 & bpda & {pgd} & 95.0 & 93.0 & 80.0 & 25.0 & +68.0 & "
     line += r"vanishing\_gradient \\"
     assert line in tex.splitlines()
     assert (
-        r"mlp+bits\_2 & bpda & pgd(eps=0.1, norm=linf, steps=10) & 95.0 & -- & 50.0 & -- &" in tex
+        r"mlp+bits\_2 & bpda & pgd(eps=0.1, norm=linf, steps=10) & 95.0 & -- & -- & 50.0 & -- &"
+        in tex
     )

@@ -83,7 +83,7 @@ def test_defaults_written_or_left_out_give_one_key() -> None:
         ),
         (
             "{name: pgd_at, eps: -1}",
-            "line 13: models[1].train.defense.eps: must be ≥ 0 (got -1)",
+            "line 13: models[1].train.defense.eps: must be > 0 (got -1)",
         ),
         (
             "{name: pgd_at, stepz: 3}",

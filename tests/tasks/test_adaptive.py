@@ -85,12 +85,40 @@ def test_bpda_eot_averages_bpda_surrogates_over_draws() -> None:
 
 
 def test_surrogate_of_a_non_adaptive_defense_is_the_defended_model() -> None:
+    blur = defend("gaussian_blur", build(SHAPE))
+    assert adaptive.surrogate(blur, {"name": "gaussian_blur"}) == (blur, 1)
     defended = defend("jpeg", build(SHAPE))
-    assert adaptive.surrogate(defended, {"name": "jpeg"}) == (defended, 1)
+    naive, passes = adaptive.surrogate(defended, {"name": "jpeg"})
+    assert isinstance(naive, adaptive.Naive)
+    assert (naive.defended, passes) == (defended, 1)
     with pytest.raises(InputError, match="adaptive must be one of"):
         adaptive.surrogate(defended, {"adaptive": "bpda+pgd"})
     with pytest.raises(InputError, match="input transform"):
         adaptive.BPDA(build(SHAPE))  # the undefended model has no transform
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("jpeg", {}), ("bit_depth", {"bits": 2}), ("randomized_smoothing", {"n": 8})],
+)
+def test_naive_forward_is_the_defended_model_and_its_gradient_is_masked(
+    name: str, params: dict
+) -> None:
+    """What a gradient attack that ignores the defense follows: the defended model's own
+    forward, draw for draw, and a zero input gradient; the defense itself still refuses."""
+    x = images(SHAPE, n=6)
+    y = torch.arange(6) % 10
+    defended, twin = defend(name, build(SHAPE), **params), defend(name, build(SHAPE), **params)
+    naive = adaptive.naive(twin)
+    with torch.no_grad():
+        assert torch.equal(defended(x), naive(x))
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(naive(xg), y), xg)
+    assert grad.shape == x.shape
+    assert torch.count_nonzero(grad) == 0
+    with pytest.raises(NotDifferentiableError):
+        torch.autograd.grad(F.cross_entropy(defended(xg), y), xg)
+    assert adaptive.gradient_stats(naive, x, y, 4)["grad_zero_fraction"] == 1.0
 
 
 def test_evaluate_scores_the_real_defended_model_with_its_own_seeded_draws() -> None:

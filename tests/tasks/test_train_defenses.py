@@ -190,6 +190,14 @@ def test_pgd_at_fills_in_madrys_step_rule() -> None:
     assert TRAINING_DEFENSES.params_of("fast_at", {"eps": 0.2}).alpha == pytest.approx(0.25)
 
 
+@pytest.mark.parametrize("name", ["pgd_at", "fast_at", "trades", "shared_at"])
+def test_a_zero_budget_is_refused_where_the_step_derives_from_it(name: str) -> None:
+    """Their default step is a multiple of eps: at eps 0 it would be a zero step that the
+    worker's own validation refuses, after the study was accepted."""
+    with pytest.raises(ValidationError, match="greater than 0"):
+        TRAINING_DEFENSES.params_of(name, {"eps": 0})
+
+
 def test_trades_inner_point_raises_the_kl_term_inside_the_ball(digits) -> None:
     model, (x, _) = _net(digits).train(), _batch(digits)
     trades = build("trades", {"eps": 0.1, "steps": 5})
