@@ -88,20 +88,22 @@ class BPDA(nn.Module):
 class EOT(nn.Module):
     """``log mean_t softmax(inner(x))`` over ``samples`` calls of a randomized ``inner``.
 
-    Each call draws afresh (a :class:`tasks.defenses.Defended` draws per call, i.e. per
-    batch), so the draws are taken one call at a time, never by stacking copies of ``x``
-    into one batch.
+    Each call of ``inner`` draws afresh (a :class:`tasks.defenses.Defended` draws per call,
+    i.e. per batch), so the draws are taken one call at a time, never by stacking copies of
+    ``x`` into one batch.
 
     Common random numbers: where ``inner`` draws from a generator (a randomized
     ``Defended``, or a :class:`BPDA` over one), every call replays the same ``samples``
     draws: those of the generator's state at the first call, which is put back after each
-    call. The surrogate is then one deterministic function of its input batch, as the
-    attacks assume: with fresh draws per call, an attack that keeps an example because one
+    call. The surrogate is then one deterministic function of its input, as the attacks
+    assume: with fresh draws per call, an attack that keeps an example because one
     evaluation said "fooled" (C&W's smallest success, Square's accepted proposals and early
     stop, PGD's choice among restarts) keeps the examples that fooled a lucky draw, and the
-    real defended model, voting over other draws, classifies most of them correctly. The
-    draws are per batch position (the inner model draws per batch), so a sample keeps its
-    draws as long as it keeps its position. ``common=False``: fresh draws on every call.
+    real defended model, voting over other draws, classifies most of them correctly. A
+    defense that draws per input (randomized smoothing) is asked to draw per call instead
+    (its ``per_batch_draws``), so that an input's draws do not depend on its position in
+    the batch either (Square attacks a shrinking subset of it). ``common=False``: fresh
+    draws on every call.
     """
 
     def __init__(self, inner: nn.Module, samples: int, *, common: bool = True) -> None:
@@ -112,29 +114,33 @@ class EOT(nn.Module):
         self._anchor: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        generator = _generator_of(self.inner) if self.common else None
-        if generator is None:
+        defended = _defended_of(self.inner)
+        generator = getattr(defended, "generator", None) if self.common else None
+        if not isinstance(generator, torch.Generator):
             return self._average(x)
         if self._anchor is None:
             self._anchor = generator.get_state()
         resume = generator.get_state()
+        defense: Any = getattr(defended, "defense", None)
+        per_batch = getattr(defense, "per_batch_draws", None)
         generator.set_state(self._anchor)
         try:
+            if per_batch is not None:
+                defense.per_batch_draws = True
             return self._average(x)
         finally:
             generator.set_state(resume)
+            if per_batch is not None:
+                defense.per_batch_draws = per_batch
 
     def _average(self, x: torch.Tensor) -> torch.Tensor:
         logp = torch.stack([F.log_softmax(self.inner(x).float(), 1) for _ in range(self.samples)])
         return torch.logsumexp(logp, 0) - math.log(self.samples)
 
 
-def _generator_of(model: nn.Module) -> torch.Generator | None:
-    """The generator a randomized defended model (or a BPDA over one) draws from."""
-    found = getattr(model, "generator", None)
-    if found is None:
-        found = getattr(getattr(model, "defended", None), "generator", None)
-    return found if isinstance(found, torch.Generator) else None
+def _defended_of(model: nn.Module) -> Any:
+    """The defended model itself, or the one a :class:`BPDA` runs."""
+    return model.defended if isinstance(model, BPDA) else model
 
 
 def surrogate(defended: nn.Module, spec: dict) -> tuple[nn.Module, int]:

@@ -70,6 +70,11 @@ class RandomizedSmoothing(InputTransform):
 
     The wrapper's forward is the vote (log vote frequencies over ``n`` draws), so it is not
     differentiable; ``transform`` is one draw ``clip(x + σ·N(0, I))``, which is.
+
+    ``per_batch_draws`` (off by default; an EOT surrogate turns it on while it runs, see
+    :class:`tasks.adaptive.EOT`): ``transform`` draws one noise image per call and adds it
+    to every input of the batch, so an input's draws do not depend on its position in the
+    batch. Each input's noise is still ``N(0, σ²I)``; only inputs of one call share it.
     """
 
     Params = SmoothingParams
@@ -77,11 +82,15 @@ class RandomizedSmoothing(InputTransform):
     differentiable = False
     randomized = True
 
+    def __init__(self, params: SmoothingParams) -> None:
+        super().__init__(params)
+        self.per_batch_draws = False
+
     def wrap(self, model: nn.Module) -> Smoothed:
         return Smoothed(model, self)
 
     def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        return noisy(x, self.params.sigma, generator)
+        return noisy(x, self.params.sigma, generator, shared=self.per_batch_draws)
 
 
 class Smoothed(Defended):
@@ -102,10 +111,14 @@ class Smoothed(Defended):
         return scores
 
 
-def noisy(x: torch.Tensor, sigma: float, generator: torch.Generator | None) -> torch.Tensor:
-    """One draw ``clip[0,1](x + σ·ε)``, ``ε ~ N(0, I)`` drawn on ``generator``'s device."""
+def noisy(
+    x: torch.Tensor, sigma: float, generator: torch.Generator | None, *, shared: bool = False
+) -> torch.Tensor:
+    """One draw ``clip[0,1](x + σ·ε)``, ``ε ~ N(0, I)`` drawn on ``generator``'s device;
+    ``shared``: one ``ε`` for the whole batch."""
     where = generator.device if generator is not None else x.device
-    eps = torch.randn(x.shape, generator=generator, device=where, dtype=x.dtype)
+    shape = (1, *x.shape[1:]) if shared else x.shape
+    eps = torch.randn(shape, generator=generator, device=where, dtype=x.dtype)
     return (x + sigma * eps.to(x.device)).clamp(0, 1)
 
 
@@ -118,7 +131,11 @@ def vote_counts(
     batch_size: int = 1000,
 ) -> torch.Tensor:
     """``(N, K)`` int64 counts of the model's predicted class over ``n`` noisy draws of each
-    input; about ``batch_size`` noisy inputs go through the model per call."""
+    input; at most ``batch_size`` noisy inputs go through the model per call (more inputs
+    than that are counted ``batch_size`` at a time)."""
+    if len(x) > batch_size:
+        chunks = x.split(batch_size)
+        return torch.cat([vote_counts(model, c, n, sigma, generator, batch_size) for c in chunks])
     per_call = max(1, batch_size // max(1, len(x)))
     counts: torch.Tensor | None = None
     with torch.no_grad():

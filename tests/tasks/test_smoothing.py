@@ -178,3 +178,21 @@ def test_bad_calls_explain_themselves(digits) -> None:
         "average_certified_radius",
         "certified_accuracy_r_0.25",
     }
+
+
+def test_vote_counts_never_sends_more_than_batch_size_inputs_at_once() -> None:
+    """More inputs than ``batch_size`` are counted in chunks, not as one batch per draw."""
+    from tasks.smoothing import vote_counts
+
+    seen: list[int] = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(len(x))
+            return torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 3).float()
+
+    x = torch.rand(25, 1, 4, 4)
+    counts = vote_counts(Spy(), x, 7, 0.1, torch.Generator().manual_seed(0), batch_size=10)
+    assert max(seen) <= 10
+    assert counts.shape == (25, 3)
+    assert counts[:, 0].tolist() == [7] * 25
