@@ -24,7 +24,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -174,18 +174,28 @@ class KurakinAT(TrainingDefense):
         return Step(loss, logits)
 
 
-class PGDATParams(Params):
+class _StepRule(Params):
+    """Params with ``eps``, ``steps`` and ``step_size``: an unset step is ``pgd``'s rule,
+    2.5 · eps / steps, filled in so the key shows the step actually taken."""
+
+    if TYPE_CHECKING:  # declared by each subclass, in its own order and with its defaults
+        eps: float
+        steps: int
+        step_size: float | None
+
+    @model_validator(mode="after")
+    def _default_step(self) -> _StepRule:
+        if self.step_size is None:
+            object.__setattr__(self, "step_size", 2.5 * self.eps / self.steps)
+        return self
+
+
+class PGDATParams(_StepRule):
     eps: Number = Field(8 / 255, gt=0, description="budget of the PGD examples")
     steps: int = Field(7, ge=1)
     step_size: Number | None = Field(None, gt=0, description="default: 2.5 · eps / steps")
     random_start: bool = True
     norm: Literal["linf", "l2", "l1"] = "linf"
-
-    @model_validator(mode="after")
-    def _default_step(self) -> PGDATParams:
-        if self.step_size is None:  # pgd's rule, so the key shows the step actually taken
-            object.__setattr__(self, "step_size", 2.5 * self.eps / self.steps)
-        return self
 
 
 @TRAINING_DEFENSES.register("pgd_at")
@@ -254,17 +264,11 @@ class FastAT(TrainingDefense):
         return Step(F.cross_entropy(logits, y), logits)
 
 
-class TRADESParams(Params):
+class TRADESParams(_StepRule):
     eps: Number = Field(0.031, gt=0, description="L∞ budget of the inner maximization")
     steps: int = Field(10, ge=1)
     step_size: Number | None = Field(None, gt=0, description="default: 2.5 · eps / steps")
     beta: float = Field(6.0, ge=0, description="weight of the robustness (KL) term")
-
-    @model_validator(mode="after")
-    def _default_step(self) -> TRADESParams:
-        if self.step_size is None:
-            object.__setattr__(self, "step_size", 2.5 * self.eps / self.steps)
-        return self
 
 
 @TRAINING_DEFENSES.register("trades")
@@ -315,7 +319,7 @@ class TRADES(TrainingDefense):
         return x_adv.detach()
 
 
-class SharedATParams(Params):
+class SharedATParams(_StepRule):
     eps: Number = Field(8 / 255, gt=0, description="L∞ budget of each shared perturbation")
     shard_size: int = Field(8, ge=1, description="examples sharing one perturbation (s)")
     steps: int = Field(4, ge=1)
@@ -324,12 +328,6 @@ class SharedATParams(Params):
         -math.log(0.2), gt=0, description="per-example loss cap in the ascent; null: none"
     )
     fraction: float = Field(0.5, ge=0, le=1, description="share of each batch perturbed")
-
-    @model_validator(mode="after")
-    def _default_step(self) -> SharedATParams:
-        if self.step_size is None:
-            object.__setattr__(self, "step_size", 2.5 * self.eps / self.steps)
-        return self
 
 
 @TRAINING_DEFENSES.register("shared_at")
