@@ -17,7 +17,7 @@ from rich.table import Table
 from orchestrator import config
 from orchestrator import spec as specmod
 from orchestrator.errors import AdvgridError
-from storage import Database, StorageError, mask_secrets
+from storage import Database, StorageError, __version__, mask_secrets
 from tasks.errors import TaskError
 
 
@@ -97,7 +97,7 @@ def _study_ref(ref: str) -> tuple[str, specmod.Study | None]:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-@click.version_option("0.1.0", prog_name="advgrid")
+@click.version_option(__version__, prog_name="advgrid")
 def main(verbose: int) -> None:
     """Adversarial-robustness studies as resumable grids.
 

@@ -36,12 +36,13 @@ from storage import (
     DatabaseUnavailableError,
     NewCell,
     StorageError,
+    __version__,
 )
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-VERSION = "0.1.0"
+VERSION = __version__
 
 
 @dataclass

@@ -23,8 +23,10 @@ from storage.rows import (
     NewCell,
     StudyRow,
 )
+from storage.version import __version__
 
 __all__ = [
+    "__version__",
     "ArtifactRecord",
     "ArtifactStore",
     "AttemptRow",

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from storage.artifacts import SUFFIX, ArtifactStore
+from storage.enums import CellState
 from storage.errors import BundleError
 from storage.manifest import (
     FORMAT,
@@ -118,7 +119,7 @@ def export_bundle(
     if path.exists() or path.is_symlink():
         raise BundleError(f"{path} already exists; give a new path for the bundle")
     row = db.get_study(study)
-    cells = db.cells(row.id, state="done")
+    cells = db.cells(row.id, state=CellState.DONE)
     records = db.artifact_records({d for c in cells for d in c.artifacts.values()})
     manifest = Manifest(
         format=FORMAT,

@@ -12,6 +12,7 @@ from sqlalchemy import Select, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from storage.core import DatabaseCore, chunks
+from storage.enums import CellState
 from storage.errors import NotFoundError
 from storage.models import AttemptModel, CellArtifactModel, CellModel, MetricModel
 from storage.rows import AttemptRow, CellRow, NewCell, attempt_row, cell_row
@@ -178,7 +179,7 @@ class CellsMixin(DatabaseCore):
             select(CellModel)
             .where(
                 CellModel.study_id == study_id,
-                CellModel.state == "done",
+                CellModel.state == CellState.DONE,
                 CellModel.mlflow_run_id.is_(None),
             )
             .order_by(CellModel.id)
@@ -207,7 +208,7 @@ def _insert_row(study_id: int, c: NewCell) -> dict[str, Any]:
         "kind": c.kind,
         "spec_json": c.spec_json,
         "depends_on": json.dumps(list(c.depends_on)),
-        "state": "pending",
+        "state": CellState.PENDING,
         "attempts": 0,
     }
 

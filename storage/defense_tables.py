@@ -31,6 +31,7 @@ from sqlalchemy import Select, and_, select
 from sqlalchemy.orm import aliased
 
 from storage.core import DatabaseCore
+from storage.enums import CellState
 from storage.models import CellModel, MetricModel
 from storage.tables import AttackFilter, _filters, _Json, canonical_params
 
@@ -125,7 +126,7 @@ class DefenseTablesMixin(DatabaseCore):
             js.attach(q.join(MetricModel, MetricModel.cell_id == CellModel.id))
             .where(
                 CellModel.study_id == study_id,
-                CellModel.state == "done",
+                CellModel.state == CellState.DONE,
                 CellModel.kind == "attack",
                 MetricModel.name.in_(DEFENSE_METRICS),
                 *_filters(js, where),
@@ -152,7 +153,7 @@ class DefenseTablesMixin(DatabaseCore):
             js.attach(q)
             .where(
                 CellModel.study_id == study_id,
-                CellModel.state == "done",
+                CellModel.state == CellState.DONE,
                 CellModel.kind == "transfer",
                 js.text("defense", "name") == "none",
                 js.text("source") == js.text("target"),

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, aliased
 
 from storage.cells import rowcount
 from storage.core import DatabaseCore, chunks
+from storage.enums import CellState, Outcome
 from storage.models import AttemptModel, CellModel
 from storage.rows import ClaimedCell
 
@@ -109,7 +110,7 @@ class LeaseMixin(DatabaseCore):
             for chunk in chunks(list(tokens), _CHUNK):
                 result = s.execute(
                     update(CellModel)
-                    .where(CellModel.lease_token.in_(chunk), CellModel.state == "running")
+                    .where(CellModel.lease_token.in_(chunk), CellModel.state == CellState.RUNNING)
                     .values(lease_expires_at=now + timedelta(seconds=lease_s), heartbeat_at=now)
                 )
                 extended += rowcount(result)
@@ -119,7 +120,7 @@ class LeaseMixin(DatabaseCore):
         """Owners holding leases on running cells of the study, expired or not."""
         q = (
             select(CellModel.lease_owner)
-            .where(CellModel.study_id == study_id, CellModel.state == "running")
+            .where(CellModel.study_id == study_id, CellModel.state == CellState.RUNNING)
             .distinct()
         )
         with self.session_scope(write=False) as s:
@@ -140,7 +141,7 @@ class LeaseMixin(DatabaseCore):
                 update(CellModel)
                 .where(
                     CellModel.study_id == study_id,
-                    CellModel.state == "running",
+                    CellModel.state == CellState.RUNNING,
                     CellModel.lease_owner.in_(owners),
                 )
                 .values(lease_expires_at=past)
@@ -161,9 +162,10 @@ class LeaseMixin(DatabaseCore):
             result = s.execute(
                 update(CellModel)
                 .where(
-                    CellModel.study_id == study_id, CellModel.state.in_(("quarantined", "failed"))
+                    CellModel.study_id == study_id,
+                    CellModel.state.in_((CellState.QUARANTINED, CellState.FAILED)),
                 )
-                .values(state="pending", attempts=0)
+                .values(state=CellState.PENDING, attempts=0)
             )
             return rowcount(result)
 
@@ -172,9 +174,9 @@ def _runnable(study_id: int, now: datetime, max_attempts: int) -> ColumnElement[
     return and_(
         CellModel.study_id == study_id,
         or_(
-            CellModel.state == "pending",
-            and_(CellModel.state == "failed", CellModel.attempts < max_attempts),
-            and_(CellModel.state == "running", CellModel.lease_expires_at < now),
+            CellModel.state == CellState.PENDING,
+            and_(CellModel.state == CellState.FAILED, CellModel.attempts < max_attempts),
+            and_(CellModel.state == CellState.RUNNING, CellModel.lease_expires_at < now),
         ),
     )
 
@@ -228,7 +230,7 @@ def _deps_done(s: Session, study_id: int) -> ColumnElement[bool]:
     dep = fn.table_valued("value").alias("dep")
     done = aliased(CellModel, name="dep_cell")
     is_done = exists().where(
-        done.study_id == study_id, done.key == dep.c.value, done.state == "done"
+        done.study_id == study_id, done.key == dep.c.value, done.state == CellState.DONE
     )
     return ~exists(select(dep.c.value).where(~is_done))
 
@@ -246,14 +248,14 @@ def _take(
         .group_by(AttemptModel.cell_id)
     )
     last: dict[int, int] = {cid: n for cid, n in s.execute(last_q)}
-    lost = [c for c in cells if c.state == "running"]
+    lost = [c for c in cells if c.state == CellState.RUNNING]
     for c in lost:
         log.info("cell %s: lease of %s expired; reclaimed", c.key[:12], c.lease_owner)
-    _close_attempts(s, [c.id for c in lost], now, "lost_lease")
+    _close_attempts(s, [c.id for c in lost], now, Outcome.LOST_LEASE)
     claimed = []
     for c in cells:
         token, n = uuid.uuid4().hex, last.get(c.id, 0) + 1
-        c.state, c.lease_token, c.lease_owner = "running", token, owner
+        c.state, c.lease_token, c.lease_owner = CellState.RUNNING, token, owner
         c.lease_expires_at = now + timedelta(seconds=lease_s)
         c.heartbeat_at = c.started_at = now
         c.finished_at, c.error, c.attempts = None, None, c.attempts + 1

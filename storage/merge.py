@@ -17,6 +17,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from storage.core import DatabaseCore, chunks
+from storage.enums import CellState, Outcome
 from storage.errors import NotFoundError
 from storage.models import (
     ArtifactModel,
@@ -103,9 +104,9 @@ class BundleMixin(DatabaseCore):
                 row = existing.get(c.key)
                 if row is None:
                     continue
-                if row.state == "done":
+                if row.state == CellState.DONE:
                     skipped += 1
-                elif row.state == "running" and _live(row.lease_expires_at, now):
+                elif row.state == CellState.RUNNING and _live(row.lease_expires_at, now):
                     running += 1
                 else:
                     take[row.id] = c
@@ -167,7 +168,7 @@ def _live(expires: datetime | None, now: datetime) -> bool:
 
 def _done_values(c: CellEntry) -> dict[str, Any]:
     return {
-        "state": "done",
+        "state": CellState.DONE,
         "attempts": c.attempts,
         "finished_at": c.finished_at,
         "duration_s": c.duration_s,
@@ -216,7 +217,7 @@ def _update_done(s: Session, cells: dict[int, CellEntry], now: datetime) -> None
         s.execute(
             update(AttemptModel)
             .where(AttemptModel.cell_id.in_(chunk), AttemptModel.outcome.is_(None))
-            .values(outcome="lost_lease", ended_at=now)
+            .values(outcome=Outcome.LOST_LEASE, ended_at=now)
         )
 
 

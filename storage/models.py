@@ -29,8 +29,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-CELL_STATES = ("pending", "running", "done", "failed", "quarantined")
-OUTCOMES = ("ok", "error", "lost_lease", "killed")
+from storage.enums import CellState, Outcome
+
+CELL_STATES = tuple(CellState)
+OUTCOMES = tuple(Outcome)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -86,7 +88,7 @@ class CellModel(Base):
     kind: Mapped[str] = mapped_column(String(32))
     spec_json: Mapped[str] = mapped_column(Text)
     depends_on: Mapped[str] = mapped_column(Text, default="[]")
-    state: Mapped[str] = mapped_column(String(16), default="pending")
+    state: Mapped[str] = mapped_column(String(16), default=CellState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_token: Mapped[str | None] = mapped_column(String(64), index=True)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from storage.artifacts import check_digest
 from storage.core import DatabaseCore
+from storage.enums import CellState, Outcome
 from storage.models import (
     OUTCOMES,
     ArtifactModel,
@@ -70,13 +71,13 @@ class ResultsMixin(DatabaseCore):
                 log.info("cell %s: result under a lost lease dropped", cell_id)
                 return False
             now = self._now(s)
-            cell.state, cell.finished_at, cell.error = "done", now, None
+            cell.state, cell.finished_at, cell.error = CellState.DONE, now, None
             cell.duration_s, cell.worker = duration_s, worker
             # the token stays on a done cell: it names the attempt whose result this is
             cell.lease_expires_at = None
             _write_metrics(s, cell_id, metrics)
             self._write_artifacts(s, cell_id, artifacts, now)
-            _close_attempt(s, cell_id, now, "ok", worker=worker, error=None)
+            _close_attempt(s, cell_id, now, Outcome.OK, worker=worker, error=None)
             return True
 
     def _write_artifacts(
@@ -118,13 +119,13 @@ class ResultsMixin(DatabaseCore):
                 log.info("cell %s: failure under a lost lease dropped", cell_id)
                 return None
             now = self._now(s)
-            state = "quarantined" if cell.attempts >= max_attempts else "failed"
+            state = CellState.QUARANTINED if cell.attempts >= max_attempts else CellState.FAILED
             cell.state, cell.finished_at, cell.error = state, now, error
             cell.lease_token, cell.lease_expires_at = None, None
-            _close_attempt(s, cell_id, now, "error", worker=worker, error=error)
+            _close_attempt(s, cell_id, now, Outcome.ERROR, worker=worker, error=error)
             return state
 
-    def release(self, cell_id: int, token: str, outcome: str = "killed") -> bool:
+    def release(self, cell_id: int, token: str, outcome: str = Outcome.KILLED) -> bool:
         """Give a cell back (``pending``, no error), e.g. when the driver shuts down.
 
         Args:
@@ -142,7 +143,7 @@ class ResultsMixin(DatabaseCore):
             if cell is None:
                 return False
             now = self._now(s)
-            cell.state = "pending"  # no error to clear: a claim cleared it
+            cell.state = CellState.PENDING  # no error to clear: a claim cleared it
             cell.lease_token, cell.lease_expires_at = None, None
             _close_attempt(s, cell_id, now, outcome, worker=None, error=None)
             return True
@@ -151,7 +152,9 @@ class ResultsMixin(DatabaseCore):
 def _owned(s: Session, cell_id: int, token: str) -> CellModel | None:
     """The cell, locked, if it is running under ``token``; else None."""
     q = select(CellModel).where(
-        CellModel.id == cell_id, CellModel.lease_token == token, CellModel.state == "running"
+        CellModel.id == cell_id,
+        CellModel.lease_token == token,
+        CellModel.state == CellState.RUNNING,
     )
     return s.scalars(q.with_for_update()).one_or_none()
 
@@ -159,7 +162,7 @@ def _owned(s: Session, cell_id: int, token: str) -> CellModel | None:
 def _recorded_under(s: Session, cell_id: int, token: str) -> bool:
     """Whether the cell is done with the result committed under ``token``."""
     q = select(CellModel.id).where(
-        CellModel.id == cell_id, CellModel.lease_token == token, CellModel.state == "done"
+        CellModel.id == cell_id, CellModel.lease_token == token, CellModel.state == CellState.DONE
     )
     return s.scalar(q) is not None
 
@@ -189,7 +192,7 @@ def _close_attempt(
     s: Session, cell_id: int, now: datetime, outcome: str, *, worker: str | None, error: str | None
 ) -> None:
     """Close the cell's open attempt (there is at most one)."""
-    values: dict[str, Any] = {"outcome": outcome, "ended_at": now, "error": error}
+    values: dict[str, Any] = {"outcome": outcome, "ended_at": now, Outcome.ERROR: error}
     if worker:
         values["worker"] = worker
     s.execute(

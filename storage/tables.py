@@ -35,6 +35,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import aliased
 
 from storage.core import DatabaseCore
+from storage.enums import CellState
 from storage.errors import StorageError
 from storage.models import CellArtifactModel, CellModel, MetricModel
 
@@ -288,7 +289,7 @@ class TablesMixin(DatabaseCore):
             js.attach(q)
             .where(
                 CellModel.study_id == study_id,
-                CellModel.state == "done",
+                CellModel.state == CellState.DONE,
                 CellModel.kind == "transfer",
                 *_filters(js, where or AttackFilter()),
             )
@@ -339,7 +340,7 @@ class TablesMixin(DatabaseCore):
             .outerjoin(pred, and_(pred.cell_id == CellModel.id, pred.role == "predictions"))
             .where(
                 CellModel.study_id == study_id,
-                CellModel.state == "done",
+                CellModel.state == CellState.DONE,
                 CellModel.kind == "transfer",
                 attack.kind == "attack",
                 *_filters(js, where or AttackFilter()),
@@ -389,7 +390,7 @@ class TablesMixin(DatabaseCore):
             js.attach(q)
             .where(
                 CellModel.study_id == study_id,
-                CellModel.state == "done",
+                CellModel.state == CellState.DONE,
                 CellModel.kind == "attack",
                 or_(
                     MetricModel.name.in_(CURVE_METRICS), MetricModel.name.like(BUDGET_PREFIX + "%")

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from storage import ArtifactStore
+from storage import ArtifactStore, __version__
 from tasks import adaptive, datasets, defenses, models, purify, training
 from tasks.attacks import ATTACKS
 from tasks.defense_metrics import defense_metrics
@@ -31,7 +31,7 @@ from tasks.metrics import attack_metrics, budget_metrics, transfer_metrics
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "0.1.0"
+CODE_VERSION = __version__
 
 # Per-process caches keyed by content: Ray reuses worker processes between tasks, so a
 # model or dataset is loaded once per worker, not once per cell.
