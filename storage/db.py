@@ -27,7 +27,7 @@ from storage.engine import mask_url
 from storage.errors import NotFoundError, SchemaOutOfDateError, StorageError
 from storage.leases import LeaseMixin
 from storage.merge import BundleMixin
-from storage.models import TABLES, ArtifactModel, StudyModel
+from storage.models import TABLES, ArtifactModel, CellArtifactModel, CellModel, StudyModel
 from storage.results import ResultsMixin
 from storage.rows import ArtifactRecord, StudyRow, artifact_record, study_row
 from storage.tables import TablesMixin
@@ -208,6 +208,28 @@ class Database(CellsMixin, LeaseMixin, ResultsMixin, BundleMixin, TablesMixin, D
         with self.session_scope(write=False) as s:
             row = s.get(ArtifactModel, digest)
             return artifact_record(row) if row else None
+
+    def artifacts(
+        self, *, study: str | None = None, kind: str | None = None
+    ) -> list[ArtifactRecord]:
+        """The indexed artifacts, oldest first: all of them, or those the cells of ``study``
+        wrote, and only those of ``kind`` (``checkpoint``, ``adversarial``…) if given.
+
+        Raises:
+            NotFoundError: ``study`` names no study.
+        """
+        query = select(ArtifactModel).order_by(ArtifactModel.created_at, ArtifactModel.digest)
+        if kind is not None:
+            query = query.where(ArtifactModel.kind == kind)
+        if study is not None:
+            used = (
+                select(CellArtifactModel.digest)
+                .join(CellModel, CellModel.id == CellArtifactModel.cell_id)
+                .where(CellModel.study_id == self.get_study(study).id)
+            )
+            query = query.where(ArtifactModel.digest.in_(used))
+        with self.session_scope(write=False) as s:
+            return [artifact_record(row) for row in s.scalars(query)]
 
     def artifact_digests(self) -> list[str]:
         """The digest of every indexed artifact, sorted."""

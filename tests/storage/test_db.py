@@ -187,6 +187,28 @@ def test_an_artifact_shared_by_two_cells_is_indexed_once(db: Database, study: in
     assert db.artifacts_of(study, [k("a")], "adversarial") == {}
 
 
+def test_artifacts_lists_by_study_and_kind(db: Database, study: int) -> None:
+    other = db.upsert_study("t", "name: t", "h2", "tester", "0.1.0").id
+    db.add_cells(study, [cell("a"), cell("b")])
+    db.add_cells(other, [cell("c")])
+    ckpt, adv, elsewhere = record("ckpt"), record("adv", "adversarial"), record("other")
+    _run(db, study, "a", artifacts={"checkpoint": ckpt})
+    _run(db, study, "b", artifacts={"adversarial": adv})
+    _run(db, other, "c", artifacts={"checkpoint": elsewhere})
+    digests = {a.digest for a in db.artifacts()}
+    assert digests == {ckpt.digest, adv.digest, elsewhere.digest}
+    assert [a.digest for a in db.artifacts(study="s", kind="checkpoint")] == [ckpt.digest]
+    assert {a.digest for a in db.artifacts(study="s")} == {ckpt.digest, adv.digest}
+    assert db.artifacts(study="t", kind="adversarial") == []
+    with pytest.raises(NotFoundError, match="no study named 'nope'"):
+        db.artifacts(study="nope")
+
+
+def test_a_missing_artifact_names_the_listing_command(db: Database) -> None:
+    with pytest.raises(NotFoundError, match="`advgrid artifacts ls` lists the indexed ones"):
+        db.artifact("0" * 64)
+
+
 def test_an_invalid_digest_writes_nothing(db: Database, study: int) -> None:
     db.add_cells(study, [cell("a")])
     (c,) = db.claim(study, "me", 1, 60, 3)
