@@ -132,7 +132,7 @@ def test_adaptive_cells_store_what_the_real_defended_model_does(finished: dict[s
     """Predictions are the defended model's on the stored x_adv, so the attack cell and the
     diagonal transfer cell (M+D's examples on M+D) agree; pass counts include scoring."""
     from tasks import defenses
-    from tasks.cells import _model
+    from tasks.cells.worker import _model
 
     db = Database.open(finished["ADVGRID_DB"])
     cells = db.cells(db.get_study("adaptive").id)

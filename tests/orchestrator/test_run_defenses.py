@@ -75,7 +75,7 @@ def test_transfer_cells_reach_defended_targets(finished, cli: Cli) -> None:
 def test_defended_targets_are_evaluated_behind_their_defense(finished) -> None:
     """Recompute every transfer onto a defended target from the stored artifacts."""
     from tasks import defenses
-    from tasks.cells import _model
+    from tasks.cells.worker import _model
 
     db = Database.open(finished["ADVGRID_DB"])
     cells = db.cells(db.get_study("defended").id)

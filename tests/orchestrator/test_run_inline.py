@@ -101,7 +101,7 @@ def _check_entry_against_artifacts(env: dict, doc: dict, i: int, j: int) -> None
     import torch
 
     from storage import ArtifactStore
-    from tasks.cells import _model
+    from tasks.cells.worker import _model
 
     db = Database.open(env["ADVGRID_DB"])
     cells = db.cells(db.get_study("tiny").id)

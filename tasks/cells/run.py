@@ -1,0 +1,46 @@
+"""``run_cell(payload) -> result``: what a worker does for one cell."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from storage import ArtifactStore
+from tasks.cells.kinds import CELL_KINDS
+from tasks.cells.payload import CellPayload, CellResult
+from tasks.cells.worker import _precision, worker_name
+
+
+def run_cell(payload: dict[str, Any] | CellPayload) -> dict[str, Any]:
+    """Run one cell with the runner of its kind (:data:`tasks.cells.CELL_KINDS`).
+
+    Args:
+        payload: A :class:`CellPayload`, or the plain dict it travels as.
+
+    Returns:
+        The :class:`CellResult` as a plain dict: ``metrics``, ``artifacts``, ``worker``,
+        ``duration_s``, ``started_at`` and ``ended_at``.
+    """
+    started_at, start = time.time(), time.perf_counter()
+    cell = payload if isinstance(payload, CellPayload) else CellPayload.model_validate(payload)
+    store = ArtifactStore(cell.store)
+    threads = torch.get_num_threads()
+    # the thread count changes float reduction order: pin it to the cell's CPU share so the
+    # same cell gives the same numbers in-process and on any Ray worker
+    torch.set_num_threads(max(1, int(cell.num_cpus)))
+    try:
+        with _precision(cell.spec.precision):
+            output = CELL_KINDS[cell.kind].run(cell, store)
+    finally:
+        torch.set_num_threads(threads)
+    worker = worker_name()
+    duration_s = time.perf_counter() - start
+    return CellResult(
+        **output.model_dump(),
+        worker=worker,
+        duration_s=duration_s,
+        started_at=started_at,
+        ended_at=time.time(),
+    ).wire()

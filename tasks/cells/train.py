@@ -1,0 +1,106 @@
+"""Train cells: fit a study's model, or a defense's own model, and store the checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from storage import ArtifactStore
+from tasks import datasets, models, purify, training
+from tasks.cells.payload import CellOutput, CellPayload
+from tasks.cells.specs import DefenseModelSpec, TrainSpec
+from tasks.cells.worker import CODE_VERSION, _allow_imports, _dataset, _layout, device
+
+# what ``advgrid results`` shows of a train cell
+SUMMARY_METRICS = ("train_accuracy", "eval_accuracy")
+SPECS = (TrainSpec, DefenseModelSpec)
+
+
+def _train_indices(spec: TrainSpec, split: datasets.Split) -> torch.Tensor:
+    """The training part, or the one part of it the spec's ``train_split`` names."""
+    part = spec.train_split
+    if part is None:
+        return split.train
+    params = datasets.params_of(spec.dataset.name, spec.dataset.params)
+    return datasets.train_part(split, part.index, part.of, seed=params.split_seed)
+
+
+def run_train(cell: CellPayload, store: ArtifactStore) -> CellOutput:
+    """Fit one model on the training part of its dataset (or on the part of it that the
+    spec's ``train_split`` names); store the checkpoint."""
+    payload = cell.wire()
+    spec = payload["spec"]
+    if "autoencoder" in spec:
+        return CellOutput(**_train_autoencoder(payload, store))
+    return _fit_model(cell, payload, store)
+
+
+def _fit_model(cell: CellPayload, payload: dict, store: ArtifactStore) -> CellOutput:
+    """:func:`run_train` for a study's model (``payload`` is ``cell`` as plain data)."""
+    spec = cell.spec
+    assert isinstance(spec, TrainSpec), spec  # the payload's kind chose this runner
+    data, split = _dataset(spec.dataset.dump())
+    train = _train_indices(spec, split)
+    recipe, arch = training.TrainParams(**spec.train), spec.model.arch
+    net = models.build(
+        arch,
+        models.params_of(arch, spec.model.params),
+        input_shape=data.input_shape,
+        num_classes=data.num_classes,
+        mean=data.mean,
+        std=data.std,
+        seed=recipe.seed,
+        allow_imports=_allow_imports(payload),
+    )
+    dev = device()
+    net = _layout(net.to(dev), payload)
+    metrics = training.fit(net, data.x[train].to(dev), data.y[train].to(dev), recipe)
+    batch_size = 1024 if cell.batch_size is None else cell.batch_size
+    pred = training.predict(net, data.x[split.eval].to(dev), batch_size)
+    metrics["eval_accuracy"] = float((pred.cpu() == data.y[split.eval]).float().mean())
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    record = store.put(state, _checkpoint_meta(spec.dump(), data))
+    return CellOutput(metrics=metrics, artifacts={"checkpoint": dataclasses.asdict(record)})
+
+
+def _train_autoencoder(payload: dict, store: ArtifactStore) -> dict:
+    """Fit an ``autoencoder_purify`` defense's autoencoder (:mod:`tasks.purify`) on the clean
+    training part; store it like a classifier's checkpoint (``arch: dae``), so that
+    :func:`_model` loads it. ``eval_mse``: its reconstruction error on the clean eval slice."""
+    spec, dev = payload["spec"], device()
+    data, split = _dataset(spec["dataset"])
+    params = purify.PurifyParams(**spec["autoencoder"])
+    dae = purify.build_autoencoder(
+        params, input_shape=data.input_shape, mean=data.mean, std=data.std
+    ).to(dev)
+    metrics = purify.fit_autoencoder(dae, data.x[split.train].to(dev), params)
+    with torch.no_grad():
+        x_eval = data.x[split.eval].to(dev)
+        metrics["eval_mse"] = float(torch.nn.functional.mse_loss(dae(x_eval), x_eval))
+    state = {k: v.detach().cpu() for k, v in dae.state_dict().items()}
+    record = store.put(state, _checkpoint_meta(spec, data))
+    return {"metrics": metrics, "artifacts": {"checkpoint": dataclasses.asdict(record)}}
+
+
+def _checkpoint_meta(spec: dict, data: datasets.Data) -> dict:
+    """What a trained checkpoint records: enough to rebuild the model and trace its data."""
+    model_spec = spec["model"]
+    meta = {
+        "kind": "checkpoint",
+        "arch": model_spec["arch"],
+        "params": model_spec["params"],
+        "input_shape": list(data.input_shape),
+        "num_classes": data.num_classes,
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "model": model_spec["name"],
+        "dataset": spec["dataset"],
+        "train": spec["train"],
+        "code_version": CODE_VERSION,
+    }
+    if "train_split" in spec:  # only then: other checkpoints keep their meta and digests
+        meta["train_split"] = spec["train_split"]
+    if "autoencoder" in spec:  # a defense's autoencoder: its recipe
+        meta["autoencoder"] = spec["autoencoder"]
+    return meta

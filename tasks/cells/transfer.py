@@ -1,0 +1,58 @@
+"""Transfer cells: evaluate one stored adversarial set on one (defended) target model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from storage import ArtifactStore
+from tasks import training
+from tasks.cells.payload import CellOutput, CellPayload
+from tasks.cells.specs import TransferSpec
+from tasks.cells.worker import CODE_VERSION, _cached, _dataset, _defended, _model, device
+from tasks.metrics import transfer_metrics
+
+# what ``advgrid results`` shows of a transfer cell
+SUMMARY_METRICS = ("transfer_rate_source_success", "target_robust_accuracy")
+SPECS = (TransferSpec,)
+# the input role whose artifact transfer cells are grouped by: the cells that read one
+# adversarial set run as one task, which reads it once (orchestrator.driver._group_key)
+GROUP_BY = "adversarial"
+
+
+def run_transfer(cell: CellPayload, store: ArtifactStore) -> CellOutput:
+    """Evaluate one stored adversarial set on one (defended) target model."""
+    payload, spec, dev = cell.wire(), cell.spec, device()
+    assert isinstance(spec, TransferSpec), spec  # the payload's kind chose this runner
+    assert cell.batch_size is not None, "a transfer cell's payload names its batch size"
+    data, _ = _dataset(spec.dataset.dump())
+    adversarial = cell.inputs["adversarial"]
+    adv, _meta = _cached(("artifact", adversarial), lambda: store.get(adversarial))
+    net = _model(payload, "checkpoint", store, dev)
+    target_defense = spec.target_defense.dump()
+    model = _defended(net, target_defense, payload, store, dev)
+    bs = cell.batch_size
+    pred_adv = training.predict(model, adv["x_adv"].to(dev), bs).cpu()
+    pred_clean = training.predict(model, data.x[adv["indices"]].to(dev), bs).cpu()
+    # per-sample outcomes, for joins across targets (how many targets each example fools)
+    predictions = {
+        "indices": adv["indices"].clone(),
+        "pred_clean": pred_clean,
+        "pred_adv": pred_adv,
+        "fooled": pred_adv != adv["labels"],
+    }
+    meta = {
+        "kind": "predictions",
+        "source": spec.source,
+        "target": spec.target,
+        "target_defense": target_defense,
+        "attack": spec.attack.dump(),
+        "dataset": spec.dataset.dump(),
+        "adversarial": adversarial,
+        "checkpoint": cell.inputs["checkpoint"],
+        "code_version": CODE_VERSION,
+    }
+    record = store.put(predictions, meta)
+    return CellOutput(
+        metrics=transfer_metrics(adv, pred_clean, pred_adv),
+        artifacts={"predictions": dataclasses.asdict(record)},
+    )
