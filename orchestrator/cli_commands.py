@@ -26,6 +26,7 @@ from orchestrator.cli import (
 )
 from orchestrator.study_run import RunOptions, plan_only, run_study
 from tasks.attacks import ATTACKS
+from tasks.cells import CELL_KINDS
 from tasks.datasets import DATASETS
 from tasks.defenses import DEFENSES
 from tasks.models import MODELS
@@ -230,7 +231,7 @@ def status(
 @click.option("--format", "fmt", type=TABLE_FORMATS, default="table", show_default=True)
 @click.option(
     "--kind",
-    type=click.Choice(["train", "attack", "transfer"]),
+    type=click.Choice([str(kind) for kind in CELL_KINDS]),
     default=None,
     help="Only cells of this kind.",
 )

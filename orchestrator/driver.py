@@ -38,6 +38,7 @@ from storage import (
     StorageError,
     __version__,
 )
+from tasks.cells import CELL_KINDS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -123,8 +124,9 @@ def _group_key(cell_id: int, payload: dict) -> tuple:
     A group runs as one task on one worker: the set is read once and a transfer cell (a
     forward pass over the slice) does not pay a task's scheduling cost on its own.
     """
-    if payload["kind"] == "transfer":
-        return ("transfer", payload["inputs"]["adversarial"])
+    role = CELL_KINDS[payload["kind"]].group_by
+    if role is not None:
+        return (payload["kind"], payload["inputs"][role])
     return ("cell", cell_id)
 
 

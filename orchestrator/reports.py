@@ -11,6 +11,7 @@ from rich.table import Table
 
 from orchestrator.tables import latex_escape
 from storage import CellRow
+from tasks.cells import CELL_KINDS
 
 
 def _model_label(model: str, defense: dict | None) -> str:
@@ -53,11 +54,7 @@ def _fmt_num(v: Any) -> str:
 
 
 RESULT_COLUMNS = ("kind", "state", "dataset", "model", "defense", "attack", "params")
-KEY_METRICS = {
-    "train": ("train_accuracy", "eval_accuracy"),
-    "attack": ("clean_accuracy", "robust_accuracy", "success_rate_on_correct"),
-    "transfer": ("transfer_rate_source_success", "target_robust_accuracy"),
-}
+KEY_METRICS = {str(kind): entry.summary_metrics for kind, entry in CELL_KINDS.items()}
 
 
 def _short_params(params: dict) -> str:

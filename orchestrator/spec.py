@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 from orchestrator import adaptive, spec_defenses
 from orchestrator.errors import ConfigError
 from orchestrator.yamlpos import Positions, format_path
+from storage.enums import CellKind
 from tasks import models
 from tasks.attacks import ATTACKS
 from tasks.datasets import DATASETS
@@ -97,7 +98,7 @@ class Execution(_Strict):
     db_retry_seconds: float = Field(120.0, ge=0)
     precision: Literal["fp32", "bf16"] = "fp32"
     channels_last: bool = False
-    resources: dict[Literal["train", "attack", "transfer"], Resources] = Field(default_factory=dict)
+    resources: dict[CellKind, Resources] = Field(default_factory=dict)
 
     def resources_for(self, kind: str) -> Resources:
         return self.resources.get(kind, Resources())  # type: ignore[call-overload]

@@ -14,6 +14,7 @@ from orchestrator.driver import Driver, Summary
 from orchestrator.plan import expand
 from orchestrator.spec import Study
 from storage import CellRow, Database
+from tasks.cells import CELL_KINDS
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class RunOptions:
 
 
 def _describe(counts: dict[str, int]) -> str:
-    return " + ".join(f"{counts[k]} {k}" for k in ("train", "attack", "transfer") if k in counts)
+    return " + ".join(f"{counts[k]} {k}" for k in CELL_KINDS if k in counts)
 
 
 def run_study(
