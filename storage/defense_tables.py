@@ -31,8 +31,18 @@ from sqlalchemy import Select, and_, select
 from sqlalchemy.orm import aliased
 
 from storage.core import DatabaseCore
-from storage.enums import CellState
+from storage.enums import CellKind, CellState
 from storage.models import CellModel, MetricModel
+from storage.spec_paths import (
+    ATTACK_NAME,
+    ATTACK_PARAMS,
+    DATASET_LABEL,
+    DEFENSE_ADAPTIVE,
+    EVAL_HASH,
+    SOURCE,
+    TARGET,
+    ModelSide,
+)
 from storage.tables import AttackFilter, _filters, _Json, canonical_params
 
 # what an attack cell contributes: its numbers and its gradient-masking diagnostics
@@ -117,8 +127,8 @@ class DefenseTablesMixin(DatabaseCore):
         js = _Json(self.dialect)
         q = select(
             CellModel.key,
-            *_heads(js, "source", "defense"),
-            js.text("defense", "adaptive"),
+            *_heads(js, SOURCE),
+            js.text(*DEFENSE_ADAPTIVE),
             MetricModel.name,
             MetricModel.value,
         ).select_from(CellModel)
@@ -127,7 +137,7 @@ class DefenseTablesMixin(DatabaseCore):
             .where(
                 CellModel.study_id == study_id,
                 CellModel.state == CellState.DONE,
-                CellModel.kind == "attack",
+                CellModel.kind == CellKind.ATTACK,
                 MetricModel.name.in_(DEFENSE_METRICS),
                 *_filters(js, where),
             )
@@ -140,9 +150,9 @@ class DefenseTablesMixin(DatabaseCore):
         js = _Json(self.dialect)
         robust = aliased(MetricModel, name="robust")
         clean = aliased(MetricModel, name="clean")
-        q = select(
-            CellModel.key, *_heads(js, "target", "target_defense"), robust.value, clean.value
-        ).select_from(CellModel)
+        q = select(CellModel.key, *_heads(js, TARGET), robust.value, clean.value).select_from(
+            CellModel
+        )
         q = q.outerjoin(
             robust,
             and_(robust.cell_id == CellModel.id, robust.name == "target_robust_accuracy"),
@@ -154,9 +164,9 @@ class DefenseTablesMixin(DatabaseCore):
             .where(
                 CellModel.study_id == study_id,
                 CellModel.state == CellState.DONE,
-                CellModel.kind == "transfer",
-                js.text("defense", "name") == "none",
-                js.text("source") == js.text("target"),
+                CellModel.kind == CellKind.TRANSFER,
+                js.text(*SOURCE.defense_name) == "none",
+                js.text(*SOURCE.model) == js.text(*TARGET.model),
             )
             .order_by(CellModel.id)
         )
@@ -166,18 +176,18 @@ class DefenseTablesMixin(DatabaseCore):
 _MATCH = ("dataset", "eval_hash", "model", "defense", "label", "defense_params", "attack", "params")
 
 
-def _heads(js: _Json, model: str, defense: str) -> list[Any]:
-    """The :data:`_MATCH` heads of a cell whose model is at ``model`` and defense at
-    ``defense`` in its spec (an attack cell's source, a transfer cell's target)."""
+def _heads(js: _Json, side: ModelSide) -> list[Any]:
+    """The :data:`_MATCH` heads of a cell whose defended model is ``side`` of its spec (an
+    attack cell's source, a transfer cell's target)."""
     return [
-        js.text("dataset", "label"),
-        js.text("eval_hash"),
-        js.text(model),
-        js.text(defense, "name"),
-        js.text(defense, "label"),
-        js.text(defense, "params"),
-        js.text("attack", "name"),
-        js.text("attack", "params"),
+        js.text(*DATASET_LABEL),
+        js.text(*EVAL_HASH),
+        js.text(*side.model),
+        js.text(*side.defense_name),
+        js.text(*side.defense_label),
+        js.text(*side.defense_params),
+        js.text(*ATTACK_NAME),
+        js.text(*ATTACK_PARAMS),
     ]
 
 

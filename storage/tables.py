@@ -34,8 +34,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import aliased
 
+from storage import spec_paths as paths
 from storage.core import DatabaseCore
-from storage.enums import CellState
+from storage.enums import CellKind, CellState
 from storage.errors import StorageError
 from storage.models import CellArtifactModel, CellModel, MetricModel
 
@@ -182,7 +183,7 @@ class _Json:
 def _param_condition(js: _Json, key: str, value: str) -> ColumnElement[bool]:
     if not _PARAM_NAME.match(key):
         raise StorageError(f"attack parameter name {key!r} is not a name (letters, digits, _)")
-    path = ("attack", "params", key)
+    path = paths.attack_param(key)
     lowered = value.strip().lower()
     if lowered in ("true", "false"):
         return and_(js.kind(*path) == "boolean", js.boolean_text(*path) == lowered)
@@ -202,9 +203,9 @@ def _tol(value: float) -> float:
 def _filters(js: _Json, f: AttackFilter) -> list[ColumnElement[bool]]:
     out: list[ColumnElement[bool]] = []
     if f.attack is not None:
-        out.append(js.text("attack", "name") == f.attack)
+        out.append(js.text(*paths.ATTACK_NAME) == f.attack)
     if f.eps is not None:
-        out.append(func.abs(js.number("attack", "params", "eps") - f.eps) <= _tol(f.eps))
+        out.append(func.abs(js.number(*paths.ATTACK_EPS) - f.eps) <= _tol(f.eps))
     out += [_param_condition(js, k, v) for k, v in f.params]
     return out
 
@@ -212,12 +213,12 @@ def _filters(js: _Json, f: AttackFilter) -> list[ColumnElement[bool]]:
 def _heads(js: _Json) -> tuple[ColumnElement[Any], ...]:
     """Dataset label, attack name, attack params, source, source defense name and label."""
     return (
-        js.text("dataset", "label"),
-        js.text("attack", "name"),
-        js.text("attack", "params"),
-        js.text("source"),
-        js.text("defense", "name"),
-        js.text("defense", "label"),
+        js.text(*paths.DATASET_LABEL),
+        js.text(*paths.ATTACK_NAME),
+        js.text(*paths.ATTACK_PARAMS),
+        js.text(*paths.SOURCE.model),
+        js.text(*paths.SOURCE.defense_name),
+        js.text(*paths.SOURCE.defense_label),
     )
 
 
@@ -273,9 +274,9 @@ class TablesMixin(DatabaseCore):
             select(
                 CellModel.key,
                 *_heads(js),
-                js.text("target"),
-                js.text("target_defense", "name"),
-                js.text("target_defense", "label"),
+                js.text(*paths.TARGET.model),
+                js.text(*paths.TARGET.defense_name),
+                js.text(*paths.TARGET.defense_label),
                 fooled.value,
                 count.value,
             )
@@ -290,7 +291,7 @@ class TablesMixin(DatabaseCore):
             .where(
                 CellModel.study_id == study_id,
                 CellModel.state == CellState.DONE,
-                CellModel.kind == "transfer",
+                CellModel.kind == CellKind.TRANSFER,
                 *_filters(js, where or AttackFilter()),
             )
             .order_by(CellModel.id)
@@ -325,9 +326,9 @@ class TablesMixin(DatabaseCore):
         q = select(
             CellModel.key,
             *_heads(js),
-            js.text("target"),
-            js.text("target_defense", "name"),
-            js.text("target_defense", "label"),
+            js.text(*paths.TARGET.model),
+            js.text(*paths.TARGET.defense_name),
+            js.text(*paths.TARGET.defense_label),
             attack.key,
             adv.digest,
             pred.digest,
@@ -341,8 +342,8 @@ class TablesMixin(DatabaseCore):
             .where(
                 CellModel.study_id == study_id,
                 CellModel.state == CellState.DONE,
-                CellModel.kind == "transfer",
-                attack.kind == "attack",
+                CellModel.kind == CellKind.TRANSFER,
+                attack.kind == CellKind.ATTACK,
                 *_filters(js, where or AttackFilter()),
             )
             .order_by(CellModel.id)
@@ -374,12 +375,12 @@ class TablesMixin(DatabaseCore):
         q = (
             select(
                 CellModel.key,
-                js.text("dataset", "label"),
-                js.text("source"),
-                js.text("defense", "name"),
-                js.text("defense", "label"),
-                js.text("attack", "name"),
-                js.text("attack", "params"),
+                js.text(*paths.DATASET_LABEL),
+                js.text(*paths.SOURCE.model),
+                js.text(*paths.SOURCE.defense_name),
+                js.text(*paths.SOURCE.defense_label),
+                js.text(*paths.ATTACK_NAME),
+                js.text(*paths.ATTACK_PARAMS),
                 MetricModel.name,
                 MetricModel.value,
             )
@@ -391,7 +392,7 @@ class TablesMixin(DatabaseCore):
             .where(
                 CellModel.study_id == study_id,
                 CellModel.state == CellState.DONE,
-                CellModel.kind == "attack",
+                CellModel.kind == CellKind.ATTACK,
                 or_(
                     MetricModel.name.in_(CURVE_METRICS), MetricModel.name.like(BUDGET_PREFIX + "%")
                 ),
