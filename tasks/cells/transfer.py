@@ -28,8 +28,7 @@ def run_transfer(cell: CellPayload, store: ArtifactStore) -> CellOutput:
     adversarial = cell.inputs["adversarial"]
     adv, _meta = _cached(("artifact", adversarial), lambda: store.get(adversarial))
     net = _model(payload, "checkpoint", store, dev)
-    target_defense = spec.target_defense.dump()
-    model = _defended(net, target_defense, payload, store, dev)
+    model = _defended(net, spec.target_defense.dump(), payload, store, dev)
     bs = cell.batch_size
     pred_adv = training.predict(model, adv["x_adv"].to(dev), bs).cpu()
     pred_clean = training.predict(model, data.x[adv["indices"]].to(dev), bs).cpu()
@@ -40,19 +39,23 @@ def run_transfer(cell: CellPayload, store: ArtifactStore) -> CellOutput:
         "pred_adv": pred_adv,
         "fooled": pred_adv != adv["labels"],
     }
-    meta = {
-        "kind": "predictions",
-        "source": spec.source,
-        "target": spec.target,
-        "target_defense": target_defense,
-        "attack": spec.attack.dump(),
-        "dataset": spec.dataset.dump(),
-        "adversarial": adversarial,
-        "checkpoint": cell.inputs["checkpoint"],
-        "code_version": CODE_VERSION,
-    }
-    record = store.put(predictions, meta)
+    record = store.put(predictions, _predictions_meta(spec, cell.inputs))
     return CellOutput(
         metrics=transfer_metrics(adv, pred_clean, pred_adv),
         artifacts={"predictions": dataclasses.asdict(record)},
     )
+
+
+def _predictions_meta(spec: TransferSpec, inputs: dict[str, str]) -> dict:
+    """What a ``predictions`` artifact records: the cell's heads and the digests it read."""
+    return {
+        "kind": "predictions",
+        "source": spec.source,
+        "target": spec.target,
+        "target_defense": spec.target_defense.dump(),
+        "attack": spec.attack.dump(),
+        "dataset": spec.dataset.dump(),
+        "adversarial": inputs["adversarial"],
+        "checkpoint": inputs["checkpoint"],
+        "code_version": CODE_VERSION,
+    }
