@@ -3,7 +3,7 @@
 They are ``StrEnum`` members, so they compare equal to the strings the database holds and
 render as those strings in f-strings, JSON and SQL parameters; the lowest layer defines
 them so that every package spells them one way. A new cell kind adds its member here and
-its runner in :mod:`tasks.cells`.
+its entry in :data:`tasks.cells.CELL_KINDS`.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Cell specs are JSON text in ``cells.spec_json``; the filters (attack name, eps, any attack
 parameter) and the pivot of metric rows into columns run in the database, so a table over an
 index of millions of metric rows returns one row per selected cell. SQLite reads JSON with
-``json_extract``/``json_type``, PostgreSQL with ``jsonb`` operators; paths are bound
-parameters, never spliced into the SQL text.
+``json_extract``/``json_type``, PostgreSQL with ``jsonb`` operators; paths (all in
+:mod:`storage.spec_paths`) are bound parameters, never spliced into the SQL text.
 """
 
 from __future__ import annotations
