@@ -5,7 +5,8 @@ models describe it exactly and change nothing about it: every model is frozen wi
 ``extra="forbid"``, and a key the planner writes only when it is set (``train_split``,
 ``precision``, a checkpoint file's hash, ``defense.adaptive``, ``defense.eot_samples``) is
 absent from :meth:`SpecModel.dump` unless it was given. ``dump(parse(d)) == d`` for every
-planned spec ``d``; ``tests/tasks/test_cell_specs.py`` checks it on the example studies.
+planned spec ``d``; ``tests/orchestrator/test_cell_specs.py`` checks it on the example
+studies.
 
 A component's ``params`` stay plain JSON data here: the component's own params model in its
 registry validates them on the worker, where the name is resolved.

@@ -4,6 +4,7 @@ the defended model.
 
 These helpers read the payload as the plain data it travels as (``payload["inputs"]``),
 so a caller holding only part of one (a test that rebuilds a stored model) can use them.
+Names with a leading underscore are for the modules of this package, not its users.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,9 @@ from safetensors.torch import save_file
 
 from orchestrator import spec
 from orchestrator.plan import PlannedCell, canonical_json, expand
-from tasks import datasets, models
-from tasks.cells import CELL_KINDS, CellPayload, DefenseModelSpec, TrainSpec
+from orchestrator.spec import Execution
+from tasks import adaptive, datasets, models
+from tasks.cells import CELL_KINDS, CellPayload, DefenseModelSpec, TrainSpec, specs
 from tasks.cells.specs import parse
 from tests.orchestrator.golden_keys import EXAMPLES
 from tests.storage.stored_db import DATA, STUDY_FILE
@@ -110,3 +112,9 @@ def test_a_payload_keeps_what_was_sent() -> None:
     payload = CellPayload.model_validate({**sent, "allow_imports": "true"})
     assert payload.allow_imports == "true"  # not coerced to True: only True trusts imports
     assert CellPayload.model_validate(sent).wire() == sent
+
+
+def test_spec_literals_are_the_study_files_words() -> None:
+    assert typing.get_args(specs.Adaptive) == adaptive.ADAPTIVE
+    precision = Execution.model_fields["precision"].annotation
+    assert typing.get_args(specs.Precision) == typing.get_args(precision)
