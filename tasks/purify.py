@@ -8,9 +8,10 @@ input back towards the data manifold; the defended model is ``model(clamp(dae(x)
 
 Three parts:
 
-- ``dae`` in :data:`tasks.models.MODELS`: the autoencoder, shaped like MagNet's CIFAR-10
-  reformer (three 3×3 convolutions, no pooling, so any image size; a sigmoid output; hidden
-  width and activation as :class:`DAEParams` explains). Built with :func:`tasks.models.build`
+- ``dae`` in :data:`tasks.models.MODELS` (:class:`tasks.models.DAE`, registered with the
+  other architectures): the autoencoder, shaped like MagNet's CIFAR-10 reformer (three 3×3
+  convolutions, no pooling, so any image size; a sigmoid output; hidden width and activation
+  as :class:`~tasks.models.DAEParams` explains). Built with :func:`tasks.models.build`
   like a classifier (the input is normalized inside); its output is an image in [0, 1], not
   logits, and ``num_classes`` is ignored.
 - :func:`fit_autoencoder`: the training, deterministic under ``params.seed``.
@@ -44,47 +45,13 @@ from torch import nn
 from tasks import models
 from tasks.defenses import Defended, InputTransform, register
 from tasks.errors import TaskError
+from tasks.models import DAEParams
 from tasks.params import Number
 from tasks.registry import Params
 
 
 class MissingArtifactError(TaskError):
     """A defense built without the trained artifact (an autoencoder) that it needs."""
-
-
-class DAEParams(Params):
-    """MagNet's reformer is ``width: 3, activation: sigmoid``; the defaults differ because it
-    trains slowly: on digits, 30 epochs of the default recipe leave its reconstructions of
-    noisy held-out inputs further from the clean ones (MSE 0.012) than the noisy inputs are
-    (0.0065), where width 16 with ReLU reaches 0.004 in the same time."""
-
-    width: int = Field(16, ge=1, le=512, description="channels of the hidden layers (MagNet: 3)")
-    activation: Literal["relu", "sigmoid"] = Field(
-        "relu", description="of the hidden layers (MagNet: sigmoid); the output is a sigmoid"
-    )
-
-
-@models.MODELS.register("dae")
-class DAE(nn.Module):
-    """Convolutional denoising autoencoder: image in, image in [0, 1] out (MagNet 2017)."""
-
-    Params = DAEParams
-
-    def __init__(self, params: DAEParams, input_shape: Sequence[int], num_classes: int) -> None:
-        super().__init__()
-        c, w = int(input_shape[0]), params.width
-        act = nn.ReLU if params.activation == "relu" else nn.Sigmoid
-        self.net = nn.Sequential(
-            nn.Conv2d(c, w, 3, padding=1),
-            act(),
-            nn.Conv2d(w, w, 3, padding=1),
-            act(),
-            nn.Conv2d(w, c, 3, padding=1),
-            nn.Sigmoid(),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
 
 class PurifyParams(Params):
