@@ -200,13 +200,14 @@ def _artifact_inputs(plan: Plan, ds: dict, defense: Resolved) -> dict[str, tuple
 
 
 def _autoencoder_spec(ds: dict, defense: Resolved) -> dict:
-    """The train cell of an ``autoencoder_purify`` defense's autoencoder (:mod:`tasks.purify`).
+    """The train cell of an ``autoencoder_purify`` defense's autoencoder
+    (:mod:`tasks.defenses.purify`).
 
     ``autoencoder`` holds the recipe (the defense's params, labels aside, so two entries with
     one recipe share the cell); ``model`` and ``train`` say what results rows and checkpoint
     listings show for it: the model ``autoencoder`` (arch ``dae``), trained for the defense.
     """
-    from tasks import purify
+    from tasks.defenses import purify
 
     params = purify.PurifyParams.model_validate(defense.params)
     return {

@@ -24,9 +24,10 @@ import torch
 from torch import nn
 
 from storage import ArtifactStore
-from tasks import adaptive, datasets, defenses, models, purify, training
+from tasks import datasets, defenses, models, training
 from tasks.attacks import ATTACKS
 from tasks.defense_metrics import defense_metrics
+from tasks.defenses import adaptive, purify
 from tasks.metrics import attack_metrics, budget_metrics, transfer_metrics
 
 log = logging.getLogger(__name__)
@@ -186,8 +187,8 @@ def run_train(payload: dict, store: ArtifactStore) -> dict:
 
 
 def _train_autoencoder(payload: dict, store: ArtifactStore) -> dict:
-    """Fit an ``autoencoder_purify`` defense's autoencoder (:mod:`tasks.purify`) on the clean
-    training part; store it like a classifier's checkpoint (``arch: dae``), so that
+    """Fit an ``autoencoder_purify`` defense's autoencoder (:mod:`tasks.defenses.purify`) on
+    the clean training part; store it like a classifier's checkpoint (``arch: dae``), so that
     :func:`_model` loads it. ``eval_mse``: its reconstruction error on the clean eval slice."""
     spec, dev = payload["spec"], device()
     data, split = _dataset(spec["dataset"])
@@ -324,7 +325,7 @@ def _masking_metrics(
     dev: torch.device,
 ) -> dict[str, float]:
     """Which adaptation the cell used, and the gradient-masking diagnostics
-    (:func:`tasks.adaptive.masking_metrics`); the latter are not counted as passes."""
+    (:func:`tasks.defenses.adaptive.masking_metrics`); the latter are not counted as passes."""
     bpda, eot = adaptive.uses(defense.get("adaptive", "none"))
     metrics = {"adaptive_bpda": float(bpda), "adaptive_eot": float(eot)}
     if eot:

@@ -5,16 +5,17 @@ half about randomized smoothing (its point is a certificate). An attack cell who
 one of these adds the defense's own metrics through :func:`defense_metrics`, prefixed so that
 no name collides with the attack's:
 
-- ``feature_squeezing_detector`` (:func:`tasks.detectors.detector_metrics`): the threshold is
-  fitted on ``fit_size`` clean *training* samples (the first ``fit_size`` of a permutation of
-  the training part drawn by the fixed seed :data:`FIT_SEED`, so the subset is part of the
-  key through ``fit_size``), the false-positive rate measured on the clean evaluation slice
-  and the detection rate on the cell's adversarial examples. Metrics: ``detector_threshold``,
+- ``feature_squeezing_detector`` (:func:`tasks.defenses.detectors.detector_metrics`): the
+  threshold is fitted on ``fit_size`` clean *training* samples (the first ``fit_size`` of a
+  permutation of the training part drawn by the fixed seed :data:`FIT_SEED`, so the subset is
+  part of the key through ``fit_size``), the false-positive rate measured on the clean
+  evaluation slice and the detection rate on the cell's adversarial examples. Metrics:
+  ``detector_threshold``,
   ``detector_false_positive_rate``, ``detector_detection_rate`` (share of the successful
   adversarial examples flagged; absent when none succeeded), ``detector_detection_rate_all``
   and ``detector_n_success``.
-- ``randomized_smoothing`` (:func:`tasks.smoothing.smoothing_metrics`): PREDICT and CERTIFY on
-  the clean evaluation slice, certified accuracy at the params' ``radii``. Metrics:
+- ``randomized_smoothing`` (:func:`tasks.defenses.smoothing.smoothing_metrics`): PREDICT and
+  CERTIFY on the clean evaluation slice, certified accuracy at the params' ``radii``. Metrics:
   ``smoothed_accuracy``, ``abstain_rate``, ``certify_abstain_rate``,
   ``average_certified_radius``, ``certified_accuracy_r_<r>`` and ``smoothing_n``.
 
@@ -28,8 +29,8 @@ import torch
 from torch import nn
 
 from tasks import datasets, defenses
-from tasks.detectors import FeatureSqueezingParams, detector_metrics
-from tasks.smoothing import SmoothingParams, smoothing_metrics
+from tasks.defenses.detectors import FeatureSqueezingParams, detector_metrics
+from tasks.defenses.smoothing import SmoothingParams, smoothing_metrics
 
 FIT_SEED = 0
 """Seed of the permutation of the training part whose head fits a detector's threshold."""

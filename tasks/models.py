@@ -126,9 +126,9 @@ class DAEParams(Params):
 class DAE(nn.Module):
     """Convolutional denoising autoencoder: image in, image in [0, 1] out (MagNet 2017).
 
-    The ``autoencoder_purify`` defense's network (:mod:`tasks.purify` trains it); registered
-    here with the other architectures so that a stored one loads in any process, whatever
-    that process imported first.
+    The ``autoencoder_purify`` defense's network (:mod:`tasks.defenses.purify` trains it);
+    registered here with the other architectures so that a stored one loads in any process,
+    whatever that process imported first.
     """
 
     Params = DAEParams

@@ -8,7 +8,7 @@ import pytest
 from orchestrator import spec
 from orchestrator.errors import ConfigError
 from orchestrator.plan import expand
-from tasks.purify import AutoencoderPurify
+from tasks.defenses.purify import AutoencoderPurify
 
 STUDY = """\
 name: purified

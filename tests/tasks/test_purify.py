@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tasks import datasets, models, purify
-from tasks.defenses import DEFENSES, wrap
-from tasks.purify import MissingArtifactError, Purified, PurifyParams
+from tasks import datasets, models
+from tasks.defenses import DEFENSES, purify, wrap
+from tasks.defenses.purify import MissingArtifactError, Purified, PurifyParams
 
 torch.set_num_threads(1)
 

@@ -4,7 +4,7 @@ Feature squeezing (Xu, Evans & Qi, "Feature Squeezing: Detecting Adversarial Exa
 Neural Networks", NDSS 2018): an input's score is the largest L1 distance between the model's
 softmax on it and on a squeezed copy, over the squeezers bit-depth reduction and median
 smoothing (the registered ``bit_depth`` and ``median_filter`` transforms of
-:mod:`tasks.transforms`). The threshold is the ``1 − fpr`` quantile of the scores of clean
+:mod:`tasks.defenses.transforms`). The threshold is the ``1 − fpr`` quantile of the scores of clean
 inputs, so about ``fpr`` of clean inputs are flagged; an input is flagged when its score
 exceeds it.
 
@@ -32,7 +32,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from tasks.defenses import DEFENSES, Defended, InputTransform, register
+from tasks.defenses.base import DEFENSES, Defended, InputTransform, register
 from tasks.errors import InputError
 from tasks.registry import Params
 

@@ -1,9 +1,10 @@
-"""Defenses applied at inference time: model wrappers that declare whether they are
-differentiable (an adaptive attack needs BPDA/EOT where they are not).
+"""The base of inference-time defenses: model wrappers that declare whether they are
+differentiable (an adaptive attack needs BPDA/EOT where they are not), and their registry.
 
 ``wrap(model, name, params)`` returns the defended model. An input-transform defense
 (:class:`InputTransform`) returns a :class:`Defended` module whose ``forward(x)`` is
-``model(transform(x))``; the transforms themselves live in :mod:`tasks.transforms`.
+``model(transform(x))``; the transforms themselves live in :mod:`tasks.defenses.transforms`.
+The package :mod:`tasks.defenses` registers every built-in defense.
 Inputs are float ``(N, C, H, W)`` tensors in [0, 1]; the model normalizes internally.
 
 Interface for adaptive attacks (BPDA, EOT)::
@@ -144,7 +145,7 @@ def masked_gradients() -> Iterator[None]:
 
     This is what a gradient attack that does not adapt to the defense follows, and what
     makes such a defense look robust (Athalye, Carlini & Wagner, ICML 2018). Only
-    :func:`tasks.adaptive.naive` uses it, to record that non-adaptive number on purpose.
+    :func:`tasks.defenses.adaptive.naive` uses it, to record that non-adaptive number on purpose.
     """
     token = _MASKED.set(True)
     try:
@@ -195,7 +196,3 @@ class NoDefense(Defense):
 def wrap(model: nn.Module, name: str, params: Params) -> nn.Module:
     """``model`` behind defense ``name`` with validated ``params``."""
     return DEFENSES.get(name).obj(params).wrap(model)
-
-
-# registers the built-in defenses: input transforms, detector, purifier, smoothing
-from tasks import detectors, purify, smoothing, transforms, tv_min  # noqa: E402, F401

@@ -41,7 +41,7 @@ from pydantic import Field
 from scipy import stats
 from torch import nn
 
-from tasks.defenses import Defended, InputTransform, _NoGradient, register
+from tasks.defenses.base import Defended, InputTransform, _NoGradient, register
 from tasks.errors import InputError
 from tasks.params import Budget, Number
 from tasks.registry import Params
@@ -72,7 +72,7 @@ class RandomizedSmoothing(InputTransform):
     differentiable; ``transform`` is one draw ``clip(x + σ·N(0, I))``, which is.
 
     ``per_batch_draws`` (off by default; an EOT surrogate turns it on while it runs, see
-    :class:`tasks.adaptive.EOT`): ``transform`` draws one noise image per call and adds it
+    :class:`tasks.defenses.adaptive.EOT`): ``transform`` draws one noise image per call and adds it
     to every input of the batch, so an input's draws do not depend on its position in the
     batch. Each input's noise is still ``N(0, σ²I)``; only inputs of one call share it.
     """

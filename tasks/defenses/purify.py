@@ -43,7 +43,7 @@ from pydantic import Field
 from torch import nn
 
 from tasks import models
-from tasks.defenses import Defended, InputTransform, register
+from tasks.defenses.base import Defended, InputTransform, register
 from tasks.errors import TaskError
 from tasks.models import DAEParams
 from tasks.params import Number
@@ -92,9 +92,10 @@ class AutoencoderPurify(InputTransform):
         if self.autoencoder is None:
             raise MissingArtifactError(
                 f"defense {self.name!r} needs its trained autoencoder: build it with "
-                "`AutoencoderPurify(params, autoencoder=dae)` or `tasks.purify.wrap_with(model, "
-                "dae, params)`, the autoencoder trained by `tasks.purify.fit_autoencoder` (a "
-                "study cell gets it as its input artifact 'autoencoder')"
+                "`AutoencoderPurify(params, autoencoder=dae)` or "
+                "`tasks.defenses.purify.wrap_with(model, dae, params)`, the autoencoder trained by "
+                "`tasks.defenses.purify.fit_autoencoder` (a study cell gets it as its input "
+                "artifact 'autoencoder')"
             )
         return Purified(model, self)
 
