@@ -26,7 +26,6 @@ from torch import nn
 from storage import ArtifactStore
 from tasks import datasets, defenses, models, training
 from tasks.attacks import ATTACKS
-from tasks.defense_metrics import defense_metrics
 from tasks.defenses import adaptive, purify
 from tasks.metrics import attack_metrics, budget_metrics, transfer_metrics
 
@@ -287,7 +286,7 @@ def run_attack(payload: dict, store: ArtifactStore) -> dict:
         metrics[f"fit_{key}"] = value
     # last: a randomized defense's draws here change nothing stored above
     metrics.update(_masking_metrics(spec["defense"], model, attacked, x_all, y_all, bs, dev))
-    metrics.update(defense_metrics(spec["defense"], model, data, split, tensors))
+    metrics.update(defenses.extra_metrics(spec["defense"], model, data, split, tensors))
     meta = {
         "kind": "adversarial",
         "source": spec["source"],

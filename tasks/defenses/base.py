@@ -30,7 +30,7 @@ two different draws. Each :func:`wrap` starts a fresh stream.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, ClassVar, TypeVar
@@ -38,6 +38,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import nn
 
+from tasks.datasets import Data, Split
 from tasks.errors import InputError, NotDifferentiableError
 from tasks.registry import Params, Registry
 
@@ -74,6 +75,36 @@ class Defense:
 
     def wrap(self, model: nn.Module) -> nn.Module:
         raise NotImplementedError
+
+    @classmethod
+    def extra_metrics(
+        cls,
+        params: Any,
+        defended: nn.Module,
+        data: Data,
+        split: Split,
+        tensors: Mapping[str, torch.Tensor],
+    ) -> dict[str, float]:
+        """The defense's own metrics for an attack cell on ``defended``; none by default.
+
+        A defense whose robust accuracy is not the whole story (a detector, a certified
+        smoothing) overrides this. The cell calls it after everything it stores, so draws
+        made here change no stored example or prediction; names must not collide with the
+        attack's (prefix them). A classmethod: it needs no instance, so no trained artifact
+        (those are inside ``defended``).
+
+        Args:
+            params: the defense's validated params.
+            defended: the defended model the cell evaluated (what :meth:`wrap` returned).
+            data: the cell's dataset.
+            split: its training part and evaluation slice.
+            tensors: the cell's artifact tensors (``x_adv``, ``labels``, ``pred_clean``,
+                ``pred_adv``, ``success``…), on the CPU.
+
+        Returns:
+            Metric name → value.
+        """
+        return {}
 
 
 class InputTransform(Defense):
@@ -196,3 +227,22 @@ class NoDefense(Defense):
 def wrap(model: nn.Module, name: str, params: Params) -> nn.Module:
     """``model`` behind defense ``name`` with validated ``params``."""
     return DEFENSES.get(name).obj(params).wrap(model)
+
+
+def extra_metrics(
+    component: Mapping[str, Any],
+    defended: nn.Module,
+    data: Data,
+    split: Split,
+    tensors: Mapping[str, torch.Tensor],
+) -> dict[str, float]:
+    """:meth:`Defense.extra_metrics` of the defense component (``name``, ``params``) of an
+    attack cell."""
+    name = component["name"]
+    params = DEFENSES.params_of(name, component["params"])
+    return DEFENSES.get(name).obj.extra_metrics(params, defended, data, split, tensors)
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters live (the CPU for a model without any)."""
+    return next(model.parameters(), torch.empty(0)).device
