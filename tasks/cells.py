@@ -26,7 +26,7 @@ from torch import nn
 from storage import ArtifactStore
 from tasks import datasets, defenses, models, training
 from tasks.attacks import ATTACKS
-from tasks.defenses import adaptive, purify
+from tasks.defenses import adaptive
 from tasks.metrics import attack_metrics, budget_metrics, transfer_metrics
 
 log = logging.getLogger(__name__)
@@ -159,8 +159,9 @@ def run_train(payload: dict, store: ArtifactStore) -> dict:
     """Fit one model on the training part of its dataset (or on the part of it that the
     spec's ``train_split`` names); store the checkpoint."""
     spec = payload["spec"]
-    if "autoencoder" in spec:
-        return _train_autoencoder(payload, store)
+    artifact = defenses.requirement_of(spec)
+    if artifact is not None:
+        return _train_artifact(payload, store, *artifact)
     data, split = _dataset(spec["dataset"])
     train = _train_indices(spec, split)
     model_spec, recipe = spec["model"], training.TrainParams(**spec["train"])
@@ -185,27 +186,23 @@ def run_train(payload: dict, store: ArtifactStore) -> dict:
     return {"metrics": metrics, "artifacts": {"checkpoint": dataclasses.asdict(record)}}
 
 
-def _train_autoencoder(payload: dict, store: ArtifactStore) -> dict:
-    """Fit an ``autoencoder_purify`` defense's autoencoder (:mod:`tasks.defenses.purify`) on
-    the clean training part; store it like a classifier's checkpoint (``arch: dae``), so that
-    :func:`_model` loads it. ``eval_mse``: its reconstruction error on the clean eval slice."""
+def _train_artifact(
+    payload: dict, store: ArtifactStore, role: str, requirement: defenses.Requirement
+) -> dict:
+    """Fit a defense's trained artifact (the input ``role`` of the cells that build the
+    defense) by its requirement's recipe; store it like a classifier's checkpoint, so that
+    :func:`_model` loads it."""
     spec, dev = payload["spec"], device()
     data, split = _dataset(spec["dataset"])
-    params = purify.PurifyParams(**spec["autoencoder"])
-    dae = purify.build_autoencoder(
-        params, input_shape=data.input_shape, mean=data.mean, std=data.std
-    ).to(dev)
-    metrics = purify.fit_autoencoder(dae, data.x[split.train].to(dev), params)
-    with torch.no_grad():
-        x_eval = data.x[split.eval].to(dev)
-        metrics["eval_mse"] = float(torch.nn.functional.mse_loss(dae(x_eval), x_eval))
-    state = {k: v.detach().cpu() for k, v in dae.state_dict().items()}
-    record = store.put(state, _checkpoint_meta(spec, data))
+    net, metrics = requirement.fit(spec[role], data, split, dev)
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    record = store.put(state, _checkpoint_meta(spec, data, role))
     return {"metrics": metrics, "artifacts": {"checkpoint": dataclasses.asdict(record)}}
 
 
-def _checkpoint_meta(spec: dict, data: datasets.Data) -> dict:
-    """What a trained checkpoint records: enough to rebuild the model and trace its data."""
+def _checkpoint_meta(spec: dict, data: datasets.Data, role: str | None = None) -> dict:
+    """What a trained checkpoint records: enough to rebuild the model and trace its data;
+    for a defense's artifact, also the recipe under its ``role``."""
     model_spec = spec["model"]
     meta = {
         "kind": "checkpoint",
@@ -222,8 +219,8 @@ def _checkpoint_meta(spec: dict, data: datasets.Data) -> dict:
     }
     if "train_split" in spec:  # only then: other checkpoints keep their meta and digests
         meta["train_split"] = spec["train_split"]
-    if "autoencoder" in spec:  # a defense's autoencoder: its recipe
-        meta["autoencoder"] = spec["autoencoder"]
+    if role is not None:  # a defense's artifact: its recipe
+        meta[role] = spec[role]
     return meta
 
 

@@ -22,8 +22,10 @@ from tasks.defenses.base import (
     extra_metrics,
     masked_gradients,
     register,
+    requirement_of,
     wrap,
 )
+from tasks.defenses.requirements import Recipe, Requirement
 
 __all__ = [
     "DEFENSES",
@@ -31,9 +33,12 @@ __all__ = [
     "Defense",
     "InputTransform",
     "NoDefense",
+    "Recipe",
+    "Requirement",
     "device_of",
     "extra_metrics",
     "masked_gradients",
     "register",
+    "requirement_of",
     "wrap",
 ]

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from tasks.datasets import Data, Split
+from tasks.defenses.requirements import Requirement
 from tasks.errors import InputError, NotDifferentiableError
 from tasks.registry import Params, Registry
 
@@ -61,14 +62,17 @@ class Defense:
     """Base: ``wrap(model)`` returns the defended model.
 
     Class attributes: ``differentiable`` (autograd through the defended model gives its true
-    input gradient; a quantizer, whose gradient is zero almost everywhere, is not) and
-    ``randomized`` (its forward pass draws randomness).
+    input gradient; a quantizer, whose gradient is zero almost everywhere, is not),
+    ``randomized`` (its forward pass draws randomness) and ``requires`` (the trained
+    artifacts its constructor takes as keywords, by role, each with the recipe that makes it
+    in a study: :mod:`tasks.defenses.requirements`).
     """
 
     Params: ClassVar[type[Params]]
     name: ClassVar[str] = ""
     differentiable: ClassVar[bool] = True
     randomized: ClassVar[bool] = False
+    requires: ClassVar[Mapping[str, Requirement]] = {}
 
     def __init__(self, params: Any) -> None:
         self.params = params
@@ -241,6 +245,20 @@ def extra_metrics(
     name = component["name"]
     params = DEFENSES.params_of(name, component["params"])
     return DEFENSES.get(name).obj.extra_metrics(params, defended, data, split, tensors)
+
+
+def requirement_of(spec: Mapping[str, Any]) -> tuple[str, Requirement] | None:
+    """``(role, requirement)`` when the train cell ``spec`` makes a defense's artifact (see
+    :meth:`~tasks.defenses.requirements.Requirement.train_spec`): the defense its
+    ``train.defense`` names declares the role whose recipe the spec holds. None for a model's
+    own train cell (whose ``train.defense``, if any, is a training-time defense)."""
+    name = (spec.get("train", {}).get("defense") or {}).get("name")
+    if not isinstance(name, str) or name not in DEFENSES:
+        return None
+    for role, requirement in DEFENSES.get(name).obj.requires.items():
+        if role in spec:
+            return role, requirement
+    return None
 
 
 def device_of(model: nn.Module) -> torch.device:

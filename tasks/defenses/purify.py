@@ -18,14 +18,14 @@ Three parts:
 - ``autoencoder_purify`` in :data:`tasks.defenses.DEFENSES`: the wrapper, differentiable
   (autograd through the autoencoder is exact). It needs the trained autoencoder, which
   :func:`tasks.defenses.wrap` cannot supply: the defense declares it in ``requires``
-  (``("autoencoder",)``) and takes it as a keyword of its constructor; :func:`wrap_with`
-  does both.
+  (role ``autoencoder``, with :class:`AutoencoderRecipe`) and takes it as a keyword of its
+  constructor; :func:`wrap_with` does both.
 
-Wiring (done by :mod:`orchestrator.plan` and :mod:`tasks.cells`): the defense's params are
-the autoencoder's recipe, so the planner derives from them one autoencoder training cell per
-(dataset, recipe). On the worker that cell
-builds the network by :func:`build_autoencoder`, trains it by :func:`fit_autoencoder` on the
-clean training part and stores it like a classifier's checkpoint (``arch: dae``, ``params:
+Wiring (the requirement's, used by :mod:`orchestrator.plan` and :mod:`tasks.cells`): the
+defense's params are the autoencoder's recipe, so the planner derives from them one
+autoencoder training cell per (dataset, recipe). On the worker that cell builds the network
+by :func:`build_autoencoder`, trains it by :func:`fit_autoencoder` on the clean training part
+and stores it like a classifier's checkpoint (``arch: dae``, ``params:
 PurifyParams.dae_params()``). Each attack or transfer cell whose (target) defense is
 ``autoencoder_purify`` lists that checkpoint as its extra input ``autoencoder``, loads it like a
 model and calls ``DEFENSES.get(name).obj(params, autoencoder=dae).wrap(model)`` (for every
@@ -34,8 +34,8 @@ role in the defense's ``requires``), or :func:`wrap_with`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import ClassVar, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,9 @@ from pydantic import Field
 from torch import nn
 
 from tasks import models
+from tasks.datasets import Data, Split
 from tasks.defenses.base import Defended, InputTransform, register
+from tasks.defenses.requirements import Recipe, Requirement
 from tasks.errors import TaskError
 from tasks.models import DAEParams
 from tasks.params import Number
@@ -71,6 +73,32 @@ class PurifyParams(Params):
         return DAEParams(width=self.width, activation=self.activation)
 
 
+class AutoencoderRecipe(Recipe):
+    """The autoencoder of ``autoencoder_purify``: a ``dae`` trained on the clean training part
+    by :func:`fit_autoencoder` under the defense's params."""
+
+    def architecture(self, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        return "dae", PurifyParams.model_validate(params).dae_params().model_dump(mode="json")
+
+    def values(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return PurifyParams.model_validate(params).model_dump(mode="json")
+
+    def fit(
+        self, values: Mapping[str, Any], data: Data, split: Split, device: torch.device
+    ) -> tuple[nn.Module, dict[str, float]]:
+        """The trained autoencoder, its training metrics and ``eval_mse``: its
+        reconstruction error on the clean evaluation slice."""
+        params = PurifyParams(**values)
+        dae = build_autoencoder(
+            params, input_shape=data.input_shape, mean=data.mean, std=data.std
+        ).to(device)
+        metrics = fit_autoencoder(dae, data.x[split.train].to(device), params)
+        with torch.no_grad():
+            x_eval = data.x[split.eval].to(device)
+            metrics["eval_mse"] = float(F.mse_loss(dae(x_eval), x_eval))
+        return dae, metrics
+
+
 @register("autoencoder_purify")
 class AutoencoderPurify(InputTransform):
     """Denoising-autoencoder purification before the classifier (Meng & Chen 2017).
@@ -82,7 +110,9 @@ class AutoencoderPurify(InputTransform):
     Params = PurifyParams
     params: PurifyParams
     differentiable = True
-    requires: ClassVar[tuple[str, ...]] = ("autoencoder",)
+    requires: ClassVar[Mapping[str, Requirement]] = {
+        "autoencoder": Requirement(model="autoencoder", recipe=AutoencoderRecipe())
+    }
 
     def __init__(self, params: PurifyParams, *, autoencoder: nn.Module | None = None) -> None:
         super().__init__(params)

@@ -1,5 +1,5 @@
 """What a defense class carries for the cells around it: its own metrics for an attack cell
-(``extra_metrics``)."""
+(``extra_metrics``) and the trained artifacts it needs with their recipes (``requires``)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from tasks import datasets, models
-from tasks.defenses import DEFENSES, extra_metrics, wrap
+from tasks.defenses import DEFENSES, Requirement, extra_metrics, requirement_of, wrap
+from tasks.errors import TaskError
 
 OWN_METRICS = {"feature_squeezing_detector", "randomized_smoothing"}
 DETECTOR = {"bits": 1, "median_size": None, "fit_size": 50}
+DIGITS = {"name": "digits", "label": "digits", "params": {"eval_size": 16}}
 SMOOTHING = {"sigma": 0.25, "n": 4, "n0": 4, "n_certify": 20, "radii": [0.25, 0.5]}
 
 
@@ -79,3 +81,30 @@ def test_smoothing_reports_certified_accuracy_at_its_radii(cell: tuple) -> None:
     assert "n" not in metrics
     assert {"certified_accuracy_r_0.25", "certified_accuracy_r_0.5"} <= set(metrics)
     assert metrics == extra_metrics(component, defended, data, split, tensors)
+
+
+def test_every_built_in_requirement_has_a_recipe_the_worker_finds_again() -> None:
+    needing = [e for e in DEFENSES if e.obj.requires]
+    assert [e.name for e in needing] == ["autoencoder_purify"]
+    for entry in needing:
+        params = entry.params().model_dump(mode="json")
+        for role, needed in entry.obj.requires.items():
+            assert needed.recipe is not None
+            spec = needed.train_spec(role, DIGITS, entry.name, params)
+            assert spec["model"]["name"] == needed.model
+            assert spec["train"] == {"defense": {"name": entry.name}}
+            assert requirement_of(spec) == (role, needed)
+
+
+@pytest.mark.parametrize(
+    "train", [{"epochs": 1}, {"epochs": 1, "defense": {"name": "pgd_at", "params": {}}}]
+)
+def test_a_models_own_train_cell_builds_no_defense_artifact(train: dict) -> None:
+    model = {"name": "mlp", "arch": "mlp", "params": {}}
+    spec = {"kind": "train", "dataset": DIGITS, "model": model, "train": train}
+    assert requirement_of(spec) is None
+
+
+def test_a_requirement_without_a_recipe_has_no_train_cell() -> None:
+    with pytest.raises(TaskError, match="no recipe makes the trained artifact 'denoiser'"):
+        Requirement("denoiser").train_spec("denoiser", DIGITS, "autoencoder_purify", {})
