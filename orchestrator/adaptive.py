@@ -1,11 +1,12 @@
 """Adaptive evaluation in a study file: a defense's ``adaptive:`` and ``eot_samples:`` keys.
 
 They say how attack cells adapt to the defense (``none``, ``bpda``, ``eot``, ``bpda+eot``;
-:mod:`tasks.adaptive` does the work) and are not defense parameters: :func:`take` removes them
-before the defense's params model sees the entry. The rules, checked before anything runs
-against what each defense declares (``differentiable``, ``randomized``, an input transform)
-and the study's attacks (a *gradient attack* is any attack that is neither black-box nor a
-baseline; ``square``, ``spsa``, ``one_pixel`` and ``noise`` are gradient-free):
+:mod:`tasks.defenses.adaptive` does the work) and are not defense parameters: :func:`take`
+removes them before the defense's params model sees the entry. The rules, checked before
+anything runs against what each defense declares (``differentiable``, ``randomized``, an
+input transform) and the study's attacks (a *gradient attack* is any attack that is neither
+black-box nor a baseline; ``square``, ``spsa``, ``one_pixel`` and ``noise`` are
+gradient-free):
 
 Errors:
     - A gradient attack against a defense that is not differentiable, without ``bpda``:
@@ -36,9 +37,9 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tasks.adaptive import DEFAULT_EOT_SAMPLES
 from tasks.attacks import ATTACKS
 from tasks.defenses import DEFENSES
+from tasks.defenses.adaptive import DEFAULT_EOT_SAMPLES
 
 if TYPE_CHECKING:
     from orchestrator.spec import Resolved, _Problems

@@ -17,9 +17,9 @@ never flags):
   Targeted attacks are left out (their success is hitting a target, not any error).
 - ``vanishing_gradient`` (b): on the clean inputs, the input gradient of the loss through
   what the attack ran on (``grad_zero_fraction``, ``grad_l1_median``; see
-  :mod:`tasks.adaptive`) is exactly zero for more than :data:`ZERO_FRACTION` of the samples,
-  or its median L1 norm is below :data:`VANISHING_RATIO` of the same model's undefended
-  median.
+  :mod:`tasks.defenses.adaptive`) is exactly zero for more than :data:`ZERO_FRACTION` of the
+  samples, or its median L1 norm is below :data:`VANISHING_RATIO` of the same model's
+  undefended median.
 - ``eps_not_monotone`` (c): along one attack configuration over eps (an attack that is not
   a baseline; the same parameters
   but ``eps`` and ``seed``; parameters that follow eps, like PGD's default ``step_size``,

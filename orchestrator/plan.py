@@ -189,37 +189,15 @@ def _transfers(
 
 def _artifact_inputs(plan: Plan, ds: dict, defense: Resolved) -> dict[str, tuple[str, ...]]:
     """The extra inputs of a cell that builds ``defense``: one per role its class
-    ``requires``, each the artifact of the cell that produces it (added here, once per
-    dataset and recipe); empty for defenses that need nothing."""
+    ``requires``, each the artifact of the train cell its requirement specs (added here, once
+    per dataset and recipe); empty for defenses that need nothing."""
     inputs: dict[str, tuple[str, ...]] = {}
-    for role in spec_defenses.requires(defense.name):
-        assert role == "autoencoder", role  # validation refuses roles nothing here produces
-        cell = plan.add("train", _autoencoder_spec(ds, defense), {}, once=True)
+    for role, needed in spec_defenses.requires(defense.name).items():
+        # validation refuses a requirement without a recipe, so each one has a train spec
+        train = needed.train_spec(role, ds, defense.name, defense.params)
+        cell = plan.add("train", train, {}, once=True)
         inputs[role] = ("cell", cell.key, "checkpoint")
     return inputs
-
-
-def _autoencoder_spec(ds: dict, defense: Resolved) -> dict:
-    """The train cell of an ``autoencoder_purify`` defense's autoencoder (:mod:`tasks.purify`).
-
-    ``autoencoder`` holds the recipe (the defense's params, labels aside, so two entries with
-    one recipe share the cell); ``model`` and ``train`` say what results rows and checkpoint
-    listings show for it: the model ``autoencoder`` (arch ``dae``), trained for the defense.
-    """
-    from tasks import purify
-
-    params = purify.PurifyParams.model_validate(defense.params)
-    return {
-        "kind": "train",
-        "dataset": ds,
-        "model": {
-            "name": spec_defenses.ROLE_MODELS["autoencoder"],
-            "arch": "dae",
-            "params": params.dae_params().model_dump(mode="json"),
-        },
-        "train": {"defense": {"name": defense.name}},
-        "autoencoder": params.model_dump(mode="json"),
-    }
 
 
 def _model_refs(plan: Plan, study: Study, ds: dict, label: str) -> dict[str, tuple[str, ...]]:

@@ -2,39 +2,32 @@
 and of the ``models:`` a defense entry wraps.
 
 A defense such as ``autoencoder_purify`` cannot be built from its params alone: its class
-declares the artifacts it needs (``requires = ("autoencoder",)``) and takes them as keywords of
-its constructor. The planner (:mod:`orchestrator.plan`) serves a role only when it knows which
-cell produces that artifact; :data:`SERVED` lists those roles. A defense entry that requires a
-role the planner cannot serve is refused here, before anything is written, rather than
-failing in every cell that would build it.
+declares the artifacts it needs by role, each a :class:`~tasks.defenses.Requirement` with the
+recipe that makes it, and takes them as keywords of its constructor. The planner
+(:mod:`orchestrator.plan`) adds the train cell a recipe describes; a defense entry that
+requires an artifact without a recipe is refused here, before anything is written, rather
+than failing in every cell that would build it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from tasks.defenses import DEFENSES
+from tasks.defenses import DEFENSES, Requirement
 
 if TYPE_CHECKING:
     from orchestrator.spec import ModelEntry, Resolved, Study, _Problems
 
-SERVED: frozenset[str] = frozenset({"autoencoder"})
-"""Artifact roles the planner derives a producing cell for (see :func:`orchestrator.plan`)."""
 
-
-def requires(name: str) -> tuple[str, ...]:
-    """The artifact roles the defense ``name`` declares it needs (none for most)."""
-    return tuple(getattr(DEFENSES.get(name).obj, "requires", ()))
-
-
-ROLE_MODELS = {"autoencoder": "autoencoder"}
-"""The model name under which the cell producing each role shows in results rows."""
+def requires(name: str) -> Mapping[str, Requirement]:
+    """The trained artifacts the defense ``name`` declares it needs, by role (none for most)."""
+    return getattr(DEFENSES.get(name).obj, "requires", {})
 
 
 def check(defenses: list[tuple[int, Resolved]], models: list[str], problems: _Problems) -> None:
-    """Refuse each defense entry that needs an artifact the planner cannot produce, or whose
-    producing cell would show under the name of one of the study's ``models``.
+    """Refuse each defense entry that needs an artifact without a recipe (no cell can produce
+    it), or whose producing cell would show under the name of one of the study's ``models``.
 
     Args:
         defenses: ``(entry index, resolved defense)`` for every valid defense entry.
@@ -42,14 +35,14 @@ def check(defenses: list[tuple[int, Resolved]], models: list[str], problems: _Pr
         problems: Where errors go (with the entry's line and path).
     """
     for i, d in defenses:
-        taken = [ROLE_MODELS[r] for r in requires(d.name) if ROLE_MODELS.get(r) in models]
-        for name in taken:
+        needs = requires(d.name)
+        for name in [r.model for r in needs.values() if r.model in models]:
             problems.add(
                 ("models", models.index(name), "name"),
                 f"the model name {name!r} is the one {d.name} (defenses[{i}]) gives its "
                 "trained part in results; rename the model",
             )
-        missing = [role for role in requires(d.name) if role not in SERVED]
+        missing = [role for role, r in needs.items() if r.recipe is None]
         if missing:
             roles = ", ".join(repr(r) for r in missing)
             problems.add(

@@ -11,12 +11,12 @@ import torch
 from torch import nn
 
 from storage import ArtifactStore
-from tasks import adaptive, datasets, defenses, training
+from tasks import datasets, defenses, training
 from tasks.attacks import ATTACKS
 from tasks.cells.payload import CellOutput, CellPayload
 from tasks.cells.specs import AttackSpec
 from tasks.cells.worker import CODE_VERSION, _dataset, _defended, _model, device
-from tasks.defense_metrics import defense_metrics
+from tasks.defenses import adaptive
 from tasks.metrics import attack_metrics, budget_metrics
 
 # what ``advgrid results`` shows of an attack cell
@@ -55,7 +55,7 @@ def run_attack(cell: CellPayload, store: ArtifactStore) -> CellOutput:
     metrics = _metrics(attack, run, x_all, tensors, passes=passes, own=own)
     # last: a randomized defense's draws here change nothing stored above
     metrics.update(_masking_metrics(defense, model, attacked, x_all, y_all, bs, dev))
-    metrics.update(defense_metrics(defense, model, data, split, tensors))
+    metrics.update(defenses.extra_metrics(defense, model, data, split, tensors))
     meta = {
         "kind": "adversarial",
         "source": spec.source,
@@ -187,7 +187,7 @@ def _masking_metrics(
     dev: torch.device,
 ) -> dict[str, float]:
     """Which adaptation the cell used, and the gradient-masking diagnostics
-    (:func:`tasks.adaptive.masking_metrics`); the latter are not counted as passes."""
+    (:func:`tasks.defenses.adaptive.masking_metrics`); the latter are not counted as passes."""
     bpda, eot = adaptive.uses(defense.get("adaptive", "none"))
     metrics = {"adaptive_bpda": float(bpda), "adaptive_eot": float(eot)}
     if eot:

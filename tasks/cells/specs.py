@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Tag, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Discriminator, Tag, TypeAdapter, model_validator
 
-Adaptive = Literal["none", "bpda", "eot", "bpda+eot"]  # tasks.adaptive.ADAPTIVE
+from tasks import defenses
+
+Adaptive = Literal["none", "bpda", "eot", "bpda+eot"]  # tasks.defenses.adaptive.ADAPTIVE
 Precision = Literal["fp32", "bf16"]
 
 
@@ -106,20 +108,39 @@ class TrainedFor(SpecModel):
 
 
 class DefenseModelSpec(SpecModel):
-    """A train cell that fits a defense's own model (today the autoencoder of
-    ``autoencoder_purify``, :mod:`tasks.purify`).
+    """A train cell that fits a defense's own model, such as ``autoencoder_purify``'s
+    autoencoder (:meth:`tasks.defenses.Requirement.train_spec` writes it).
 
-    ``model`` and ``train`` are what results rows and checkpoint listings show for it;
-    ``autoencoder`` is the recipe (:class:`tasks.purify.PurifyParams` dumped) and is what
-    tells this spec from a :class:`TrainSpec`.
+    ``model`` and ``train`` are what results rows and checkpoint listings show for it. The
+    recipe sits under the key of its *role*, which only the defense names, so that one key
+    is the only one this model takes beyond its fields: it must be a role the defense in
+    ``train.defense`` declares, and it is what tells this spec from a :class:`TrainSpec`.
     """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     kind: Literal["train"]
     dataset: Component
     model: ModelRef
     train: TrainedFor
-    autoencoder: dict[str, Any]
     precision: Precision = "fp32"
+
+    @model_validator(mode="after")
+    def _one_role(self) -> DefenseModelSpec:
+        extra = dict(self.__pydantic_extra__ or {})
+        found = defenses.requirement_of(self.model_dump(mode="json"))
+        role = found[0] if found else None
+        if role is None or set(extra) != {role} or not isinstance(extra[role], dict):
+            raise ValueError(
+                f"a defense's model takes one recipe, under a role of {self.train.defense.name!r}"
+                f" (got extra keys {sorted(extra)})"
+            )
+        return self
+
+    @property
+    def role(self) -> str:
+        """The input role of the cells that use this model (the recipe's key)."""
+        return next(iter(self.__pydantic_extra__ or {}))
 
 
 class _Evaluated(SpecModel):
@@ -162,10 +183,10 @@ class TransferSpec(_Evaluated):
 
 
 def _tag(value: Any) -> str | None:
-    """Which model a spec is: its ``kind``, except that a train spec with an
-    ``autoencoder`` recipe is a defense's own model."""
+    """Which model a spec is: its ``kind``, except that a train spec holding the recipe of
+    a role its ``train.defense`` declares is a defense's own model."""
     if isinstance(value, dict):
-        kind, own = value.get("kind"), "autoencoder" in value
+        kind, own = value.get("kind"), defenses.requirement_of(value) is not None
     else:
         kind, own = getattr(value, "kind", None), isinstance(value, DefenseModelSpec)
     return "defense_model" if kind == "train" and own else kind

@@ -7,7 +7,7 @@ import dataclasses
 import torch
 
 from storage import ArtifactStore
-from tasks import datasets, models, purify, training
+from tasks import datasets, defenses, models, training
 from tasks.cells.payload import CellOutput, CellPayload
 from tasks.cells.specs import DefenseModelSpec, TrainSpec
 from tasks.cells.worker import CODE_VERSION, _allow_imports, _dataset, _layout, device
@@ -31,8 +31,9 @@ def run_train(cell: CellPayload, store: ArtifactStore) -> CellOutput:
     spec's ``train_split`` names); store the checkpoint."""
     payload = cell.wire()
     spec = payload["spec"]
-    if "autoencoder" in spec:
-        return CellOutput(**_train_autoencoder(payload, store))
+    artifact = defenses.requirement_of(spec)
+    if artifact is not None:
+        return CellOutput(**_train_artifact(payload, store, *artifact))
     return _fit_model(cell, payload, store)
 
 
@@ -64,27 +65,23 @@ def _fit_model(cell: CellPayload, payload: dict, store: ArtifactStore) -> CellOu
     return CellOutput(metrics=metrics, artifacts={"checkpoint": dataclasses.asdict(record)})
 
 
-def _train_autoencoder(payload: dict, store: ArtifactStore) -> dict:
-    """Fit an ``autoencoder_purify`` defense's autoencoder (:mod:`tasks.purify`) on the clean
-    training part; store it like a classifier's checkpoint (``arch: dae``), so that
-    :func:`_model` loads it. ``eval_mse``: its reconstruction error on the clean eval slice."""
+def _train_artifact(
+    payload: dict, store: ArtifactStore, role: str, requirement: defenses.Requirement
+) -> dict:
+    """Fit a defense's trained artifact (the input ``role`` of the cells that build the
+    defense) by its requirement's recipe; store it like a classifier's checkpoint, so that
+    :func:`~tasks.cells.worker._model` loads it."""
     spec, dev = payload["spec"], device()
     data, split = _dataset(spec["dataset"])
-    params = purify.PurifyParams(**spec["autoencoder"])
-    dae = purify.build_autoencoder(
-        params, input_shape=data.input_shape, mean=data.mean, std=data.std
-    ).to(dev)
-    metrics = purify.fit_autoencoder(dae, data.x[split.train].to(dev), params)
-    with torch.no_grad():
-        x_eval = data.x[split.eval].to(dev)
-        metrics["eval_mse"] = float(torch.nn.functional.mse_loss(dae(x_eval), x_eval))
-    state = {k: v.detach().cpu() for k, v in dae.state_dict().items()}
-    record = store.put(state, _checkpoint_meta(spec, data))
+    net, metrics = requirement.fit(spec[role], data, split, dev)
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    record = store.put(state, _checkpoint_meta(spec, data, role))
     return {"metrics": metrics, "artifacts": {"checkpoint": dataclasses.asdict(record)}}
 
 
-def _checkpoint_meta(spec: dict, data: datasets.Data) -> dict:
-    """What a trained checkpoint records: enough to rebuild the model and trace its data."""
+def _checkpoint_meta(spec: dict, data: datasets.Data, role: str | None = None) -> dict:
+    """What a trained checkpoint records: enough to rebuild the model and trace its data;
+    for a defense's artifact, also the recipe under its ``role``."""
     model_spec = spec["model"]
     meta = {
         "kind": "checkpoint",
@@ -101,6 +98,6 @@ def _checkpoint_meta(spec: dict, data: datasets.Data) -> dict:
     }
     if "train_split" in spec:  # only then: other checkpoints keep their meta and digests
         meta["train_split"] = spec["train_split"]
-    if "autoencoder" in spec:  # a defense's autoencoder: its recipe
-        meta["autoencoder"] = spec["autoencoder"]
+    if role is not None:  # a defense's artifact: its recipe
+        meta[role] = spec[role]
     return meta

@@ -14,9 +14,10 @@ from safetensors.torch import save_file
 from orchestrator import spec
 from orchestrator.plan import PlannedCell, canonical_json, expand
 from orchestrator.spec import Execution
-from tasks import adaptive, datasets, models
+from tasks import datasets, models
 from tasks.cells import CELL_KINDS, CellPayload, DefenseModelSpec, TrainSpec, specs
 from tasks.cells.specs import parse
+from tasks.defenses import adaptive
 from tests.orchestrator.golden_keys import EXAMPLES
 from tests.storage.stored_db import DATA, STUDY_FILE
 
@@ -94,6 +95,17 @@ def test_a_defense_model_is_told_from_a_study_model() -> None:
     cells = expand(spec.load(EXAMPLES / "defenses.yaml")).cells
     kinds = {type(parse(c.spec)) for c in cells if c.kind == "train"}
     assert kinds == {TrainSpec, DefenseModelSpec}
+
+
+def test_a_defense_model_takes_only_its_roles_recipe() -> None:
+    cells = expand(spec.load(EXAMPLES / "defenses.yaml")).cells
+    own = next(c.spec for c in cells if isinstance(parse(c.spec), DefenseModelSpec))
+    role = parse(own).role
+    assert role == "autoencoder"
+    with pytest.raises(ValidationError, match="takes one recipe"):
+        parse({**own, "typo": 1})
+    with pytest.raises(ValidationError, match="takes one recipe"):
+        parse({**own, role: "not a mapping"})
 
 
 def test_unknown_and_missing_keys_are_refused() -> None:

@@ -1,5 +1,5 @@
-"""Defenses that need trained artifacts (``requires``): refused at validation unless the
-planner can produce what they need."""
+"""Defenses that need trained artifacts (``requires``): refused at validation unless each
+requirement has a recipe the planner can turn into a train cell."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 from orchestrator import spec
 from orchestrator.errors import ConfigError
 from orchestrator.plan import expand
-from tasks.purify import AutoencoderPurify
+from tasks.defenses import Requirement
+from tasks.defenses.purify import AutoencoderPurify
 
 STUDY = """\
 name: purified
@@ -31,7 +32,7 @@ attacks:
 def test_a_defense_needing_an_artifact_nobody_produces_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(AutoencoderPurify, "requires", ("denoiser",))
+    monkeypatch.setattr(AutoencoderPurify, "requires", {"denoiser": Requirement("denoiser")})
     with pytest.raises(ConfigError) as info:
         spec.parse(STUDY, "study.yaml")
     assert info.value.problems == [

@@ -1,5 +1,5 @@
 """BPDA and EOT surrogates, the evaluation of the real defended model, and the masking
-diagnostics (tasks.adaptive), on small random models: no training."""
+diagnostics (tasks.defenses.adaptive), on small random models: no training."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tasks import adaptive
+from tasks.defenses import adaptive
 from tasks.errors import InputError, NotDifferentiableError
 from tests.tasks.test_defense_contract import build, defend, images
 

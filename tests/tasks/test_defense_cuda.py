@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tasks import adaptive, datasets, models, training
-from tasks.defenses import DEFENSES
+from tasks import datasets, models, training
+from tasks.defenses import DEFENSES, adaptive
 from tasks.train_defenses import build as build_training_defense
 from tests.tasks.test_defense_contract import (
     NAMES,

@@ -8,10 +8,10 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from tasks import datasets, detectors, models, training
+from tasks import datasets, models, training
 from tasks.attacks import ATTACKS
-from tasks.defenses import DEFENSES, wrap
-from tasks.detectors import Detected, FeatureSqueezingParams
+from tasks.defenses import DEFENSES, detectors, wrap
+from tasks.defenses.detectors import Detected, FeatureSqueezingParams
 from tasks.errors import InputError
 
 torch.set_num_threads(1)

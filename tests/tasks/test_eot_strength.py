@@ -12,10 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tasks import adaptive, training
+from tasks import training
 from tasks.attacks import ATTACKS
-from tasks.defenses import DEFENSES, wrap
-from tasks.smoothing import Smoothed
+from tasks.defenses import DEFENSES, adaptive, wrap
+from tasks.defenses.smoothing import Smoothed
 from tests.tasks.conftest import Trained
 
 SMOOTHING = {"sigma": 0.25, "n": 20}  # examples/defenses.yaml

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tasks import datasets, models, purify
-from tasks.defenses import DEFENSES, wrap
-from tasks.purify import MissingArtifactError, Purified, PurifyParams
+from tasks import datasets, models
+from tasks.defenses import DEFENSES, purify, wrap
+from tasks.defenses.purify import MissingArtifactError, Purified, PurifyParams
 
 torch.set_num_threads(1)
 
@@ -123,7 +123,7 @@ def test_gradient_matches_finite_differences(trained: Trained) -> None:
 
 def test_without_its_autoencoder_the_defense_says_what_it_needs(trained: Trained) -> None:
     params = DEFENSES.params_of("autoencoder_purify", {})
-    assert DEFENSES.get("autoencoder_purify").obj.requires == ("autoencoder",)
+    assert tuple(DEFENSES.get("autoencoder_purify").obj.requires) == ("autoencoder",)
     with pytest.raises(MissingArtifactError, match="needs its trained autoencoder.*wrap_with"):
         wrap(trained.model, "autoencoder_purify", params)
     assert params.dae_params() == models.MODELS.params_of("dae", {})

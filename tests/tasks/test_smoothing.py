@@ -11,10 +11,10 @@ import torch
 from scipy import stats
 from torch import nn
 
-from tasks import datasets, models, smoothing
-from tasks.defenses import wrap
+from tasks import datasets, models
+from tasks.defenses import smoothing, wrap
+from tasks.defenses.smoothing import ABSTAIN, SmoothingParams
 from tasks.errors import InputError
-from tasks.smoothing import ABSTAIN, SmoothingParams
 
 torch.set_num_threads(1)
 
@@ -182,7 +182,7 @@ def test_bad_calls_explain_themselves(digits) -> None:
 
 def test_vote_counts_never_sends_more_than_batch_size_inputs_at_once() -> None:
     """More inputs than ``batch_size`` are counted in chunks, not as one batch per draw."""
-    from tasks.smoothing import vote_counts
+    from tasks.defenses.smoothing import vote_counts
 
     seen: list[int] = []
 

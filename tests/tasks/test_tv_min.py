@@ -11,7 +11,7 @@ from scipy import optimize
 
 from tasks import datasets
 from tasks.defenses import DEFENSES, Defended
-from tasks.tv_min import (
+from tasks.defenses.tv_min import (
     TVMin,
     TVMinParams,
     differences,

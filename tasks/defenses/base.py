@@ -1,9 +1,10 @@
-"""Defenses applied at inference time: model wrappers that declare whether they are
-differentiable (an adaptive attack needs BPDA/EOT where they are not).
+"""The base of inference-time defenses: model wrappers that declare whether they are
+differentiable (an adaptive attack needs BPDA/EOT where they are not), and their registry.
 
 ``wrap(model, name, params)`` returns the defended model. An input-transform defense
 (:class:`InputTransform`) returns a :class:`Defended` module whose ``forward(x)`` is
-``model(transform(x))``; the transforms themselves live in :mod:`tasks.transforms`.
+``model(transform(x))``; the transforms themselves live in :mod:`tasks.defenses.transforms`.
+The package :mod:`tasks.defenses` registers every built-in defense.
 Inputs are float ``(N, C, H, W)`` tensors in [0, 1]; the model normalizes internally.
 
 Interface for adaptive attacks (BPDA, EOT)::
@@ -29,7 +30,7 @@ two different draws. Each :func:`wrap` starts a fresh stream.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, ClassVar, TypeVar
@@ -37,6 +38,8 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import nn
 
+from tasks.datasets import Data, Split
+from tasks.defenses.requirements import Requirement
 from tasks.errors import InputError, NotDifferentiableError
 from tasks.registry import Params, Registry
 
@@ -59,20 +62,53 @@ class Defense:
     """Base: ``wrap(model)`` returns the defended model.
 
     Class attributes: ``differentiable`` (autograd through the defended model gives its true
-    input gradient; a quantizer, whose gradient is zero almost everywhere, is not) and
-    ``randomized`` (its forward pass draws randomness).
+    input gradient; a quantizer, whose gradient is zero almost everywhere, is not),
+    ``randomized`` (its forward pass draws randomness) and ``requires`` (the trained
+    artifacts its constructor takes as keywords, by role, each with the recipe that makes it
+    in a study: :mod:`tasks.defenses.requirements`).
     """
 
     Params: ClassVar[type[Params]]
     name: ClassVar[str] = ""
     differentiable: ClassVar[bool] = True
     randomized: ClassVar[bool] = False
+    requires: ClassVar[Mapping[str, Requirement]] = {}
 
     def __init__(self, params: Any) -> None:
         self.params = params
 
     def wrap(self, model: nn.Module) -> nn.Module:
         raise NotImplementedError
+
+    @classmethod
+    def extra_metrics(
+        cls,
+        params: Any,
+        defended: nn.Module,
+        data: Data,
+        split: Split,
+        tensors: Mapping[str, torch.Tensor],
+    ) -> dict[str, float]:
+        """The defense's own metrics for an attack cell on ``defended``; none by default.
+
+        A defense whose robust accuracy is not the whole story (a detector, a certified
+        smoothing) overrides this. The cell calls it after everything it stores, so draws
+        made here change no stored example or prediction; names must not collide with the
+        attack's (prefix them). A classmethod: it needs no instance, so no trained artifact
+        (those are inside ``defended``).
+
+        Args:
+            params: the defense's validated params.
+            defended: the defended model the cell evaluated (what :meth:`wrap` returned).
+            data: the cell's dataset.
+            split: its training part and evaluation slice.
+            tensors: the cell's artifact tensors (``x_adv``, ``labels``, ``pred_clean``,
+                ``pred_adv``, ``success``…), on the CPU.
+
+        Returns:
+            Metric name → value.
+        """
+        return {}
 
 
 class InputTransform(Defense):
@@ -144,7 +180,7 @@ def masked_gradients() -> Iterator[None]:
 
     This is what a gradient attack that does not adapt to the defense follows, and what
     makes such a defense look robust (Athalye, Carlini & Wagner, ICML 2018). Only
-    :func:`tasks.adaptive.naive` uses it, to record that non-adaptive number on purpose.
+    :func:`tasks.defenses.adaptive.naive` uses it, to record that non-adaptive number on purpose.
     """
     token = _MASKED.set(True)
     try:
@@ -197,5 +233,34 @@ def wrap(model: nn.Module, name: str, params: Params) -> nn.Module:
     return DEFENSES.get(name).obj(params).wrap(model)
 
 
-# registers the built-in defenses: input transforms, detector, purifier, smoothing
-from tasks import detectors, purify, smoothing, transforms, tv_min  # noqa: E402, F401
+def extra_metrics(
+    component: Mapping[str, Any],
+    defended: nn.Module,
+    data: Data,
+    split: Split,
+    tensors: Mapping[str, torch.Tensor],
+) -> dict[str, float]:
+    """:meth:`Defense.extra_metrics` of the defense component (``name``, ``params``) of an
+    attack cell."""
+    name = component["name"]
+    params = DEFENSES.params_of(name, component["params"])
+    return DEFENSES.get(name).obj.extra_metrics(params, defended, data, split, tensors)
+
+
+def requirement_of(spec: Mapping[str, Any]) -> tuple[str, Requirement] | None:
+    """``(role, requirement)`` when the train cell ``spec`` makes a defense's artifact (see
+    :meth:`~tasks.defenses.requirements.Requirement.train_spec`): the defense its
+    ``train.defense`` names declares the role whose recipe the spec holds. None for a model's
+    own train cell (whose ``train.defense``, if any, is a training-time defense)."""
+    name = (spec.get("train", {}).get("defense") or {}).get("name")
+    if not isinstance(name, str) or name not in DEFENSES:
+        return None
+    for role, requirement in DEFENSES.get(name).obj.requires.items():
+        if role in spec:
+            return role, requirement
+    return None
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters live (the CPU for a model without any)."""
+    return next(model.parameters(), torch.empty(0)).device

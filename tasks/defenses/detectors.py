@@ -4,7 +4,7 @@ Feature squeezing (Xu, Evans & Qi, "Feature Squeezing: Detecting Adversarial Exa
 Neural Networks", NDSS 2018): an input's score is the largest L1 distance between the model's
 softmax on it and on a squeezed copy, over the squeezers bit-depth reduction and median
 smoothing (the registered ``bit_depth`` and ``median_filter`` transforms of
-:mod:`tasks.transforms`). The threshold is the ``1 − fpr`` quantile of the scores of clean
+:mod:`tasks.defenses.transforms`). The threshold is the ``1 − fpr`` quantile of the scores of clean
 inputs, so about ``fpr`` of clean inputs are flagged; an input is flagged when its score
 exceeds it.
 
@@ -16,9 +16,9 @@ detector-unaware one); the wrapper carries the detector (``.detector``, ``.fit(x
 Chen, Carlini & Song, "Adversarial Example Defense: Ensembles of Weak Defenses are not
 Strong", WOOT 2017); that adaptive attack is not written here.
 
-Wiring (:mod:`tasks.defense_metrics` does it for attack cells; transfer cells do not yet):
-the detector is fitted on clean *training* samples inside the cell that evaluates it (cheap
-and deterministic: no artifact). An attack cell whose defense is
+Wiring (:meth:`FeatureSqueezingDetector.extra_metrics`, for attack cells; transfer cells do
+not add them yet): the detector is fitted on clean *training* samples inside the cell that
+evaluates it (cheap and deterministic: no artifact). An attack cell whose defense is
 ``feature_squeezing_detector`` adds :func:`detector_metrics` of its adversarial examples,
 with ``success`` = the examples that fool the model and whose clean input it classified
 correctly (as Xu et al. count them).
@@ -27,14 +27,19 @@ correctly (as Xu et al. count them).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from tasks.defenses import DEFENSES, Defended, InputTransform, register
+from tasks.datasets import Data, Split
+from tasks.defenses.base import DEFENSES, Defended, InputTransform, device_of, register
 from tasks.errors import InputError
 from tasks.registry import Params
+
+FIT_SEED = 0
+"""Seed of the permutation of the training part whose head fits a detector's threshold."""
 
 
 class FeatureSqueezingParams(Params):
@@ -113,6 +118,34 @@ class FeatureSqueezingDetector(InputTransform):
         k = math.ceil(round((1 - self.params.fpr) * len(clean_scores), 9))
         return float(clean_scores.sort().values[max(k, 1) - 1])
 
+    @classmethod
+    def extra_metrics(
+        cls,
+        params: FeatureSqueezingParams,
+        defended: nn.Module,
+        data: Data,
+        split: Split,
+        tensors: Mapping[str, torch.Tensor],
+    ) -> dict[str, float]:
+        """:func:`detector_metrics` of the cell's adversarial examples, names prefixed
+        ``detector_`` (see :meth:`tasks.defenses.base.Defense.extra_metrics`).
+
+        The threshold is fitted on ``fit_size`` clean *training* samples (the head of a
+        permutation of the training part drawn by :data:`FIT_SEED`, so ``fit_size``, in the
+        key, fixes the subset), the false-positive rate measured on the clean evaluation
+        slice. Metrics: ``detector_threshold``, ``detector_false_positive_rate``,
+        ``detector_detection_rate`` (share of the successful adversarial examples flagged;
+        absent when none succeeded), ``detector_detection_rate_all`` and
+        ``detector_n_success``.
+        """
+        dev = device_of(defended)
+        x_fit = data.x[fit_indices(split.train, params.fit_size)].to(dev)
+        x_eval, x_adv = data.x[split.eval].to(dev), tensors["x_adv"].to(dev)
+        # Xu et al. count the adversarial examples of seeds the model classified correctly
+        success = tensors["success"] & (tensors["pred_clean"] == tensors["labels"])
+        found = detector_metrics(defended, x_fit, x_eval, x_adv, success, params)
+        return {f"detector_{k}": v for k, v in found.items()}
+
 
 def _transform(name: str, values: dict[str, int]) -> InputTransform:
     """The registered input transform ``name`` (the squeezers are those defenses)."""
@@ -158,6 +191,12 @@ class Detected(Defended):
                 "with clean inputs first"
             )
         return self.score(x) > self.threshold
+
+
+def fit_indices(train: torch.Tensor, size: int) -> torch.Tensor:
+    """The first ``size`` of a permutation of ``train`` drawn by :data:`FIT_SEED`."""
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(FIT_SEED))
+    return train[order[:size]].clone()
 
 
 def fit_threshold(model: nn.Module, x_clean: torch.Tensor, params: FeatureSqueezingParams) -> float:

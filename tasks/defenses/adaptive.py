@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tasks.defenses import masked_gradients
+from tasks.defenses.base import masked_gradients
 from tasks.errors import InputError, NotDifferentiableError
 
 ADAPTIVE = ("none", "bpda", "eot", "bpda+eot")

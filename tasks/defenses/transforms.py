@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from tasks.defenses import InputTransform, register
+from tasks.defenses.base import InputTransform, register
 from tasks.errors import InputError
 from tasks.params import Number
 from tasks.registry import Params

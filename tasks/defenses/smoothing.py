@@ -23,15 +23,15 @@ Randomness: every draw comes from a ``torch.Generator`` (the wrapper's, seeded f
 with a CPU generator the numbers are the same on every device.
 
 Wiring: :func:`smoothing_metrics` runs in the attack cell on the smoothed model
-(:mod:`tasks.defense_metrics`) on the clean evaluation slice at the params' ``radii``
-(metrics ``smoothed_accuracy``, ``abstain_rate``, ``certified_accuracy_r_<r>``…); attack and
-transfer cells use the wrapper like any defense (a transfer cell's predictions are then the
-smoothed ones).
+(:meth:`RandomizedSmoothing.extra_metrics`) on the clean evaluation slice at the params'
+``radii`` (metrics ``smoothed_accuracy``, ``abstain_rate``, ``certified_accuracy_r_<r>``…);
+attack and transfer cells use the wrapper like any defense (a transfer cell's predictions are
+then the smoothed ones).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,7 +41,8 @@ from pydantic import Field
 from scipy import stats
 from torch import nn
 
-from tasks.defenses import Defended, InputTransform, _NoGradient, register
+from tasks.datasets import Data, Split
+from tasks.defenses.base import Defended, InputTransform, _NoGradient, device_of, register
 from tasks.errors import InputError
 from tasks.params import Budget, Number
 from tasks.registry import Params
@@ -72,7 +73,7 @@ class RandomizedSmoothing(InputTransform):
     differentiable; ``transform`` is one draw ``clip(x + σ·N(0, I))``, which is.
 
     ``per_batch_draws`` (off by default; an EOT surrogate turns it on while it runs, see
-    :class:`tasks.adaptive.EOT`): ``transform`` draws one noise image per call and adds it
+    :class:`tasks.defenses.adaptive.EOT`): ``transform`` draws one noise image per call and adds it
     to every input of the batch, so an input's draws do not depend on its position in the
     batch. Each input's noise is still ``N(0, σ²I)``; only inputs of one call share it.
     """
@@ -91,6 +92,26 @@ class RandomizedSmoothing(InputTransform):
 
     def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return noisy(x, self.params.sigma, generator, shared=self.per_batch_draws)
+
+    @classmethod
+    def extra_metrics(
+        cls,
+        params: SmoothingParams,
+        defended: nn.Module,
+        data: Data,
+        split: Split,
+        tensors: Mapping[str, torch.Tensor],
+    ) -> dict[str, float]:
+        """PREDICT and CERTIFY (:func:`smoothing_metrics`) on the clean evaluation slice at
+        the params' ``radii``, from a generator of their own (see
+        :meth:`tasks.defenses.base.Defense.extra_metrics`): ``smoothed_accuracy``,
+        ``abstain_rate``, ``certify_abstain_rate``, ``average_certified_radius``,
+        ``certified_accuracy_r_<r>`` and ``smoothing_n``."""
+        dev = device_of(defended)
+        x, y = data.x[split.eval].to(dev), data.y[split.eval]
+        metrics = smoothing_metrics(defended, x, y, params.radii)
+        metrics["smoothing_n"] = metrics.pop("n")
+        return metrics
 
 
 class Smoothed(Defended):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from tasks.defenses import InputTransform, register
+from tasks.defenses.base import InputTransform, register
 from tasks.params import Number
 from tasks.registry import Params
 

@@ -8,23 +8,24 @@ input back towards the data manifold; the defended model is ``model(clamp(dae(x)
 
 Three parts:
 
-- ``dae`` in :data:`tasks.models.MODELS`: the autoencoder, shaped like MagNet's CIFAR-10
-  reformer (three 3×3 convolutions, no pooling, so any image size; a sigmoid output; hidden
-  width and activation as :class:`DAEParams` explains). Built with :func:`tasks.models.build`
+- ``dae`` in :data:`tasks.models.MODELS` (:class:`tasks.models.DAE`, registered with the
+  other architectures): the autoencoder, shaped like MagNet's CIFAR-10 reformer (three 3×3
+  convolutions, no pooling, so any image size; a sigmoid output; hidden width and activation
+  as :class:`~tasks.models.DAEParams` explains). Built with :func:`tasks.models.build`
   like a classifier (the input is normalized inside); its output is an image in [0, 1], not
   logits, and ``num_classes`` is ignored.
 - :func:`fit_autoencoder`: the training, deterministic under ``params.seed``.
 - ``autoencoder_purify`` in :data:`tasks.defenses.DEFENSES`: the wrapper, differentiable
   (autograd through the autoencoder is exact). It needs the trained autoencoder, which
   :func:`tasks.defenses.wrap` cannot supply: the defense declares it in ``requires``
-  (``("autoencoder",)``) and takes it as a keyword of its constructor; :func:`wrap_with`
-  does both.
+  (role ``autoencoder``, with :class:`AutoencoderRecipe`) and takes it as a keyword of its
+  constructor; :func:`wrap_with` does both.
 
-Wiring (done by :mod:`orchestrator.plan` and :mod:`tasks.cells`): the defense's params are
-the autoencoder's recipe, so the planner derives from them one autoencoder training cell per
-(dataset, recipe). On the worker that cell
-builds the network by :func:`build_autoencoder`, trains it by :func:`fit_autoencoder` on the
-clean training part and stores it like a classifier's checkpoint (``arch: dae``, ``params:
+Wiring (the requirement's, used by :mod:`orchestrator.plan` and :mod:`tasks.cells`): the
+defense's params are the autoencoder's recipe, so the planner derives from them one
+autoencoder training cell per (dataset, recipe). On the worker that cell builds the network
+by :func:`build_autoencoder`, trains it by :func:`fit_autoencoder` on the clean training part
+and stores it like a classifier's checkpoint (``arch: dae``, ``params:
 PurifyParams.dae_params()``). Each attack or transfer cell whose (target) defense is
 ``autoencoder_purify`` lists that checkpoint as its extra input ``autoencoder``, loads it like a
 model and calls ``DEFENSES.get(name).obj(params, autoencoder=dae).wrap(model)`` (for every
@@ -33,8 +34,8 @@ role in the defense's ``requires``), or :func:`wrap_with`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import ClassVar, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -42,49 +43,17 @@ from pydantic import Field
 from torch import nn
 
 from tasks import models
-from tasks.defenses import Defended, InputTransform, register
+from tasks.datasets import Data, Split
+from tasks.defenses.base import Defended, InputTransform, register
+from tasks.defenses.requirements import Recipe, Requirement
 from tasks.errors import TaskError
+from tasks.models import DAEParams
 from tasks.params import Number
 from tasks.registry import Params
 
 
 class MissingArtifactError(TaskError):
     """A defense built without the trained artifact (an autoencoder) that it needs."""
-
-
-class DAEParams(Params):
-    """MagNet's reformer is ``width: 3, activation: sigmoid``; the defaults differ because it
-    trains slowly: on digits, 30 epochs of the default recipe leave its reconstructions of
-    noisy held-out inputs further from the clean ones (MSE 0.012) than the noisy inputs are
-    (0.0065), where width 16 with ReLU reaches 0.004 in the same time."""
-
-    width: int = Field(16, ge=1, le=512, description="channels of the hidden layers (MagNet: 3)")
-    activation: Literal["relu", "sigmoid"] = Field(
-        "relu", description="of the hidden layers (MagNet: sigmoid); the output is a sigmoid"
-    )
-
-
-@models.MODELS.register("dae")
-class DAE(nn.Module):
-    """Convolutional denoising autoencoder: image in, image in [0, 1] out (MagNet 2017)."""
-
-    Params = DAEParams
-
-    def __init__(self, params: DAEParams, input_shape: Sequence[int], num_classes: int) -> None:
-        super().__init__()
-        c, w = int(input_shape[0]), params.width
-        act = nn.ReLU if params.activation == "relu" else nn.Sigmoid
-        self.net = nn.Sequential(
-            nn.Conv2d(c, w, 3, padding=1),
-            act(),
-            nn.Conv2d(w, w, 3, padding=1),
-            act(),
-            nn.Conv2d(w, c, 3, padding=1),
-            nn.Sigmoid(),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
 
 class PurifyParams(Params):
@@ -104,6 +73,32 @@ class PurifyParams(Params):
         return DAEParams(width=self.width, activation=self.activation)
 
 
+class AutoencoderRecipe(Recipe):
+    """The autoencoder of ``autoencoder_purify``: a ``dae`` trained on the clean training part
+    by :func:`fit_autoencoder` under the defense's params."""
+
+    def architecture(self, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        return "dae", PurifyParams.model_validate(params).dae_params().model_dump(mode="json")
+
+    def values(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return PurifyParams.model_validate(params).model_dump(mode="json")
+
+    def fit(
+        self, values: Mapping[str, Any], data: Data, split: Split, device: torch.device
+    ) -> tuple[nn.Module, dict[str, float]]:
+        """The trained autoencoder, its training metrics and ``eval_mse``: its
+        reconstruction error on the clean evaluation slice."""
+        params = PurifyParams(**values)
+        dae = build_autoencoder(
+            params, input_shape=data.input_shape, mean=data.mean, std=data.std
+        ).to(device)
+        metrics = fit_autoencoder(dae, data.x[split.train].to(device), params)
+        with torch.no_grad():
+            x_eval = data.x[split.eval].to(device)
+            metrics["eval_mse"] = float(F.mse_loss(dae(x_eval), x_eval))
+        return dae, metrics
+
+
 @register("autoencoder_purify")
 class AutoencoderPurify(InputTransform):
     """Denoising-autoencoder purification before the classifier (Meng & Chen 2017).
@@ -115,7 +110,9 @@ class AutoencoderPurify(InputTransform):
     Params = PurifyParams
     params: PurifyParams
     differentiable = True
-    requires: ClassVar[tuple[str, ...]] = ("autoencoder",)
+    requires: ClassVar[Mapping[str, Requirement]] = {
+        "autoencoder": Requirement(model="autoencoder", recipe=AutoencoderRecipe())
+    }
 
     def __init__(self, params: PurifyParams, *, autoencoder: nn.Module | None = None) -> None:
         super().__init__(params)
@@ -125,9 +122,10 @@ class AutoencoderPurify(InputTransform):
         if self.autoencoder is None:
             raise MissingArtifactError(
                 f"defense {self.name!r} needs its trained autoencoder: build it with "
-                "`AutoencoderPurify(params, autoencoder=dae)` or `tasks.purify.wrap_with(model, "
-                "dae, params)`, the autoencoder trained by `tasks.purify.fit_autoencoder` (a "
-                "study cell gets it as its input artifact 'autoencoder')"
+                "`AutoencoderPurify(params, autoencoder=dae)` or "
+                "`tasks.defenses.purify.wrap_with(model, dae, params)`, the autoencoder trained by "
+                "`tasks.defenses.purify.fit_autoencoder` (a study cell gets it as its input "
+                "artifact 'autoencoder')"
             )
         return Purified(model, self)
 

@@ -1,0 +1,100 @@
+"""Trained artifacts a defense needs, and the recipes that make them in a study.
+
+A defense such as ``autoencoder_purify`` cannot be built from its params alone: it takes a
+trained network (an autoencoder) as a keyword of its constructor. Its class declares that
+need with the recipe that meets it::
+
+    requires = {"autoencoder": Requirement(model="autoencoder", recipe=AutoencoderRecipe())}
+
+The key is the *role*: the constructor's keyword, and the name of the cell input that
+carries the artifact. The :class:`Requirement` gives the planner the train cell that
+produces the artifact (:meth:`Requirement.train_spec`) and a worker the fit that runs in that
+cell (:meth:`Requirement.fit`); the cell stores the result like a classifier's checkpoint,
+so it is loaded like one. A requirement without a recipe is one that studies cannot meet:
+validation refuses a defense that declares it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from tasks.datasets import Data, Split
+from tasks.errors import TaskError
+
+
+class Recipe:
+    """How a study makes a defense's artifact: what its train cell records, and the fit.
+
+    Subclasses write the three methods; ``params`` is the defense's params as the study
+    resolved them (a JSON mapping, defaults filled in).
+    """
+
+    def architecture(self, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The registered architecture of the artifact and its params as JSON: what its
+        checkpoint records, so that it is rebuilt like a model (:mod:`tasks.models`)."""
+        raise NotImplementedError
+
+    def values(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The recipe as JSON: everything that changes the artifact (it enters the key)."""
+        raise NotImplementedError
+
+    def fit(
+        self, values: Mapping[str, Any], data: Data, split: Split, device: torch.device
+    ) -> tuple[nn.Module, dict[str, float]]:
+        """Build and train the artifact on ``device`` from :meth:`values`, on the dataset's
+        training part; return it (its state dict is what the cell stores) and its metrics."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A trained artifact a defense's constructor takes, and the recipe that makes it.
+
+    Attributes:
+        model: The model name the cell that trains it shows under in results rows and
+            checkpoint listings; a study model of that name is refused.
+        recipe: How the planner specs that cell and a worker fits it; None where no study
+            can produce the artifact (validation then refuses the defense).
+    """
+
+    model: str
+    recipe: Recipe | None = None
+
+    def train_spec(
+        self, role: str, dataset: dict[str, Any], defense: str, params: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The spec of the train cell that makes this artifact for ``defense`` (its name)
+        with ``params`` on ``dataset`` (the cell spec's dataset component).
+
+        ``role`` holds the recipe (the defense's params, labels aside, so two entries with
+        one recipe share the cell); ``model`` and ``train`` say what results rows and
+        checkpoint listings show for it: :attr:`model`, trained for the defense.
+        """
+        recipe = self._recipe()
+        arch, arch_params = recipe.architecture(params)
+        return {
+            "kind": "train",
+            "dataset": dataset,
+            "model": {"name": self.model, "arch": arch, "params": arch_params},
+            "train": {"defense": {"name": defense}},
+            role: recipe.values(params),
+        }
+
+    def fit(
+        self, values: Mapping[str, Any], data: Data, split: Split, device: torch.device
+    ) -> tuple[nn.Module, dict[str, float]]:
+        """:meth:`Recipe.fit`: the trained artifact and its metrics."""
+        return self._recipe().fit(values, data, split, device)
+
+    def _recipe(self) -> Recipe:
+        if self.recipe is None:
+            raise TaskError(
+                f"no recipe makes the trained artifact {self.model!r}: a study cannot train "
+                "it (validation refuses a defense that needs it)"
+            )
+        return self.recipe
