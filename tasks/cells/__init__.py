@@ -21,9 +21,9 @@ Modules:
 
 from __future__ import annotations
 
-from tasks.cells.kinds import CELL_KINDS, CellKindInfo
+from tasks.cells.kinds import CELL_KINDS, CellKindInfo, CellKinds, PlanBuilder
 from tasks.cells.payload import CellOutput, CellPayload, CellResult
-from tasks.cells.run import run_cell
+from tasks.cells.run import parse_payload, run_cell
 from tasks.cells.specs import (
     AttackSpec,
     CellSpec,
@@ -38,6 +38,7 @@ __all__ = [
     "CODE_VERSION",
     "AttackSpec",
     "CellKindInfo",
+    "CellKinds",
     "CellOutput",
     "CellPayload",
     "CellResult",
@@ -45,7 +46,9 @@ __all__ = [
     "DefenseModelSpec",
     "TrainSpec",
     "TransferSpec",
+    "PlanBuilder",
     "device",
+    "parse_payload",
     "run_cell",
     "worker_name",
 ]

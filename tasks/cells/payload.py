@@ -12,8 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from storage.enums import CellKind
-from tasks.cells.specs import CellSpec
+from tasks.cells.specs import SpecModel
 
 
 class CellPayload(BaseModel):
@@ -22,7 +21,8 @@ class CellPayload(BaseModel):
     Attributes:
         key: The cell's key (names the Ray task).
         kind: Which kind of cell, and so which runner (:data:`tasks.cells.CELL_KINDS`).
-        spec: The normalized spec, typed (:mod:`tasks.cells.specs`).
+        spec: The normalized spec, typed by its kind's spec models
+            (:func:`tasks.cells.parse_payload` validates a plain payload).
         inputs: The digest of each artifact the cell reads, by role (``checkpoint``,
             ``adversarial``, ``autoencoder``).
         store: The artifact store's root (a folder or an fsspec URL).
@@ -38,8 +38,8 @@ class CellPayload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     key: str
-    kind: CellKind
-    spec: CellSpec
+    kind: str
+    spec: SpecModel
     inputs: dict[str, str] = {}
     store: str
     batch_size: int | None = None

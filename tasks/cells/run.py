@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -11,6 +12,17 @@ from storage import ArtifactStore
 from tasks.cells.kinds import CELL_KINDS
 from tasks.cells.payload import CellPayload, CellResult
 from tasks.cells.worker import _precision, worker_name
+
+
+def parse_payload(payload: Mapping[str, Any]) -> CellPayload:
+    """The typed payload of a plain one: its spec parsed by the spec models of its kind.
+
+    Raises:
+        UnknownComponentError: The kind is not registered here.
+        pydantic.ValidationError: The payload or its spec does not fit the schema.
+    """
+    typed = CELL_KINDS[payload["kind"]].parse(payload["spec"])
+    return CellPayload.model_validate({**payload, "spec": typed})
 
 
 def run_cell(payload: dict[str, Any] | CellPayload) -> dict[str, Any]:
@@ -24,14 +36,14 @@ def run_cell(payload: dict[str, Any] | CellPayload) -> dict[str, Any]:
         ``duration_s``, ``started_at`` and ``ended_at``.
     """
     started_at, start = time.time(), time.perf_counter()
-    cell = payload if isinstance(payload, CellPayload) else CellPayload.model_validate(payload)
+    cell = payload if isinstance(payload, CellPayload) else parse_payload(payload)
     store = ArtifactStore(cell.store)
     threads = torch.get_num_threads()
     # the thread count changes float reduction order: pin it to the cell's CPU share so the
     # same cell gives the same numbers in-process and on any Ray worker
     torch.set_num_threads(max(1, int(cell.num_cpus)))
     try:
-        with _precision(cell.spec.precision):
+        with _precision(getattr(cell.spec, "precision", "fp32")):
             output = CELL_KINDS[cell.kind].run(cell, store)
     finally:
         torch.set_num_threads(threads)
