@@ -1,11 +1,14 @@
-"""Fixtures shared by the whole suite: one local Ray per session, study files, a CLI runner."""
+"""Fixtures shared by the whole suite: one local Ray per session, study files, a CLI runner,
+finished studies run once per session, one thread for tests that compare numbers."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import textwrap
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from storage import mask_url
+from storage import ArtifactStore, Database, mask_url
 
 TINY_STUDY = """\
 name: {name}
@@ -87,6 +90,80 @@ class Cli:
 @pytest.fixture
 def cli() -> Cli:
     return Cli()
+
+
+@dataclass(frozen=True)
+class FinishedStudy:
+    """A study run to the end inline: its folder, data environment, study file and output.
+
+    A finished study is shared by every test that asks for the same one, so tests read it
+    and never change it; a test that changes what is stored works on :meth:`copy`.
+    """
+
+    root: Path
+    env: dict[str, str]
+    study: Path
+    output: str
+
+    def db(self) -> Database:
+        return Database.open(self.env["ADVGRID_DB"])
+
+    def store(self) -> ArtifactStore:
+        return ArtifactStore(self.env["ADVGRID_STORE"])
+
+    def copy(self, dest: Path) -> FinishedStudy:
+        """The same study and data under ``dest`` (index, store and MLflow store), for a
+        test that changes them: copying is much cheaper than running the study again."""
+        shutil.copytree(self.root / "data", dest / "data")
+        study = dest / self.study.name
+        shutil.copyfile(self.study, study)
+        return FinishedStudy(dest, data_env(dest), study, self.output)
+
+
+RunStudy = Callable[..., FinishedStudy]
+
+
+@pytest.fixture(scope="session")
+def run_study(tmp_path_factory: pytest.TempPathFactory) -> RunStudy:
+    """``run_study(text, *args, file="study.yaml")``: the study ``text`` run inline with
+    ``advgrid run … --executor inline *args`` in a folder of its own, once per session for
+    each text and arguments; later calls return the same :class:`FinishedStudy`."""
+    done: dict[tuple[str, tuple[str, ...], str], FinishedStudy] = {}
+
+    def run(text: str, *args: str, file: str = "study.yaml") -> FinishedStudy:
+        key = (text, args, file)
+        if key not in done:
+            root = tmp_path_factory.mktemp(Path(file).stem)
+            study = root / file
+            study.write_text(text)
+            env = data_env(root)
+            result = Cli()("run", study, "--executor", "inline", *args, env=env)
+            assert result.exit_code == 0, result.output
+            done[key] = FinishedStudy(root, env, study, result.output)
+        return done[key]
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_finished(run_study: RunStudy) -> FinishedStudy:
+    """:data:`TINY_STUDY` (3 train, 6 attack, 18 transfer cells) run inline with MLflow on."""
+    return run_study(TINY_STUDY.format(name="tiny", lease=60), file="tiny.yaml")
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """torch on one thread for the test, as a cell with ``num_cpus: 1`` runs: float sums in
+    the same order, so numbers a test recomputes match the cell's bit for bit. Restored
+    afterwards, so no other test depends on the order tests run in."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

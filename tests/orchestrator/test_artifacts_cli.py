@@ -10,13 +10,13 @@ from pathlib import Path
 import torch
 
 from storage import ArtifactStore, Database
-from tests.conftest import data_env, tiny_study
+from tests.conftest import FinishedStudy
 
 
-def test_verify_finds_corrupted_and_missing_artifacts(tmp_path: Path, cli) -> None:
-    env = data_env(tmp_path)
-    study = tiny_study(tmp_path / "tiny.yaml")
-    assert cli("run", study, "--executor", "inline", "--no-mlflow", env=env).exit_code == 0
+def test_verify_finds_corrupted_and_missing_artifacts(
+    tiny_finished: FinishedStudy, tmp_path: Path, cli
+) -> None:
+    env = tiny_finished.copy(tmp_path).env  # this test damages the store
 
     clean = cli("artifacts", "verify", env=env)
     assert clean.exit_code == 0, clean.output
@@ -45,10 +45,10 @@ def test_verify_finds_corrupted_and_missing_artifacts(tmp_path: Path, cli) -> No
     assert "2 of the artifacts failed verification" in table.output
 
 
-def test_gc_lists_then_deletes_old_orphans_only(tmp_path: Path, cli) -> None:
-    env = data_env(tmp_path)
-    study = tiny_study(tmp_path / "tiny.yaml")
-    assert cli("run", study, "--executor", "inline", "--no-mlflow", env=env).exit_code == 0
+def test_gc_lists_then_deletes_old_orphans_only(
+    tiny_finished: FinishedStudy, tmp_path: Path, cli
+) -> None:
+    env = tiny_finished.copy(tmp_path).env  # this test damages the store
     store = ArtifactStore(env["ADVGRID_STORE"])
     indexed = set(Database.open(env["ADVGRID_DB"]).artifact_digests())
     old = store.put({"v": torch.zeros(3)}, {"kind": "orphan"}).digest  # e.g. a crashed cell's

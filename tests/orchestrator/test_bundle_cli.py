@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from storage import Database
-from tests.conftest import data_env, tiny_study
+from tests.conftest import FinishedStudy, data_env
 
 
-def test_results_move_to_a_fresh_lab_and_nothing_is_recomputed(tmp_path: Path, cli) -> None:
-    here, there = data_env(tmp_path / "here"), data_env(tmp_path / "there")
-    study = tiny_study(tmp_path / "tiny.yaml")
-    assert cli("run", study, "--executor", "inline", "--no-mlflow", env=here).exit_code == 0
+def test_results_move_to_a_fresh_lab_and_nothing_is_recomputed(
+    tiny_finished: FinishedStudy, tmp_path: Path, cli
+) -> None:
+    here, there = tiny_finished.env, data_env(tmp_path / "there")
+    study = tiny_finished.study
     table = cli("transfer", "tiny", env=here)
     assert table.exit_code == 0, table.output
     bundle = tmp_path / "tiny.tar.gz"

@@ -8,17 +8,13 @@ from pathlib import Path
 import pytest
 
 from storage import Database
-from tests.conftest import Cli, data_env, tiny_study
+from tests.conftest import FinishedStudy, data_env, tiny_study
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], str]:
-    root = tmp_path_factory.mktemp("inline")
-    env = data_env(root)
-    study = tiny_study(root / "tiny.yaml")
-    result = Cli()("run", study, "--executor", "inline", env=env)
-    assert result.exit_code == 0, result.output
-    return root, env, result.output
+@pytest.fixture
+def finished(tiny_finished: FinishedStudy) -> tuple[Path, dict[str, str], str]:
+    """The tiny study, run once per session with MLflow on (shared: read, never changed)."""
+    return tiny_finished.root, tiny_finished.env, tiny_finished.output
 
 
 def test_first_run_prints_a_transfer_table(finished) -> None:

@@ -10,16 +10,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import Cli, data_env, tiny_study
+from tests.conftest import Cli, FinishedStudy
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    root = tmp_path_factory.mktemp("samples")
-    env = data_env(root)
-    result = Cli()("run", tiny_study(root / "tiny.yaml"), "--executor", "inline", "-q", env=env)
-    assert result.exit_code == 0, result.output
-    return root, env
+@pytest.fixture
+def finished(tiny_finished: FinishedStudy) -> tuple[Path, dict[str, str]]:
+    """The tiny study, run once per session (shared: read, never changed)."""
+    return tiny_finished.root, tiny_finished.env
 
 
 def _fooled_all(cli: Cli, env: dict[str, str]) -> dict[tuple[str, str], int]:
@@ -76,8 +73,10 @@ def test_grid_of_examples_that_fool_every_target(finished, cli: Cli, tmp_path: P
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_cells_without_predictions_are_named_and_left_out(finished, cli: Cli) -> None:
-    root, env = finished
+def test_cells_without_predictions_are_named_and_left_out(
+    tiny_finished: FinishedStudy, cli: Cli, tmp_path: Path
+) -> None:
+    env = tiny_finished.copy(tmp_path).env  # this test deletes index rows
     # a transfer cell recorded before per-sample predictions were kept
     engine = create_engine(env["ADVGRID_DB"])
     with engine.begin() as conn:
