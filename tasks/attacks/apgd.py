@@ -112,8 +112,6 @@ class APGDCE(Attack):
         logits = model(x_adv)
         losses = self._losses(logits, y, t)
         grad = torch.autograd.grad(losses.sum(), x_adv)[0]
-        self.forward += len(x_adv)
-        self.backward += len(x_adv)
         return logits.detach(), losses.detach(), grad
 
     def _run(
@@ -222,6 +220,5 @@ class APGDT(APGDCE):
             return [target]
         with torch.inference_mode():
             order = model(x).argsort(dim=1)
-        self.forward += len(x)
         k = min(self.params.n_target_classes, order.shape[1] - 1)
         return [order[:, -(i + 2)].clone() for i in range(k)]

@@ -86,14 +86,12 @@ class AutoAttack(Attack):
         robust = torch.ones(len(x), dtype=torch.bool, device=x.device)
         with torch.inference_mode():
             robust &= model(x).argmax(1) == y  # misclassified when clean: nothing to attack
-        self.forward += len(x)
         for name in self.params.attacks:
             idx = robust.nonzero()[:, 0]
             if len(idx):
                 member = self.member(name)
+                # a member's passes go through ``model``, so they count here as well
                 result = member(model, x[idx], y[idx], generator=generator)
-                self.forward += result.forward
-                self.backward += result.backward
                 ok = result.success
                 if not member.fixed_budget:  # minimum-norm members count within eps only
                     size = ball(self.params.norm).norm(result.x_adv - x[idx])

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 
+from tasks.attacks.counting import Counted
 from tasks.errors import InputError
 from tasks.params import Budget, Number
 from tasks.registry import Params, Registry
@@ -98,7 +99,8 @@ def attack_mode(model: nn.Module) -> Iterator[None]:
 
 
 class Attack(ABC):
-    """Template method; subclasses write only :meth:`perturb`."""
+    """Template method; subclasses write only :meth:`perturb`, and the model they get
+    counts its own passes (:class:`tasks.attacks.counting.Counted`)."""
 
     Params: ClassVar[type[AttackParams]] = AttackParams
     name: ClassVar[str] = ""
@@ -111,7 +113,6 @@ class Attack(ABC):
 
     def __init__(self, params: AttackParams) -> None:
         self.params = params
-        self.forward = self.backward = 0
         self.counts: dict[str, int] = {}
 
     def __call__(
@@ -125,22 +126,20 @@ class Attack(ABC):
         _check(x, y)
         x = x.detach()  # the output never carries the caller's graph
         gen = generator or torch.Generator(device=x.device).manual_seed(self.params.seed)
-        self.forward = self.backward = 0
         self.counts = {}
         with attack_mode(model):
-            target = self._targets(model, x, y, gen) if self.params.targeted else None
+            counted = Counted(model)  # every pass below counts itself, per sample
+            target = self._targets(counted, x, y, gen) if self.params.targeted else None
             if self.params.eps == 0 and self.fixed_budget:
                 x_adv = x.clone()
             else:
-                x_adv = self.perturb(model, x.detach(), y, target, gen).detach()
+                x_adv = self.perturb(counted, x.detach(), y, target, gen).detach()
                 x_adv = self._final_projection(x_adv, x)
             with torch.inference_mode():
-                pred = model(x_adv).argmax(1)
-            self.forward += len(x)
+                pred = counted(x_adv).argmax(1)
         success = pred == target if target is not None else pred != y
-        return AttackOutput(
-            x_adv, pred, success, target, self.forward, self.backward, dict(self.counts)
-        )
+        forward, backward = counted.forward_passes, counted.backward_passes
+        return AttackOutput(x_adv, pred, success, target, forward, backward, dict(self.counts))
 
     @abstractmethod
     def perturb(
@@ -168,8 +167,6 @@ class Attack(ABC):
         logits = model(x_adv)
         loss = F.cross_entropy(logits, y) if target is None else -F.cross_entropy(logits, target)
         grad = torch.autograd.grad(loss, x_adv)[0]
-        self.forward += len(x_adv)
-        self.backward += len(x_adv)
         return logits.detach(), grad
 
     def class_gradients(
@@ -183,8 +180,6 @@ class Attack(ABC):
             torch.autograd.grad(logits[:, j].sum(), x, retain_graph=j < k - 1)[0].flatten(1)
             for j in range(k)
         ]
-        self.forward += len(x)
-        self.backward += len(x) * k
         return logits.detach(), torch.stack(rows, 1)
 
     def _targets(
@@ -193,7 +188,6 @@ class Attack(ABC):
         rule = self.params.target
         with torch.inference_mode():
             logits = model(x)
-        self.forward += len(x)
         k = logits.shape[1]
         if isinstance(rule, int):
             if not 0 <= rule < k:

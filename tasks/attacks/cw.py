@@ -89,8 +89,6 @@ class CWL2(Attack):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            self.forward += len(x)
-            self.backward += len(x)
             with torch.no_grad():
                 now = margin < 0 if self.params.kappa == 0 else margin <= -self.params.kappa
                 better = now & (l2 < best_l2)

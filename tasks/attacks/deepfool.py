@@ -58,7 +58,6 @@ class DeepFool(Attack):
         p = self.params
         with torch.inference_mode():
             order = model(x).argsort(1, descending=True)
-        self.forward += len(x)
         candidates = order[:, : min(p.candidates, order.shape[1])].clone()
         r_tot, x_adv = torch.zeros_like(x), x.clone()
         active = torch.ones(len(x), dtype=torch.bool, device=x.device)
@@ -98,6 +97,4 @@ class DeepFool(Attack):
                 step = ((f + 1e-4) / (dual + 1e-8)).view(shape) * w.sign()
             better = r < best_r
             best_r, best_step[better] = torch.where(better, r, best_r), step[better]
-        self.forward += len(xa)
-        self.backward += len(xa) * (candidates.shape[1] + 1)
         return best_step.detach(), (logits.argmax(1) == y).detach()

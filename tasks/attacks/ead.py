@@ -97,7 +97,6 @@ class EAD(Attack):
                 slack = x_next + (k + 1) / (k + 4) * (x_next - x_k)
                 x_k = x_next
                 margin = _margin(model(x_k), y, target)
-                self.forward += n
                 now = margin < 0 if p.kappa == 0 else margin <= -p.kappa
                 delta = (x_k - x).flatten(1)
                 l1 = delta.abs().sum(1)
@@ -122,8 +121,6 @@ class EAD(Attack):
         margin = _margin(model(point), y, target).clamp(min=-self.params.kappa)
         l2 = (point - x).flatten(1).pow(2).sum(1)
         grad = torch.autograd.grad((c * margin + l2).sum(), point)[0]
-        self.forward += len(x)
-        self.backward += len(x)
         return grad
 
     def _shrink(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

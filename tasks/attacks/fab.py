@@ -128,7 +128,6 @@ class FAB(Attack):
             xk = new.clamp(0, 1).view_as(x0)
             with torch.inference_mode():
                 pred = model(xk).argmax(1)
-            self.forward += len(xk)
             adv = pred == target if target is not None else pred != y
             size = _norm((xk - x0).flatten(1), p.norm)
             better = adv & (size < best_norm)
@@ -150,12 +149,10 @@ class FAB(Attack):
         if plane is not None:
             xk = xk.detach().requires_grad_(True)
             logits = model(xk)
-            self.forward += len(xk)
             if base is None:
                 base = logits.detach().scatter(1, plane[:, None], -math.inf).argmax(1)
             diff = logits.gather(1, plane[:, None])[:, 0] - logits.gather(1, base[:, None])[:, 0]
             (grad,) = torch.autograd.grad(diff.sum(), xk)
-            self.backward += len(xk)
             return grad.flatten(1), diff.detach()
         assert base is not None  # the closest boundary is measured from a given class
         logits, grads = self.class_gradients(model, xk)
@@ -188,7 +185,6 @@ class FABT(FAB):
         p = self.params
         with torch.inference_mode():
             order = model(x).argsort(1, descending=True)
-        self.forward += len(x)
         best, best_norm = x.clone(), torch.full((len(x),), math.inf, device=x.device)
         limit = max(p.eps) if p.eps else math.inf
         others = order[order != y[:, None]].view(len(x), -1)  # wrong classes, most likely first

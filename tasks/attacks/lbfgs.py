@@ -112,8 +112,6 @@ class LBFGS(Attack):
             l2 = (xa - x).flatten(1).pow(2).sum(1)
             per_sample = c * l2 + F.cross_entropy(logits, target, reduction="none")
             (grad,) = torch.autograd.grad(per_sample.sum(), xa)
-            self.forward += len(x)
-            self.backward += len(x)
             with torch.no_grad():
                 now = logits.argmax(1) == target
                 better = now & (l2 < best_l2)

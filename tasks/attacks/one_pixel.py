@@ -113,7 +113,6 @@ class OnePixel(Attack):
         images = _apply(x, pop).flatten(0, 1)
         with torch.inference_mode():
             logits = torch.cat([model(chunk) for chunk in images.split(_QUERY_BATCH)])
-        self.forward += len(images)
         prob = logits.softmax(1).view(n, k, -1)
         goal_prob = prob.gather(2, goal[:, None, None].expand(n, k, 1))[..., 0]
         pred = prob.argmax(2)

@@ -91,7 +91,6 @@ class PGD(Attack):
         """Per-sample loss being ascended and success, from one forward pass."""
         with torch.inference_mode():
             logits = model(x_adv).float()
-        self.forward += len(x_adv)
         if target is None:
             return F.cross_entropy(logits, y, reduction="none"), logits.argmax(1) != y
         return -F.cross_entropy(logits, target, reduction="none"), logits.argmax(1) == target

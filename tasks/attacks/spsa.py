@@ -60,7 +60,6 @@ class SPSA(Attack):
     ) -> torch.Tensor:
         with torch.inference_mode():
             logits = model(x)
-        self.forward += len(x)
         goal = y if t is None else t
         z_goal = logits.gather(1, goal[:, None])[:, 0]
         z_other = logits.scatter(1, goal[:, None], -math.inf).amax(1)

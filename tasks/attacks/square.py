@@ -65,7 +65,6 @@ class Square(Attack):
         """(margin, loss to minimize); margin < 0 means success."""
         with torch.inference_mode():
             logits = model(x)
-        self.forward += len(x)
         if t is not None:
             z_t = logits.gather(1, t[:, None])[:, 0]
             margin = logits.scatter(1, t[:, None], -math.inf).amax(1) - z_t
