@@ -25,7 +25,7 @@ from torch import nn
 
 from storage import ArtifactStore
 from tasks import adaptive, datasets, defenses, models, purify, training
-from tasks.attacks import ATTACKS
+from tasks.attacks import ATTACKS, MinNormAttack
 from tasks.defense_metrics import defense_metrics
 from tasks.metrics import attack_metrics, budget_metrics, transfer_metrics
 
@@ -277,9 +277,8 @@ def run_attack(payload: dict, store: ArtifactStore) -> dict:
     metrics.update(_pass_counts(outs, passes, scored=not own))
     for name in {k for o in outs for k in o.counts}:
         metrics[name] = sum(o.counts.get(name, 0) for o in outs) / len(y_all)
-    if not attack.fixed_budget:
-        norm = getattr(attack.params, "norm", "l2")
-        metrics.update(budget_metrics(x_all, tensors, norm, list(attack.params.eps)))
+    if isinstance(attack, MinNormAttack):
+        metrics.update(budget_metrics(x_all, tensors, attack.norm, list(attack.params.eps)))
     if attack.black_box:  # score-based: every forward pass is a query
         metrics["queries_mean"] = metrics["forward"] / len(y_all)
     for key, value in fit_metrics.items():

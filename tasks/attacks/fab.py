@@ -30,18 +30,19 @@ classes; one backward pass with a target) plus one forward pass to check the new
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch import nn
 
-from tasks.attacks.base import Attack, BudgetsParams, register
+from tasks.attacks.base import MinNormAttack, register
+from tasks.attacks.params import MinNormParams
 
 _BISECTION_STEPS = 60
 
 
-class FABParams(BudgetsParams):
+class FABParams(MinNormParams):
     norm: Literal["linf", "l2"] = "linf"
     steps: int = Field(100, ge=1)
     restarts: int = Field(1, ge=1)
@@ -53,23 +54,16 @@ class FABParams(BudgetsParams):
 class FABTParams(FABParams):
     n_target_classes: int = Field(9, ge=1, description="most likely wrong classes to target")
 
-    @field_validator("targeted")
-    @classmethod
-    def _untargeted(cls, value: bool) -> bool:
-        if value:
-            raise ValueError(
-                "fab_t is untargeted: it uses targets internally, for misclassification"
-            )
-        return value
+    goals = "untargeted"
+    refusal = "fab_t is untargeted: it uses targets internally, for misclassification"
 
 
 @register("fab")
-class FAB(Attack):
+class FAB(MinNormAttack):
     """FAB: minimum-norm steps to the closest linearized boundary, biased to x (Croce 2020)."""
 
     Params = FABParams
-    params: FABParams  # type: ignore[assignment]
-    fixed_budget: ClassVar[bool] = False
+    params: FABParams
 
     def perturb(
         self,
@@ -171,8 +165,7 @@ class FABT(FAB):
     """FAB-T: FAB towards each of the top wrong classes in turn, for misclassification."""
 
     Params = FABTParams
-    params: FABTParams  # type: ignore[assignment]
-    supports_targeted: ClassVar[bool] = False
+    params: FABTParams
 
     def perturb(
         self,

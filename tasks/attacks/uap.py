@@ -43,15 +43,16 @@ from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, NonNegativeFloat, PositiveFloat, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveFloat
 from torch import nn
 
-from tasks.attacks.base import Attack, AttackParams, register
+from tasks.attacks.base import FixedBudgetAttack, register
 from tasks.attacks.counting import Counted
 from tasks.attacks.deepfool import DeepFool, DeepFoolParams
+from tasks.attacks.params import AttackParams, FixedBudgetParams, StepRule
 
 
-class UAPParams(AttackParams):
+class UAPParams(FixedBudgetParams, StepRule):
     norm: Literal["linf", "l2"] = "linf"
     method: Literal["deepfool", "sgd"] = "sgd"
     fit_size: int = Field(1000, ge=1, description="training samples the perturbation is fit on")
@@ -63,20 +64,20 @@ class UAPParams(AttackParams):
     step_size: PositiveFloat | None = Field(None, description="sgd step; default eps / 10")
     loss_cap: PositiveFloat = Field(10.0, description="sgd: per-sample loss clip")
 
-    @model_validator(mode="after")
-    def _untargeted(self) -> UAPParams:
-        if self.targeted:
-            raise ValueError("uap is untargeted: one perturbation changes many predictions")
-        return self
+    goals = "untargeted"
+    refusal = "uap is untargeted: one perturbation changes many predictions"
+    fill_step_size = False  # an unset step_size has always stayed null in the cell key
+
+    def default_step_size(self) -> float:
+        return self.eps / 10
 
 
 @register("uap")
-class UAP(Attack):
+class UAP(FixedBudgetAttack):
     """Universal perturbation: one v for all inputs, fit on a training split (Moosavi 2017)."""
 
     Params = UAPParams
-    params: UAPParams  # type: ignore[assignment]
-    supports_targeted: ClassVar[bool] = False
+    params: UAPParams
     universal: ClassVar[bool] = True
 
     def __init__(self, params: AttackParams) -> None:
@@ -159,7 +160,7 @@ class UAP(Attack):
         v = v.detach().requires_grad_(True)
         losses = F.cross_entropy(model((x + v).clamp(0, 1)), clean, reduction="none")
         (grad,) = torch.autograd.grad(losses.clamp(max=p.loss_cap).mean(), v)
-        step = p.step_size or p.eps / 10
+        step = p.resolved_step_size
         if p.norm == "linf":
             direction = grad.sign()
         else:
