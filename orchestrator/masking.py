@@ -45,7 +45,7 @@ from orchestrator import curves
 from orchestrator.tables import attack_title, fmt_num
 from storage.defense_tables import DefenseEvaluation
 from storage.tables import AttackMetrics
-from tasks.attacks import ATTACKS
+from tasks.attacks import ATTACKS, MinNormAttack
 
 TOLERANCE = 0.02
 ZERO_FRACTION = 0.5
@@ -108,7 +108,7 @@ def _kind(attack: str) -> str | None:
     if attack not in ATTACKS:
         return None
     cls = ATTACKS.get(attack).obj
-    if not cls.fixed_budget:
+    if issubclass(cls, MinNormAttack):
         return None
     return "free" if cls.black_box or cls.baseline else "gradient"
 
@@ -120,7 +120,7 @@ def _black_box_wins(rows: list[DefenseEvaluation]) -> list[Flag]:
         eps, value = params.get("eps"), r.metrics.get("robust_accuracy")
         if kind is None or not isinstance(eps, int | float) or value is None:
             continue
-        norm = params.get("norm", ATTACKS.get(r.attack).obj.norm)
+        norm = params.get("norm", ATTACKS.get(r.attack).params.model_fields["norm"].default)
         if params.get("targeted"):  # a targeted attack's success is not comparable
             continue
         key = (float(eps), str(norm), kind)

@@ -24,7 +24,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,7 @@ from torch import nn
 from tasks.attacks import ATTACKS, Attack
 from tasks.attacks.base import attack_mode
 from tasks.attacks.norms import LinfBall
+from tasks.attacks.params import PGDStepRule
 from tasks.params import Number
 from tasks.registry import Params, Registry
 
@@ -174,23 +175,7 @@ class KurakinAT(TrainingDefense):
         return Step(loss, logits)
 
 
-class _StepRule(Params):
-    """Params with ``eps``, ``steps`` and ``step_size``: an unset step is ``pgd``'s rule,
-    2.5 · eps / steps, filled in so the key shows the step actually taken."""
-
-    if TYPE_CHECKING:  # declared by each subclass, in its own order and with its defaults
-        eps: float
-        steps: int
-        step_size: float | None
-
-    @model_validator(mode="after")
-    def _default_step(self) -> _StepRule:
-        if self.step_size is None:
-            object.__setattr__(self, "step_size", 2.5 * self.eps / self.steps)
-        return self
-
-
-class PGDATParams(_StepRule):
+class PGDATParams(PGDStepRule):
     eps: Number = Field(8 / 255, gt=0, description="budget of the PGD examples")
     steps: int = Field(7, ge=1)
     step_size: Number | None = Field(None, gt=0, description="default: 2.5 · eps / steps")
@@ -264,7 +249,7 @@ class FastAT(TrainingDefense):
         return Step(F.cross_entropy(logits, y), logits)
 
 
-class TRADESParams(_StepRule):
+class TRADESParams(PGDStepRule):
     eps: Number = Field(0.031, gt=0, description="L∞ budget of the inner maximization")
     steps: int = Field(10, ge=1)
     step_size: Number | None = Field(None, gt=0, description="default: 2.5 · eps / steps")
@@ -305,7 +290,7 @@ class TRADES(TrainingDefense):
         self, model: nn.Module, x: torch.Tensor, generator: torch.Generator
     ) -> torch.Tensor:
         """The inner maximization: x′ in the ε-ball around ``x`` with a large KL term."""
-        p, step = self.params, float(self.params.step_size or 0.0)
+        p, step = self.params, self.params.resolved_step_size
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x_adv = (x.detach() + 0.001 * noise).clamp(0, 1)
         with attack_mode(model):
@@ -319,7 +304,7 @@ class TRADES(TrainingDefense):
         return x_adv.detach()
 
 
-class SharedATParams(_StepRule):
+class SharedATParams(PGDStepRule):
     eps: Number = Field(8 / 255, gt=0, description="L∞ budget of each shared perturbation")
     shard_size: int = Field(8, ge=1, description="examples sharing one perturbation (s)")
     steps: int = Field(4, ge=1)
@@ -371,7 +356,7 @@ class SharedAT(TrainingDefense):
 
     def perturbation(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One δ per shard of ``x``, shape ``(ceil(n / shard_size), *x.shape[1:])``."""
-        p, step = self.params, float(self.params.step_size or 0.0)
+        p, step = self.params, self.params.resolved_step_size
         shard = self._shards(len(x), x.device)
         delta = torch.zeros((int(shard[-1]) + 1, *x.shape[1:]), device=x.device, dtype=x.dtype)
         with attack_mode(model):

@@ -1,4 +1,4 @@
-"""Attacks: the template base class, norm-ball strategies and one module per family.
+"""Attacks: the template base classes, norm-ball strategies and one module per family.
 
 Importing this package registers every built-in attack in :data:`ATTACKS`.
 """
@@ -22,6 +22,24 @@ from tasks.attacks import (  # noqa: F401  (registration)
     square,
     uap,
 )
-from tasks.attacks.base import ATTACKS, Attack, AttackOutput, AttackParams, register
+from tasks.attacks.base import (
+    ATTACKS,
+    Attack,
+    AttackOutput,
+    FixedBudgetAttack,
+    MinNormAttack,
+    register,
+)
+from tasks.attacks.params import AttackParams, FixedBudgetParams, MinNormParams
 
-__all__ = ["ATTACKS", "Attack", "AttackOutput", "AttackParams", "register"]
+__all__ = [
+    "ATTACKS",
+    "Attack",
+    "AttackOutput",
+    "AttackParams",
+    "FixedBudgetAttack",
+    "FixedBudgetParams",
+    "MinNormAttack",
+    "MinNormParams",
+    "register",
+]

@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from tasks.attacks.base import Attack, AttackParams, register
+from tasks.attacks.base import FixedBudgetAttack, register
 from tasks.attacks.norms import ball
+from tasks.attacks.params import FixedBudgetParams
 
 
 def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -47,7 +48,7 @@ def dlr_targeted_loss(logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor) ->
     return -(z_y - z_t) / (z[:, -1] - 0.5 * (z[:, -3] + z[:, -4]) + 1e-12)
 
 
-class APGDParams(AttackParams):
+class APGDParams(FixedBudgetParams):
     norm: Literal["linf", "l2"] = "linf"
     steps: int = Field(100, ge=1)
     restarts: int = Field(1, ge=1)
@@ -60,7 +61,7 @@ class APGDTParams(APGDParams):
 
 
 @register("apgd_ce")
-class APGDCE(Attack):
+class APGDCE(FixedBudgetAttack):
     """Auto-PGD on the cross-entropy: PGD with momentum and a self-tuning step (Croce 2020)."""
 
     Params = APGDParams
@@ -112,8 +113,6 @@ class APGDCE(Attack):
         logits = model(x_adv)
         losses = self._losses(logits, y, t)
         grad = torch.autograd.grad(losses.sum(), x_adv)[0]
-        self.forward += len(x_adv)
-        self.backward += len(x_adv)
         return logits.detach(), losses.detach(), grad
 
     def _run(
@@ -222,6 +221,5 @@ class APGDT(APGDCE):
             return [target]
         with torch.inference_mode():
             order = model(x).argsort(dim=1)
-        self.forward += len(x)
         k = min(self.params.n_target_classes, order.shape[1] - 1)
         return [order[:, -(i + 2)].clone() for i in range(k)]

@@ -16,24 +16,28 @@ members' passes on the samples they attack.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from torch import nn
 
-from tasks.attacks.base import ATTACKS, Attack, AttackParams, register
+from tasks.attacks.base import ATTACKS, Attack, FixedBudgetAttack, MinNormAttack, register
 from tasks.attacks.norms import ball
+from tasks.attacks.params import FixedBudgetParams
 
 MEMBERS = ("apgd_ce", "apgd_dlr", "apgd_t", "fab_t", "square")
 
 
-class AutoAttackParams(AttackParams):
+class AutoAttackParams(FixedBudgetParams):
     norm: Literal["linf", "l2"] = "linf"
     attacks: list[str] = Field(default_factory=lambda: ["apgd_ce", "apgd_t", "fab_t", "square"])
     steps: int = Field(100, ge=1, description="iterations of each APGD and FAB member")
     n_target_classes: int = Field(9, ge=1)
     max_queries: int = Field(5000, ge=1, description="query budget of Square")
+
+    goals = "untargeted"
+    refusal = "autoattack is untargeted (APGD-T uses targets internally)"
 
     @field_validator("attacks")
     @classmethod
@@ -43,25 +47,18 @@ class AutoAttackParams(AttackParams):
             raise ValueError(f"members must be among {', '.join(MEMBERS)} (got {value})")
         return value
 
-    @model_validator(mode="after")
-    def _compatible(self) -> AutoAttackParams:
-        if self.targeted:
-            raise ValueError("autoattack is untargeted (APGD-T uses targets internally)")
-        return self
-
 
 @register("autoattack")
-class AutoAttack(Attack):
+class AutoAttack(FixedBudgetAttack):
     """AutoAttack ensemble: APGD-CE, APGD-T, FAB-T, Square; worst case per sample (Croce 2020)."""
 
     Params = AutoAttackParams
     params: AutoAttackParams
-    supports_targeted: ClassVar[bool] = False
 
     def member(self, name: str) -> Attack:
         entry = ATTACKS.get(name)
         shared = {
-            "eps": self.params.eps if entry.obj.fixed_budget else [self.params.eps],
+            "eps": [self.params.eps] if issubclass(entry.obj, MinNormAttack) else self.params.eps,
             "norm": self.params.norm,
             "seed": self.params.seed,
             "steps": self.params.steps,
@@ -86,16 +83,14 @@ class AutoAttack(Attack):
         robust = torch.ones(len(x), dtype=torch.bool, device=x.device)
         with torch.inference_mode():
             robust &= model(x).argmax(1) == y  # misclassified when clean: nothing to attack
-        self.forward += len(x)
         for name in self.params.attacks:
             idx = robust.nonzero()[:, 0]
             if len(idx):
                 member = self.member(name)
+                # a member's passes go through ``model``, so they count here as well
                 result = member(model, x[idx], y[idx], generator=generator)
-                self.forward += result.forward
-                self.backward += result.backward
                 ok = result.success
-                if not member.fixed_budget:  # minimum-norm members count within eps only
+                if isinstance(member, MinNormAttack):  # its successes count within eps only
                     size = ball(self.params.norm).norm(result.x_adv - x[idx])
                     ok = ok & (size <= self.params.eps)
                 out[idx[ok]] = result.x_adv[ok]

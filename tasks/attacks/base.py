@@ -1,10 +1,19 @@
-"""The attack template: the base class owns everything but the perturbation loop.
+"""The attack template: the base classes own everything but the perturbation loop.
 
 ``Attack.__call__`` validates inputs, puts the model in eval mode with parameter gradients
-off (both restored afterwards, also on errors), picks targets for targeted attacks, calls
-the concrete attack's ``perturb``, projects the result into [0, 1] (and the eps-ball for
-fixed-budget attacks), and scores success on the final values. All randomness comes from a
-``torch.Generator`` seeded from ``params.seed`` unless the caller passes one.
+off (both restored afterwards, also on errors), wraps it so that every forward and backward
+pass counts itself (:mod:`tasks.attacks.counting`), picks targets for targeted attacks,
+calls the concrete attack's ``perturb``, projects the result into the threat model and
+scores success on the final values. As in foolbox there are two kinds, and a concrete
+attack subclasses one of them:
+
+- :class:`FixedBudgetAttack`: ``eps`` is one budget; the result is projected onto the
+  eps-ball in the attack's norm and [0, 1], and ``eps = 0`` returns ``x`` unchanged.
+- :class:`MinNormAttack` (minimum-norm and sparse attacks): ``eps`` lists the budgets at
+  which success is counted; the result is only clipped to [0, 1].
+
+All randomness comes from a ``torch.Generator`` seeded from ``params.seed`` unless the
+caller passes one.
 """
 
 from __future__ import annotations
@@ -13,43 +22,19 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
 from torch import nn
 
+from tasks.attacks.counting import Counted
+from tasks.attacks.norms import ball
+from tasks.attacks.params import AttackParams, FixedBudgetParams, MinNormParams
 from tasks.errors import InputError
-from tasks.params import Budget, Number
-from tasks.registry import Params, Registry
+from tasks.registry import Registry
 
 ATTACKS: Registry = Registry("attack", "attacks")
-
-
-class AttackParams(Params):
-    """Parameters every attack shares."""
-
-    eps: Number = Field(8 / 255, ge=0, description="perturbation budget in [0, 1] pixel units")
-    targeted: bool = False
-    target: Literal["random", "least_likely"] | int = Field(
-        "random", description="target class rule for targeted attacks"
-    )
-    seed: int = 0
-
-
-class BudgetsParams(AttackParams):
-    """Attacks without a fixed budget (minimum-norm, sparse): ``eps`` lists the budgets, in
-    the attack's norm, at which success is counted; a single number is one budget."""
-
-    eps: list[Budget] = Field(  # type: ignore[assignment]
-        default_factory=list, description="budgets at which success is counted"
-    )
-
-    @field_validator("eps", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: object) -> object:
-        return value if isinstance(value, list) else [value]
 
 
 @dataclass(frozen=True)
@@ -98,21 +83,23 @@ def attack_mode(model: nn.Module) -> Iterator[None]:
 
 
 class Attack(ABC):
-    """Template method; subclasses write only :meth:`perturb`."""
+    """Template method; subclasses of :class:`FixedBudgetAttack` or :class:`MinNormAttack`
+    write only :meth:`perturb`, and the model they get counts its own passes."""
 
     Params: ClassVar[type[AttackParams]] = AttackParams
     name: ClassVar[str] = ""
-    fixed_budget: ClassVar[bool] = True
     baseline: ClassVar[bool] = False  # e.g. random noise: not expected to fool a model
-    black_box: ClassVar[bool] = False
-    supports_targeted: ClassVar[bool] = True  # uses scores only: forward passes are its queries
-    norm: ClassVar[str] = "linf"
+    black_box: ClassVar[bool] = False  # uses scores only: forward passes are its queries
     universal: ClassVar[bool] = False  # one perturbation fit on training samples (uap)
 
     def __init__(self, params: AttackParams) -> None:
         self.params = params
-        self.forward = self.backward = 0
         self.counts: dict[str, int] = {}
+
+    @property
+    def norm(self) -> str:
+        """The norm of the threat model: the params' ``norm``."""
+        return self.params.norm
 
     def __call__(
         self,
@@ -125,22 +112,16 @@ class Attack(ABC):
         _check(x, y)
         x = x.detach()  # the output never carries the caller's graph
         gen = generator or torch.Generator(device=x.device).manual_seed(self.params.seed)
-        self.forward = self.backward = 0
         self.counts = {}
         with attack_mode(model):
-            target = self._targets(model, x, y, gen) if self.params.targeted else None
-            if self.params.eps == 0 and self.fixed_budget:
-                x_adv = x.clone()
-            else:
-                x_adv = self.perturb(model, x.detach(), y, target, gen).detach()
-                x_adv = self._final_projection(x_adv, x)
+            counted = Counted(model)  # every pass below counts itself, per sample
+            target = self._targets(counted, x, y, gen) if self.params.targeted else None
+            x_adv = self._adversarial(counted, x, y, target, gen)
             with torch.inference_mode():
-                pred = model(x_adv).argmax(1)
-            self.forward += len(x)
+                pred = counted(x_adv).argmax(1)
         success = pred == target if target is not None else pred != y
-        return AttackOutput(
-            x_adv, pred, success, target, self.forward, self.backward, dict(self.counts)
-        )
+        forward, backward = counted.forward_passes, counted.backward_passes
+        return AttackOutput(x_adv, pred, success, target, forward, backward, dict(self.counts))
 
     @abstractmethod
     def perturb(
@@ -153,12 +134,20 @@ class Attack(ABC):
     ) -> torch.Tensor:
         """Return adversarial inputs for ``x``; ``target`` is set for targeted attacks."""
 
-    def _final_projection(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if self.fixed_budget:
-            from tasks.attacks.norms import ball
+    def _adversarial(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
+        """:meth:`perturb`'s result, detached and projected into the threat model."""
+        return self._final_projection(self.perturb(model, x, y, target, gen).detach(), x)
 
-            return ball(getattr(self.params, "norm", self.norm)).project(x_adv, x, self.params.eps)
-        return x_adv.clamp(0, 1)
+    @abstractmethod
+    def _final_projection(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``x_adv`` inside the threat model around ``x``."""
 
     def loss_grad(
         self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
@@ -168,8 +157,6 @@ class Attack(ABC):
         logits = model(x_adv)
         loss = F.cross_entropy(logits, y) if target is None else -F.cross_entropy(logits, target)
         grad = torch.autograd.grad(loss, x_adv)[0]
-        self.forward += len(x_adv)
-        self.backward += len(x_adv)
         return logits.detach(), grad
 
     def class_gradients(
@@ -183,8 +170,6 @@ class Attack(ABC):
             torch.autograd.grad(logits[:, j].sum(), x, retain_graph=j < k - 1)[0].flatten(1)
             for j in range(k)
         ]
-        self.forward += len(x)
-        self.backward += len(x) * k
         return logits.detach(), torch.stack(rows, 1)
 
     def _targets(
@@ -193,7 +178,6 @@ class Attack(ABC):
         rule = self.params.target
         with torch.inference_mode():
             logits = model(x)
-        self.forward += len(x)
         k = logits.shape[1]
         if isinstance(rule, int):
             if not 0 <= rule < k:
@@ -203,6 +187,46 @@ class Attack(ABC):
             return logits.argmin(1)
         shift = torch.randint(1, k, y.shape, generator=gen, device=y.device)
         return (y + shift) % k  # uniform over the classes other than y
+
+
+class FixedBudgetAttack(Attack):
+    """An attack inside the eps-ball: ``eps`` is one budget in the attack's norm.
+
+    The base projects the result onto the ball and [0, 1]; at ``eps = 0`` it returns ``x``
+    without calling :meth:`perturb`.
+    """
+
+    Params: ClassVar[type[FixedBudgetParams]] = FixedBudgetParams
+    params: FixedBudgetParams
+
+    def _adversarial(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
+        if self.params.eps == 0:
+            return x.clone()
+        return super()._adversarial(model, x, y, target, gen)
+
+    def _final_projection(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return ball(self.norm).project(x_adv, x, self.params.eps)
+
+
+class MinNormAttack(Attack):
+    """A minimum-norm or sparse attack: it searches for the smallest perturbation.
+
+    ``eps`` lists the budgets, in the attack's norm, at which success is counted; the base
+    only clips the result to [0, 1].
+    """
+
+    Params: ClassVar[type[MinNormParams]] = MinNormParams
+    params: MinNormParams
+
+    def _final_projection(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return x_adv.clamp(0, 1)
 
 
 def _check(x: torch.Tensor, y: torch.Tensor) -> None:

@@ -19,12 +19,13 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from tasks.attacks.base import Attack, AttackParams, register
+from tasks.attacks.base import FixedBudgetAttack, register
 from tasks.attacks.norms import LinfBall
+from tasks.attacks.params import FixedBudgetParams
 from tasks.params import Number
 
 
-class BIMParams(AttackParams):
+class BIMParams(FixedBudgetParams):
     norm: Literal["linf"] = "linf"
     steps: int | None = Field(None, ge=1, description="default: min(eps·255 + 4, 1.25·eps·255)")
     step_size: Number = Field(1 / 255, gt=0)
@@ -38,7 +39,7 @@ class BIMParams(AttackParams):
 
 
 @register("bim")
-class BIM(Attack):
+class BIM(FixedBudgetAttack):
     """Basic iterative method (I-FGSM): repeated L∞ sign steps, no random start (Kurakin 2016)."""
 
     Params = BIMParams

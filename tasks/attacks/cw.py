@@ -17,16 +17,17 @@ and backward passes per sample.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field, NonNegativeFloat
 from torch import nn
 
-from tasks.attacks.base import Attack, BudgetsParams, register
+from tasks.attacks.base import MinNormAttack, register
+from tasks.attacks.params import MinNormParams
 
 
-class CWParams(BudgetsParams):
+class CWParams(MinNormParams):
     norm: Literal["l2"] = "l2"
     c: float = Field(1.0, gt=0, description="initial trade-off constant")
     kappa: NonNegativeFloat = Field(0.0, description="confidence margin")
@@ -37,12 +38,11 @@ class CWParams(BudgetsParams):
 
 
 @register("cw_l2")
-class CWL2(Attack):
+class CWL2(MinNormAttack):
     """Carlini-Wagner L2: Adam in tanh space, binary search over c (Carlini & Wagner 2017)."""
 
     Params = CWParams
-    params: CWParams  # type: ignore[assignment]
-    fixed_budget: ClassVar[bool] = False
+    params: CWParams
 
     def perturb(
         self,
@@ -89,8 +89,6 @@ class CWL2(Attack):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            self.forward += len(x)
-            self.backward += len(x)
             with torch.no_grad():
                 now = margin < 0 if self.params.kappa == 0 else margin <= -self.params.kappa
                 better = now & (l2 < best_l2)

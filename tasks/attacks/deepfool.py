@@ -16,36 +16,32 @@ one forward and ``candidates + 1`` backward passes per sample still being attack
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
-from pydantic import Field, NonNegativeFloat, model_validator
+from pydantic import Field, NonNegativeFloat
 from torch import nn
 
-from tasks.attacks.base import Attack, BudgetsParams, register
+from tasks.attacks.base import MinNormAttack, register
+from tasks.attacks.params import MinNormParams
 
 
-class DeepFoolParams(BudgetsParams):
+class DeepFoolParams(MinNormParams):
     norm: Literal["l2", "linf"] = "l2"
     steps: int = Field(50, ge=1)
     overshoot: NonNegativeFloat = 0.02
     candidates: int = Field(10, ge=2, description="most likely classes considered")
 
-    @model_validator(mode="after")
-    def _untargeted(self) -> DeepFoolParams:
-        if self.targeted:
-            raise ValueError("deepfool is untargeted: it crosses the nearest boundary")
-        return self
+    goals = "untargeted"
+    refusal = "deepfool is untargeted: it crosses the nearest boundary"
 
 
 @register("deepfool")
-class DeepFool(Attack):
+class DeepFool(MinNormAttack):
     """DeepFool: minimal L2 or L∞ step to the nearest linearized boundary (Moosavi 2016)."""
 
     Params = DeepFoolParams
-    params: DeepFoolParams  # type: ignore[assignment]
-    fixed_budget: ClassVar[bool] = False
-    supports_targeted: ClassVar[bool] = False
+    params: DeepFoolParams
 
     def perturb(
         self,
@@ -58,7 +54,6 @@ class DeepFool(Attack):
         p = self.params
         with torch.inference_mode():
             order = model(x).argsort(1, descending=True)
-        self.forward += len(x)
         candidates = order[:, : min(p.candidates, order.shape[1])].clone()
         r_tot, x_adv = torch.zeros_like(x), x.clone()
         active = torch.ones(len(x), dtype=torch.bool, device=x.device)
@@ -98,6 +93,4 @@ class DeepFool(Attack):
                 step = ((f + 1e-4) / (dual + 1e-8)).view(shape) * w.sign()
             better = r < best_r
             best_r, best_step[better] = torch.where(better, r, best_r), step[better]
-        self.forward += len(xa)
-        self.backward += len(xa) * (candidates.shape[1] + 1)
         return best_step.detach(), (logits.argmax(1) == y).detach()

@@ -24,16 +24,17 @@ backward and ``2 · steps · search_steps`` forward passes per sample (the gradi
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field, NonNegativeFloat
 from torch import nn
 
-from tasks.attacks.base import Attack, BudgetsParams, register
+from tasks.attacks.base import MinNormAttack, register
+from tasks.attacks.params import MinNormParams
 
 
-class EADParams(BudgetsParams):
+class EADParams(MinNormParams):
     norm: Literal["l1"] = "l1"
     c: float = Field(1e-3, gt=0, description="initial trade-off constant")
     beta: NonNegativeFloat = Field(1e-3, description="weight of the L1 term")
@@ -47,13 +48,11 @@ class EADParams(BudgetsParams):
 
 
 @register("ead")
-class EAD(Attack):
+class EAD(MinNormAttack):
     """EAD: elastic-net C&W objective by FISTA, binary search over c (Chen et al. 2018)."""
 
     Params = EADParams
-    params: EADParams  # type: ignore[assignment]
-    fixed_budget: ClassVar[bool] = False
-    norm: ClassVar[str] = "l1"
+    params: EADParams
 
     def perturb(
         self,
@@ -97,7 +96,6 @@ class EAD(Attack):
                 slack = x_next + (k + 1) / (k + 4) * (x_next - x_k)
                 x_k = x_next
                 margin = _margin(model(x_k), y, target)
-                self.forward += n
                 now = margin < 0 if p.kappa == 0 else margin <= -p.kappa
                 delta = (x_k - x).flatten(1)
                 l1 = delta.abs().sum(1)
@@ -122,8 +120,6 @@ class EAD(Attack):
         margin = _margin(model(point), y, target).clamp(min=-self.params.kappa)
         l2 = (point - x).flatten(1).pow(2).sum(1)
         grad = torch.autograd.grad((c * margin + l2).sum(), point)[0]
-        self.forward += len(x)
-        self.backward += len(x)
         return grad
 
     def _shrink(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -30,18 +30,19 @@ classes; one backward pass with a target) plus one forward pass to check the new
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch import nn
 
-from tasks.attacks.base import Attack, BudgetsParams, register
+from tasks.attacks.base import MinNormAttack, register
+from tasks.attacks.params import MinNormParams
 
 _BISECTION_STEPS = 60
 
 
-class FABParams(BudgetsParams):
+class FABParams(MinNormParams):
     norm: Literal["linf", "l2"] = "linf"
     steps: int = Field(100, ge=1)
     restarts: int = Field(1, ge=1)
@@ -53,23 +54,16 @@ class FABParams(BudgetsParams):
 class FABTParams(FABParams):
     n_target_classes: int = Field(9, ge=1, description="most likely wrong classes to target")
 
-    @field_validator("targeted")
-    @classmethod
-    def _untargeted(cls, value: bool) -> bool:
-        if value:
-            raise ValueError(
-                "fab_t is untargeted: it uses targets internally, for misclassification"
-            )
-        return value
+    goals = "untargeted"
+    refusal = "fab_t is untargeted: it uses targets internally, for misclassification"
 
 
 @register("fab")
-class FAB(Attack):
+class FAB(MinNormAttack):
     """FAB: minimum-norm steps to the closest linearized boundary, biased to x (Croce 2020)."""
 
     Params = FABParams
-    params: FABParams  # type: ignore[assignment]
-    fixed_budget: ClassVar[bool] = False
+    params: FABParams
 
     def perturb(
         self,
@@ -128,7 +122,6 @@ class FAB(Attack):
             xk = new.clamp(0, 1).view_as(x0)
             with torch.inference_mode():
                 pred = model(xk).argmax(1)
-            self.forward += len(xk)
             adv = pred == target if target is not None else pred != y
             size = _norm((xk - x0).flatten(1), p.norm)
             better = adv & (size < best_norm)
@@ -150,12 +143,10 @@ class FAB(Attack):
         if plane is not None:
             xk = xk.detach().requires_grad_(True)
             logits = model(xk)
-            self.forward += len(xk)
             if base is None:
                 base = logits.detach().scatter(1, plane[:, None], -math.inf).argmax(1)
             diff = logits.gather(1, plane[:, None])[:, 0] - logits.gather(1, base[:, None])[:, 0]
             (grad,) = torch.autograd.grad(diff.sum(), xk)
-            self.backward += len(xk)
             return grad.flatten(1), diff.detach()
         assert base is not None  # the closest boundary is measured from a given class
         logits, grads = self.class_gradients(model, xk)
@@ -174,8 +165,7 @@ class FABT(FAB):
     """FAB-T: FAB towards each of the top wrong classes in turn, for misclassification."""
 
     Params = FABTParams
-    params: FABTParams  # type: ignore[assignment]
-    supports_targeted: ClassVar[bool] = False
+    params: FABTParams
 
     def perturb(
         self,
@@ -188,7 +178,6 @@ class FABT(FAB):
         p = self.params
         with torch.inference_mode():
             order = model(x).argsort(1, descending=True)
-        self.forward += len(x)
         best, best_norm = x.clone(), torch.full((len(x),), math.inf, device=x.device)
         limit = max(p.eps) if p.eps else math.inf
         others = order[order != y[:, None]].view(len(x), -1)  # wrong classes, most likely first

@@ -15,19 +15,19 @@ from typing import Literal
 import torch
 from torch import nn
 
-from tasks.attacks.base import Attack, AttackParams, register
+from tasks.attacks.base import FixedBudgetAttack, register
+from tasks.attacks.params import FixedBudgetParams
 
 
-class FGSMParams(AttackParams):
+class FGSMParams(FixedBudgetParams):
     norm: Literal["linf"] = "linf"
 
 
 @register("fgsm")
-class FGSM(Attack):
+class FGSM(FixedBudgetAttack):
     """Fast gradient sign method: one L∞ step of size eps (Goodfellow et al. 2015)."""
 
     Params = FGSMParams
-    norm = "linf"
 
     def perturb(
         self,

@@ -27,18 +27,19 @@ attacked, plus an ``O(D²)`` pair search, chunked over samples to bound memory.
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from tasks.attacks.base import Attack, BudgetsParams, register
+from tasks.attacks.base import MinNormAttack, register
+from tasks.attacks.params import MinNormParams
 
 _PAIR_ELEMENTS = 1 << 24  # pair-score values held at once (64 MiB of float32)
 
 
-class JSMAParams(BudgetsParams):
+class JSMAParams(MinNormParams):
     norm: Literal["l0"] = "l0"
     theta: float = Field(1.0, ge=-1, le=1, description="change applied to a chosen feature")
     gamma: float = Field(0.1, gt=0, le=1, description="largest share of features changed")
@@ -52,13 +53,11 @@ class JSMAParams(BudgetsParams):
 
 
 @register("jsma")
-class JSMA(Attack):
+class JSMA(MinNormAttack):
     """Jacobian saliency map attack: change the most salient feature pairs (Papernot 2016)."""
 
     Params = JSMAParams
-    params: JSMAParams  # type: ignore[assignment]
-    fixed_budget: ClassVar[bool] = False
-    norm: ClassVar[str] = "l0"
+    params: JSMAParams
 
     def perturb(
         self,

@@ -29,44 +29,36 @@ can exceed a small model's passes.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
+from pydantic import Field
 from scipy.optimize import Bounds, minimize
 from torch import nn
 
-from tasks.attacks.base import Attack, BudgetsParams, register
+from tasks.attacks.base import MinNormAttack, register
+from tasks.attacks.params import MinNormParams
 
 
-class LBFGSParams(BudgetsParams):
+class LBFGSParams(MinNormParams):
     targeted: bool = True
     norm: Literal["l2"] = "l2"
     c: float = Field(1.0, gt=0, description="initial weight of the squared distance")
     steps: int = Field(50, ge=1, description="L-BFGS-B iterations per round")
     search_steps: int = Field(5, ge=1, description="rounds of the search over c")
 
-    @field_validator("targeted")
-    @classmethod
-    def _targeted_only(cls, value: bool) -> bool:
-        if not value:
-            raise ValueError(
-                "lbfgs is a targeted attack (Szegedy 2013): set targeted: true and a target rule"
-            )
-        return value
+    goals = "targeted"
+    refusal = "lbfgs is a targeted attack (Szegedy 2013): set targeted: true and a target rule"
 
 
 @register("lbfgs")
-class LBFGS(Attack):
+class LBFGS(MinNormAttack):
     """L-BFGS: box-constrained L-BFGS-B towards a target class, search over c (Szegedy 2013)."""
 
     Params = LBFGSParams
-    params: LBFGSParams  # type: ignore[assignment]
-    fixed_budget: ClassVar[bool] = False
-    supports_targeted: ClassVar[bool] = True  # targeted only: the params refuse targeted=False
-    norm: ClassVar[str] = "l2"
+    params: LBFGSParams
 
     def perturb(
         self,
@@ -112,8 +104,6 @@ class LBFGS(Attack):
             l2 = (xa - x).flatten(1).pow(2).sum(1)
             per_sample = c * l2 + F.cross_entropy(logits, target, reduction="none")
             (grad,) = torch.autograd.grad(per_sample.sum(), xa)
-            self.forward += len(x)
-            self.backward += len(x)
             with torch.no_grad():
                 now = logits.argmax(1) == target
                 better = now & (l2 < best_l2)

@@ -15,29 +15,27 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import nn
 
-from tasks.attacks.base import Attack, AttackParams, register
+from tasks.attacks.base import FixedBudgetAttack, register
 from tasks.attacks.norms import LinfBall
+from tasks.attacks.params import FixedBudgetParams, StepRule
 from tasks.params import Number
 
 
-class MIMParams(AttackParams):
+class MIMParams(FixedBudgetParams, StepRule):
     norm: Literal["linf"] = "linf"
     steps: int = Field(10, ge=1)
     step_size: Number | None = Field(None, gt=0, description="default: eps / steps")
     decay: float = Field(1.0, ge=0)
 
-    @model_validator(mode="after")
-    def _default_step(self) -> MIMParams:
-        if self.step_size is None:
-            object.__setattr__(self, "step_size", self.eps / self.steps)
-        return self
+    def default_step_size(self) -> float:
+        return self.eps / self.steps  # the paper's choice, filled in
 
 
 @register("mim")
-class MIM(Attack):
+class MIM(FixedBudgetAttack):
     """Momentum iterative FGSM: L∞ sign steps on an accumulated gradient (Dong et al. 2018)."""
 
     Params = MIMParams
@@ -52,7 +50,7 @@ class MIM(Attack):
         generator: torch.Generator,
     ) -> torch.Tensor:
         p, x_adv = self.params, x.clone()
-        step = float(p.step_size or 0.0)  # always set by the validator
+        step = p.resolved_step_size
         velocity = torch.zeros_like(x)
         dims = tuple(range(1, x.dim()))
         for _ in range(p.steps):

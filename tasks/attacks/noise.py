@@ -12,17 +12,18 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
-from tasks.attacks.base import Attack, AttackParams, register
+from tasks.attacks.base import FixedBudgetAttack, register
 from tasks.attacks.norms import ball
+from tasks.attacks.params import FixedBudgetParams
 
 
-class NoiseParams(AttackParams):
+class NoiseParams(FixedBudgetParams):
     norm: Literal["linf", "l2"] = "linf"
     distribution: Literal["uniform", "gaussian"] = "uniform"
 
 
 @register("noise")
-class Noise(Attack):
+class Noise(FixedBudgetAttack):
     """Baseline: uniform or Gaussian noise of the same budget (no gradients, no queries)."""
 
     Params = NoiseParams

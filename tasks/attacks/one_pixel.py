@@ -35,13 +35,14 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from tasks.attacks.base import Attack, BudgetsParams, register
+from tasks.attacks.base import MinNormAttack, register
+from tasks.attacks.params import MinNormParams
 from tasks.errors import InputError
 
 _QUERY_BATCH = 8192  # candidate images scored per forward pass
 
 
-class OnePixelParams(BudgetsParams):
+class OnePixelParams(MinNormParams):
     norm: Literal["l0"] = "l0"
     pixels: int = Field(1, ge=1, description="pixels changed per sample")
     steps: int = Field(100, ge=0, description="generations of differential evolution")
@@ -53,14 +54,12 @@ class OnePixelParams(BudgetsParams):
 
 
 @register("one_pixel")
-class OnePixel(Attack):
+class OnePixel(MinNormAttack):
     """One-pixel attack: differential evolution over a few pixels, scores only (Su 2019)."""
 
     Params = OnePixelParams
-    params: OnePixelParams  # type: ignore[assignment]
-    fixed_budget: ClassVar[bool] = False
+    params: OnePixelParams
     black_box: ClassVar[bool] = True
-    norm: ClassVar[str] = "l0"
 
     def perturb(
         self,
@@ -113,7 +112,6 @@ class OnePixel(Attack):
         images = _apply(x, pop).flatten(0, 1)
         with torch.inference_mode():
             logits = torch.cat([model(chunk) for chunk in images.split(_QUERY_BATCH)])
-        self.forward += len(images)
         prob = logits.softmax(1).view(n, k, -1)
         goal_prob = prob.gather(2, goal[:, None, None].expand(n, k, 1))[..., 0]
         pred = prob.argmax(2)

@@ -24,15 +24,16 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import nn
 
-from tasks.attacks.base import Attack, AttackParams, register
+from tasks.attacks.base import FixedBudgetAttack, register
 from tasks.attacks.norms import ball
+from tasks.attacks.params import FixedBudgetParams, PGDStepRule
 from tasks.params import Number
 
 
-class PGDParams(AttackParams):
+class PGDParams(FixedBudgetParams, PGDStepRule):
     norm: Literal["linf", "l2", "l1"] = "linf"
     steps: int = Field(10, ge=1)
     step_size: Number | None = Field(None, gt=0, description="default: 2.5 · eps / steps")
@@ -42,15 +43,9 @@ class PGDParams(AttackParams):
         False, description="stop attacking a sample once fooled (robust accuracy only)"
     )
 
-    @model_validator(mode="after")
-    def _default_step(self) -> PGDParams:
-        if self.step_size is None:
-            object.__setattr__(self, "step_size", 2.5 * self.eps / self.steps)
-        return self
-
 
 @register("pgd")
-class PGD(Attack):
+class PGD(FixedBudgetAttack):
     """Projected gradient descent in an L∞, L2 or L1 ball; random start, restarts (Madry 2018)."""
 
     Params = PGDParams
@@ -65,7 +60,7 @@ class PGD(Attack):
         generator: torch.Generator,
     ) -> torch.Tensor:
         p, geometry = self.params, ball(self.params.norm)
-        step = float(p.step_size or 0.0)  # always set by PGDParams' validator
+        step = p.resolved_step_size
         best, best_loss = x.clone(), torch.full((len(x),), -torch.inf, device=x.device)
         done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         for _ in range(p.restarts):
@@ -91,7 +86,6 @@ class PGD(Attack):
         """Per-sample loss being ascended and success, from one forward pass."""
         with torch.inference_mode():
             logits = model(x_adv).float()
-        self.forward += len(x_adv)
         if target is None:
             return F.cross_entropy(logits, y, reduction="none"), logits.argmax(1) != y
         return -F.cross_entropy(logits, target, reduction="none"), logits.argmax(1) == target
@@ -115,6 +109,6 @@ class PGD(Attack):
             idx, grad = idx[going], grad[going]
             if len(idx) == 0:
                 break
-            stepped = x_adv[idx] + float(p.step_size or 0.0) * geometry.ascent(grad)
+            stepped = x_adv[idx] + p.resolved_step_size * geometry.ascent(grad)
             x_adv[idx] = geometry.project(stepped, x[idx], p.eps)
         return x_adv

@@ -22,13 +22,14 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from tasks.attacks.base import Attack, AttackParams, register
+from tasks.attacks.base import FixedBudgetAttack, register
 from tasks.attacks.norms import LinfBall
+from tasks.attacks.params import FixedBudgetParams
 
 _PROBE_BATCH = 8192  # probe inputs scored per forward pass
 
 
-class SPSAParams(AttackParams):
+class SPSAParams(FixedBudgetParams):
     norm: Literal["linf"] = "linf"
     steps: int = Field(100, ge=1)
     samples: int = Field(64, ge=1, description="probe pairs per gradient estimate")
@@ -48,7 +49,7 @@ class SPSAParams(AttackParams):
 
 
 @register("spsa")
-class SPSA(Attack):
+class SPSA(FixedBudgetAttack):
     """SPSA: black-box L∞ attack with finite-difference gradient estimates (Uesato 2018)."""
 
     Params = SPSAParams
@@ -60,7 +61,6 @@ class SPSA(Attack):
     ) -> torch.Tensor:
         with torch.inference_mode():
             logits = model(x)
-        self.forward += len(x)
         goal = y if t is None else t
         z_goal = logits.gather(1, goal[:, None])[:, 0]
         z_other = logits.scatter(1, goal[:, None], -math.inf).amax(1)

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from tasks.attacks.base import Attack, AttackParams, register
+from tasks.attacks.base import FixedBudgetAttack, register
+from tasks.attacks.params import FixedBudgetParams
 
 _SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
@@ -45,14 +46,14 @@ def p_at(p_init: float, it: int, max_queries: int) -> float:
     return p_init / 2 ** sum(it > t for t in _SCHEDULE)
 
 
-class SquareParams(AttackParams):
+class SquareParams(FixedBudgetParams):
     norm: Literal["linf", "l2"] = "linf"
     max_queries: int = Field(5000, ge=1)
     p_init: float = Field(0.8, gt=0, le=1)
 
 
 @register("square")
-class Square(Attack):
+class Square(FixedBudgetAttack):
     """Square Attack: query-efficient black-box random search, L∞ or L2 (Andriushchenko 2020)."""
 
     Params = SquareParams
@@ -65,7 +66,6 @@ class Square(Attack):
         """(margin, loss to minimize); margin < 0 means success."""
         with torch.inference_mode():
             logits = model(x)
-        self.forward += len(x)
         if t is not None:
             z_t = logits.gather(1, t[:, None])[:, 0]
             margin = logits.scatter(1, t[:, None], -math.inf).amax(1) - z_t

@@ -43,14 +43,16 @@ from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, NonNegativeFloat, PositiveFloat, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveFloat
 from torch import nn
 
-from tasks.attacks.base import Attack, AttackParams, register
+from tasks.attacks.base import FixedBudgetAttack, register
+from tasks.attacks.counting import Counted
 from tasks.attacks.deepfool import DeepFool, DeepFoolParams
+from tasks.attacks.params import AttackParams, FixedBudgetParams, StepRule
 
 
-class UAPParams(AttackParams):
+class UAPParams(FixedBudgetParams, StepRule):
     norm: Literal["linf", "l2"] = "linf"
     method: Literal["deepfool", "sgd"] = "sgd"
     fit_size: int = Field(1000, ge=1, description="training samples the perturbation is fit on")
@@ -62,20 +64,20 @@ class UAPParams(AttackParams):
     step_size: PositiveFloat | None = Field(None, description="sgd step; default eps / 10")
     loss_cap: PositiveFloat = Field(10.0, description="sgd: per-sample loss clip")
 
-    @model_validator(mode="after")
-    def _untargeted(self) -> UAPParams:
-        if self.targeted:
-            raise ValueError("uap is untargeted: one perturbation changes many predictions")
-        return self
+    goals = "untargeted"
+    refusal = "uap is untargeted: one perturbation changes many predictions"
+    fill_step_size = False  # an unset step_size has always stayed null in the cell key
+
+    def default_step_size(self) -> float:
+        return self.eps / 10
 
 
 @register("uap")
-class UAP(Attack):
+class UAP(FixedBudgetAttack):
     """Universal perturbation: one v for all inputs, fit on a training split (Moosavi 2017)."""
 
     Params = UAPParams
-    params: UAPParams  # type: ignore[assignment]
-    supports_targeted: ClassVar[bool] = False
+    params: UAPParams
     universal: ClassVar[bool] = True
 
     def __init__(self, params: AttackParams) -> None:
@@ -97,47 +99,59 @@ class UAP(Attack):
         """
         p = self.params
         gen = generator or torch.Generator(device=x.device).manual_seed(p.seed)
-        x = x.detach()
+        counted = Counted(model)  # called on its own by a cell: the fit counts its passes
+        passes, rate = self._fit(counted, x.detach(), gen)
+        return {
+            "fooling_rate": rate,
+            "passes": float(passes),
+            "forward": float(counted.forward_passes),
+            "backward": float(counted.backward_passes),
+        }
+
+    def _fit(self, model: nn.Module, x: torch.Tensor, gen: torch.Generator) -> tuple[int, float]:
+        """Algorithm 1's passes; sets ``perturbation``; returns (passes, fooling rate)."""
+        p = self.params
         deepfool = DeepFool(
             DeepFoolParams(norm=p.norm, steps=p.steps, overshoot=p.overshoot, seed=p.seed)
         )
         v = torch.zeros_like(x[:1])
-        forward = backward = passes = 0
         with torch.inference_mode():
             clean = torch.cat([model(b).argmax(1) for b in x.split(1024)])
-        forward += len(x)
-        rate = 0.0
+        passes, rate = 0, 0.0
         while passes < p.max_passes:
             passes += 1
             order = torch.randperm(len(x), generator=gen, device=x.device)
             for batch in order.split(p.fit_batch):
                 if p.method == "sgd":
                     v = self._sgd_step(model, x[batch], clean[batch], v)
-                    forward, backward = forward + len(batch), backward + len(batch)
-                    continue
-                xb = (x[batch] + v).clamp(0, 1)
-                with torch.inference_mode():
-                    keep = model(xb).argmax(1) == clean[batch]
-                forward += len(batch)
-                if not bool(keep.any()):
-                    continue
-                out = deepfool(model, xb[keep], clean[batch][keep])
-                forward, backward = forward + out.forward, backward + out.backward
-                for step in (out.x_adv - xb[keep])[out.success]:
-                    v = self._project(v + step)
+                else:
+                    v = self._deepfool_steps(model, deepfool, x[batch], clean[batch], v)
             with torch.inference_mode():
                 fooled = torch.cat([model((b + v).clamp(0, 1)).argmax(1) for b in x.split(1024)])
-            forward += len(x)
             rate = float((fooled != clean).float().mean())
             if rate >= p.target_fooling_rate:
                 break
         self.perturbation = v.detach()
-        return {
-            "fooling_rate": rate,
-            "passes": float(passes),
-            "forward": float(forward),
-            "backward": float(backward),
-        }
+        return passes, rate
+
+    def _deepfool_steps(
+        self,
+        model: nn.Module,
+        deepfool: DeepFool,
+        x: torch.Tensor,
+        clean: torch.Tensor,
+        v: torch.Tensor,
+    ) -> torch.Tensor:
+        """``v`` plus DeepFool's step for each sample of ``x`` that ``v`` does not fool yet."""
+        xb = (x + v).clamp(0, 1)
+        with torch.inference_mode():
+            keep = model(xb).argmax(1) == clean
+        if not bool(keep.any()):
+            return v
+        out = deepfool(model, xb[keep], clean[keep])
+        for step in (out.x_adv - xb[keep])[out.success]:
+            v = self._project(v + step)
+        return v
 
     def _sgd_step(
         self, model: nn.Module, x: torch.Tensor, clean: torch.Tensor, v: torch.Tensor
@@ -146,7 +160,7 @@ class UAP(Attack):
         v = v.detach().requires_grad_(True)
         losses = F.cross_entropy(model((x + v).clamp(0, 1)), clean, reduction="none")
         (grad,) = torch.autograd.grad(losses.clamp(max=p.loss_cap).mean(), v)
-        step = p.step_size or p.eps / 10
+        step = p.resolved_step_size
         if p.norm == "linf":
             direction = grad.sign()
         else:
@@ -168,9 +182,7 @@ class UAP(Attack):
         target: torch.Tensor | None,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        if self.perturbation is None:
-            counts = self.fit(model, x, generator=generator)
-            self.forward += int(counts["forward"])
-            self.backward += int(counts["backward"])
+        if self.perturbation is None:  # the fit's passes go through ``model``: counted
+            self.fit(model, x, generator=generator)
         assert self.perturbation is not None
         return (x + self.perturbation.to(x.device, x.dtype)).clamp(0, 1)

@@ -12,7 +12,7 @@ from torch import nn
 
 from storage import ArtifactStore
 from tasks import datasets, defenses, training
-from tasks.attacks import ATTACKS
+from tasks.attacks import ATTACKS, MinNormAttack
 from tasks.cells.payload import CellOutput, CellPayload
 from tasks.cells.specs import AttackSpec
 from tasks.cells.worker import CODE_VERSION, _dataset, _defended, _model, device
@@ -145,8 +145,8 @@ def _metrics(
     metrics.update(_pass_counts(outs, passes, scored=not own))
     for name in {k for o in outs for k in o.counts}:
         metrics[name] = sum(o.counts.get(name, 0) for o in outs) / n
-    if not attack.fixed_budget:
-        norm = getattr(attack.params, "norm", "l2")
+    if isinstance(attack, MinNormAttack):
+        norm = attack.norm
         metrics.update(budget_metrics(x_all, tensors, norm, list(attack.params.eps)))
     if attack.black_box:  # score-based: every forward pass is a query
         metrics["queries_mean"] = metrics["forward"] / n
