@@ -9,26 +9,23 @@ metadata is JSON in the safetensors header (``{"advgrid": "<json>"}``).
 
 The root is a local folder (a path, or a ``file://`` URL, which is the same folder) or any
 fsspec URL (``s3://bucket/prefix``, ``gs://…``). All file I/O goes through a small backend:
-:class:`_LocalFiles` here (the fast path: plain ``os`` calls, fsync, rename) or
+:class:`storage.localfs.LocalFiles` (the fast path: plain ``os`` calls, fsync, rename) or
 :class:`storage.fsstore.FsspecFiles`, which keeps the same layout and rules on fsspec.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from storage.errors import CorruptArtifactError, NotFoundError, StorageError
+from storage.localfs import SUFFIX, Files, LocalFiles
 from storage.rows import ArtifactRecord
 
 if TYPE_CHECKING:
@@ -40,8 +37,6 @@ __all__ = ["ArtifactRecord", "ArtifactStore", "check_digest"]
 log = logging.getLogger(__name__)
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
-SUFFIX = ".safetensors"
-TMP_PREFIX = ".tmp-"
 
 
 def check_digest(digest: str) -> str:
@@ -56,22 +51,6 @@ def check_digest(digest: str) -> str:
             "(a SHA-256), as `advgrid artifacts ls` shows them"
         )
     return digest
-
-
-class _Files(Protocol):
-    """Where a store's bytes live. ``rel`` is a path such as ``objects/ab/cdef….safetensors``;
-    ``size``, ``read`` and ``mtime`` answer None for a missing file, ``remove`` False; ``write``
-    never makes a partly written file visible under ``rel``; ``listing`` gives the files
-    ``ab/cdef…`` under ``objects/``, sorted, without temporaries; ``location`` is for messages
-    (any password masked)."""
-
-    def location(self, rel: str = "") -> str: ...
-    def size(self, rel: str) -> int | None: ...
-    def read(self, rel: str) -> bytes | None: ...
-    def write(self, rel: str, blob: bytes) -> None: ...
-    def listing(self) -> list[str]: ...
-    def remove(self, rel: str) -> bool: ...
-    def mtime(self, rel: str) -> float | None: ...
 
 
 class ArtifactStore:
@@ -94,7 +73,7 @@ class ArtifactStore:
     """
 
     def __init__(self, root: str | Path, *, filesystem: AbstractFileSystem | None = None) -> None:
-        self._files: _Files
+        self._files: Files
         self.root: Path | str
         if filesystem is not None:
             from storage.fsstore import FsspecFiles
@@ -111,7 +90,7 @@ class ArtifactStore:
                 return
             root = opened
         self.root = Path(root)
-        self._files = _LocalFiles(self.root)
+        self._files = LocalFiles(self.root)
 
     def __repr__(self) -> str:
         return f"ArtifactStore({self.location()!r})"
@@ -138,7 +117,7 @@ class ArtifactStore:
                 a local folder (use :meth:`location`).
         """
         rel = self.uri(digest)
-        if not isinstance(self._files, _LocalFiles):
+        if not isinstance(self._files, LocalFiles):
             raise StorageError(
                 f"the artifact store {self.location()} is not a local folder: its files have "
                 "no local path"
@@ -307,107 +286,3 @@ def _metadata(blob: bytes) -> dict[str, Any]:
     header = json.loads(blob[8 : 8 + header_len])
     meta: dict[str, Any] = json.loads(header.get("__metadata__", {}).get("advgrid", "{}"))
     return meta
-
-
-class _LocalFiles:
-    """A local (or mounted shared) folder: plain ``os`` calls, fsync and rename."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def location(self, rel: str = "") -> str:
-        return str(self.root / rel) if rel else str(self.root)
-
-    def size(self, rel: str) -> int | None:
-        return _size(self.root / rel)
-
-    def read(self, rel: str) -> bytes | None:
-        return _read(self.root / rel)
-
-    def write(self, rel: str, blob: bytes) -> None:
-        _write_atomic(self.root / rel, blob)
-
-    def listing(self) -> list[str]:
-        return _list(self.root / "objects")
-
-    def remove(self, rel: str) -> bool:
-        try:
-            (self.root / rel).unlink()
-        except FileNotFoundError:
-            return False
-        return True
-
-    def mtime(self, rel: str) -> float | None:
-        try:
-            return (self.root / rel).stat().st_mtime
-        except FileNotFoundError:
-            return None
-
-
-def _size(path: Path) -> int | None:
-    try:
-        return path.stat().st_size if path.is_file() else None
-    except OSError:
-        return None
-
-
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise StorageError(f"cannot read artifact {path}: {exc.strerror or exc}") from exc
-
-
-def _list(folder: Path) -> list[str]:
-    """Paths ``ab/cdef…`` of the artifact files under ``folder``, sorted."""
-    if not folder.is_dir():
-        return []
-    return sorted(
-        f"{p.parent.name}/{p.name}"
-        for p in folder.glob(f"??/*{SUFFIX}")
-        if not p.name.startswith(TMP_PREFIX)
-    )
-
-
-def _write_atomic(target: Path, blob: bytes) -> None:
-    """Write ``blob`` to ``target`` via a fsynced temporary file and a rename."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=TMP_PREFIX, suffix=SUFFIX)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(blob)
-                fh.flush()
-                os.fsync(fh.fileno())
-            # mkstemp makes 0600 files; a lab's shared store needs what open() would give
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(target.parent)
-    except OSError as exc:
-        raise StorageError(f"cannot write artifact {target}: {exc.strerror or exc}") from exc
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@functools.lru_cache(maxsize=1)
-def _umask() -> int:
-    """This process's umask, read from /proc where it can be (reading it elsewhere sets it)."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

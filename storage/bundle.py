@@ -35,9 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from storage.artifacts import SUFFIX, ArtifactStore
+from storage.artifacts import ArtifactStore
 from storage.enums import CellState
 from storage.errors import BundleError
+from storage.localfs import SUFFIX
 from storage.manifest import (
     FORMAT,
     MANIFEST,

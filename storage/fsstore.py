@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from storage.artifacts import SUFFIX, TMP_PREFIX
 from storage.engine import mask_secrets
 from storage.errors import StorageError
+from storage.localfs import SUFFIX, TMP_PREFIX
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
