@@ -25,8 +25,9 @@ import pytest
 import torch
 from markupsafe import escape
 
-from orchestrator import report_data, report_html
-from orchestrator.tables import Entry, Matrix
+from orchestrator.report import data as report_data
+from orchestrator.report import page as report_html
+from orchestrator.views.transfer import Entry, Matrix
 from storage import Database, NewCell
 from tests.conftest import Cli, data_env, tiny_study
 

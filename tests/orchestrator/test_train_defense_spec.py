@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator import report_data, spec
 from orchestrator.errors import ConfigError
-from orchestrator.plan import expand
+from orchestrator.report import data as report_data
+from orchestrator.study import loader
+from orchestrator.study.plan import expand
 from storage import ArtifactStore, Database
 from tasks import datasets, models, training
 from tasks.defenses import DEFENSES
@@ -29,13 +30,13 @@ def _with_defense(defense: str) -> str:
 
 def _train_cells(text: str) -> dict[str, tuple[str, dict]]:
     """Model name → (key, spec) of each train cell."""
-    cells = expand(spec.parse(text, "study.yaml")).cells
+    cells = expand(loader.parse(text, "study.yaml")).cells
     return {c.spec["model"]["name"]: (c.key, c.spec) for c in cells if c.kind == "train"}
 
 
 def _problems(text: str) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        spec.parse(text, "study.yaml")
+        loader.parse(text, "study.yaml")
     return info.value.problems
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from orchestrator import spec as specmod
 from orchestrator.cli import err, main, user_errors
-from orchestrator.submit import follow, submit
+from orchestrator.run.submit import follow, submit
+from orchestrator.study import loader as specmod
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

@@ -24,10 +24,10 @@ from rich.console import Console
 
 from orchestrator.config import Settings
 from orchestrator.errors import AdvgridError
-from orchestrator.executors import InlineExecutor, RayExecutor
-from orchestrator.plan import Plan, PlannedCell, canonical_json
-from orchestrator.progress import RunProgress
-from orchestrator.tracking import Tracker
+from orchestrator.run.progress import RunProgress
+from orchestrator.run.ray_executor import InlineExecutor, RayExecutor
+from orchestrator.run.tracking import Tracker
+from orchestrator.study.plan import Plan, PlannedCell, canonical_json
 from storage import (
     ArtifactRecord,
     ArtifactStore,

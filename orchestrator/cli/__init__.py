@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator import config
-from orchestrator import spec as specmod
 from orchestrator.errors import AdvgridError
+from orchestrator.study import loader as specmod
 from storage import Database, StorageError, mask_secrets
 from tasks.errors import TaskError
 
@@ -131,4 +131,11 @@ def open_db(url: str) -> Database:
     return Database.open(url)
 
 
-from orchestrator import cli_bundle, cli_commands, cli_defenses, cli_report, cli_submit, cli_tables  # noqa: E402,F401  (registers the commands)
+from orchestrator.cli import (  # noqa: E402,F401  (registers the commands)
+    bundle_commands,
+    defense_commands,
+    report_command,
+    run_commands,
+    submit_command,
+    view_commands,
+)

@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.table import Table
 
-from orchestrator.tables import attack_title, fmt_num, latex_escape, model_label
+from orchestrator.views.transfer import attack_title, fmt_num, latex_escape, model_label
 from storage.tables import BUDGET_PREFIX, AttackMetrics
 
 X_AXES = ("eps", "steps", "max_queries")

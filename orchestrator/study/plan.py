@@ -33,8 +33,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator import adaptive, spec_defenses
-from orchestrator.spec import Resolved, Study
+from orchestrator.study import adaptive_rules as adaptive
+from orchestrator.study import defense_rules as spec_defenses
+from orchestrator.study.loader import Resolved, Study
 from tasks import datasets
 
 SCHEMA_VERSION = 1

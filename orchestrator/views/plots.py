@@ -13,9 +13,9 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from orchestrator.curves import Curve
 from orchestrator.errors import AdvgridError
-from orchestrator.tables import Matrix
+from orchestrator.views.curves import Curve
+from orchestrator.views.transfer import Matrix
 
 FORMATS = (".png", ".svg", ".pdf")
 

@@ -1,5 +1,5 @@
 """The report's per-sample section: how many targets each adversarial example fools, and the
-examples that fool every target (see :mod:`orchestrator.samples`)."""
+examples that fool every target (see :mod:`orchestrator.views.samples`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from orchestrator import samples
-from orchestrator.tables import attack_title
+from orchestrator.views import samples
+from orchestrator.views.transfer import attack_title
 from storage import ArtifactStore, Database, StorageError
 
 log = logging.getLogger(__name__)

@@ -8,11 +8,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from orchestrator import checkpoints, executors
 from orchestrator.config import Settings
-from orchestrator.driver import Driver, Summary
-from orchestrator.plan import expand
-from orchestrator.spec import Study
+from orchestrator.run import checkpoints
+from orchestrator.run import ray_executor as executors
+from orchestrator.run.driver import Driver, Summary
+from orchestrator.study.loader import Study
+from orchestrator.study.plan import expand
 from storage import CellRow, Database
 
 

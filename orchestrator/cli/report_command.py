@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from orchestrator import report_data, report_html
 from orchestrator.cli import _settings, _study_ref, main, open_db, storage_options, user_errors
+from orchestrator.report import data as report_data
+from orchestrator.report import page as report_html
 from storage.tables import DENOMINATORS
 
 

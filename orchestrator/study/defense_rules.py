@@ -3,7 +3,7 @@ and of the ``models:`` a defense entry wraps.
 
 A defense such as ``autoencoder_purify`` cannot be built from its params alone: its class
 declares the artifacts it needs (``requires = ("autoencoder",)``) and takes them as keywords of
-its constructor. The planner (:mod:`orchestrator.plan`) serves a role only when it knows which
+its constructor. The planner (:mod:`orchestrator.study.plan`) serves a role only when it knows which
 cell produces that artifact; :data:`SERVED` lists those roles. A defense entry that requires a
 role the planner cannot serve is refused here, before anything is written, rather than
 failing in every cell that would build it.
@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 from tasks.defenses import DEFENSES
 
 if TYPE_CHECKING:
-    from orchestrator.spec import ModelEntry, Resolved, Study, _Problems
+    from orchestrator.study.loader import ModelEntry, Resolved, Study, _Problems
 
 SERVED: frozenset[str] = frozenset({"autoencoder"})
-"""Artifact roles the planner derives a producing cell for (see :func:`orchestrator.plan`)."""
+"""Artifact roles the planner derives a producing cell for (see :func:`orchestrator.study.plan`)."""
 
 
 def requires(name: str) -> tuple[str, ...]:

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from rich.table import Table
 
 from orchestrator.errors import AdvgridError
-from orchestrator.tables import attack_title, model_label
+from orchestrator.views.transfer import attack_title, model_label
 from storage import ArtifactStore
 from storage.tables import TransferOutputs
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
-from orchestrator.tables import latex_escape
+from orchestrator.views.transfer import latex_escape
 from storage import CellRow
 
 

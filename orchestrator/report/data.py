@@ -1,7 +1,7 @@
 """What ``advgrid report`` shows, gathered from the index, the artifact store and this machine.
 
 Everything here is plain data, no HTML: :func:`collect` returns a :class:`Report` that
-:mod:`orchestrator.report_html` renders into one self-contained page.
+:mod:`orchestrator.report.page` renders into one self-contained page.
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ from typing import Any
 import torch
 import yaml
 
-from orchestrator import curves, report_joins, reports, tables
+from orchestrator.report import joins as report_joins
+from orchestrator.views import curves
+from orchestrator.views import result_rows as reports
+from orchestrator.views import transfer as tables
 from storage import (
     ArtifactStore,
     CellRow,
@@ -340,7 +343,7 @@ def _version(dist: str) -> str:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         if dist == "advgrid":  # run from a source tree that was never installed
-            from orchestrator.driver import VERSION
+            from orchestrator.run.driver import VERSION
 
             return VERSION
         return "not installed"

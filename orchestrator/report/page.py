@@ -23,11 +23,11 @@ import jinja2
 import matplotlib
 from markupsafe import Markup
 
-from orchestrator import plots
 from orchestrator.errors import AdvgridError
-from orchestrator.report_data import STATES, ExampleSet, Report, Sample
-from orchestrator.report_joins import JoinSummary
-from orchestrator.tables import DENOMINATOR_TEXT, Entry, Matrix
+from orchestrator.report.data import STATES, ExampleSet, Report, Sample
+from orchestrator.report.joins import JoinSummary
+from orchestrator.views import plots
+from orchestrator.views.transfer import DENOMINATOR_TEXT, Entry, Matrix
 
 if TYPE_CHECKING:
     import torch
@@ -73,7 +73,7 @@ def write(report: Report, path: Path) -> int:
 @functools.cache
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("orchestrator", "templates"),
+        loader=jinja2.PackageLoader("orchestrator.report", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

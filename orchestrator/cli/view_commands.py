@@ -10,8 +10,6 @@ from typing import Any
 import click
 from rich.table import Table
 
-from orchestrator import curves, plots, tables
-from orchestrator import samples as samplesmod
 from orchestrator.cli import (
     _settings,
     _study_ref,
@@ -24,6 +22,9 @@ from orchestrator.cli import (
 )
 from orchestrator.config import Settings
 from orchestrator.errors import AdvgridError
+from orchestrator.views import curves, plots
+from orchestrator.views import samples as samplesmod
+from orchestrator.views import transfer as tables
 from storage import ArtifactStore, Database
 from storage.tables import DENOMINATORS, AttackFilter
 

@@ -10,8 +10,6 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from orchestrator import reports
-from orchestrator import spec as specmod
 from orchestrator.cli import (
     _settings,
     _study_ref,
@@ -24,7 +22,9 @@ from orchestrator.cli import (
     storage_options,
     user_errors,
 )
-from orchestrator.study_run import RunOptions, plan_only, run_study
+from orchestrator.run.study_run import RunOptions, plan_only, run_study
+from orchestrator.study import loader as specmod
+from orchestrator.views import result_rows as reports
 from tasks.attacks import ATTACKS
 from tasks.datasets import DATASETS
 from tasks.defenses import DEFENSES
@@ -109,7 +109,7 @@ def run(
         )
         summary, _ = run_study(study, settings, opts, console=err)
     if not quiet:
-        from orchestrator.cli_tables import print_transfer_tables
+        from orchestrator.cli.view_commands import print_transfer_tables
 
         with user_errors():
             print_transfer_tables(settings.db_url, study.name)

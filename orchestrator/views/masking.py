@@ -41,8 +41,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from orchestrator import curves
-from orchestrator.tables import attack_title, fmt_num
+from orchestrator.views import curves
+from orchestrator.views.transfer import attack_title, fmt_num
 from storage.defense_tables import DefenseEvaluation
 from storage.tables import AttackMetrics
 from tasks.attacks import ATTACKS

@@ -17,7 +17,7 @@ A twin is shown in its adapted row, not as a row of its own; its flags join the 
 marked "without adaptation".
 
 Undefended models appear too (defense ``none``): their adaptive number is the white-box one,
-the baseline a defense is measured against. Flags: :mod:`orchestrator.masking`.
+the baseline a defense is measured against. Flags: :mod:`orchestrator.views.masking`.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from typing import Any
 
 from rich.table import Table
 
-from orchestrator import masking
-from orchestrator.tables import attack_title, latex_escape, model_label
+from orchestrator.views import masking
+from orchestrator.views.transfer import attack_title, latex_escape, model_label
 from storage.defense_tables import DefenseEvaluation
 
 CAPTION = (

@@ -20,9 +20,10 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
-from orchestrator import adaptive, spec_defenses
 from orchestrator.errors import ConfigError
-from orchestrator.yamlpos import Positions, format_path
+from orchestrator.study import adaptive_rules as adaptive
+from orchestrator.study import defense_rules as spec_defenses
+from orchestrator.study.yamlpos import Positions, format_path
 from tasks import models
 from tasks.attacks import ATTACKS
 from tasks.datasets import DATASETS
@@ -136,12 +137,12 @@ class StudyFile(_Strict):
 class Resolved:
     """A validated component: registry name, label and normalized params.
 
-    A defense also says how attack cells adapt to it (:mod:`orchestrator.adaptive`):
+    A defense also says how attack cells adapt to it (:mod:`orchestrator.study.adaptive_rules`):
     ``adaptive`` (``none``, ``bpda``, ``eot``, ``bpda+eot``), ``eot_samples`` (set only
     with eot) and ``adaptive_given`` (whether the entry says ``adaptive:``; an explicit
     ``none`` allows gradient attacks through a non-differentiable defense, on purpose).
     ``models`` names the models the defense wraps (None: all of them;
-    :func:`orchestrator.spec_defenses.wraps`). None of them is a defense parameter.
+    :func:`orchestrator.study.defense_rules.wraps`). None of them is a defense parameter.
     """
 
     name: str

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import click
 
-from orchestrator import defense_table
 from orchestrator.cli import err, main, storage_options, user_errors
-from orchestrator.cli_tables import (
+from orchestrator.cli.view_commands import (
     TABLE_FORMATS,
     Renderings,
     _filter,
@@ -15,6 +14,7 @@ from orchestrator.cli_tables import (
     filter_options,
 )
 from orchestrator.errors import AdvgridError
+from orchestrator.views import defended as defense_table
 
 
 @main.command()

@@ -41,7 +41,7 @@ from tasks.attacks import ATTACKS
 from tasks.defenses import DEFENSES
 
 if TYPE_CHECKING:
-    from orchestrator.spec import Resolved, _Problems
+    from orchestrator.study.loader import Resolved, _Problems
 
 KEYS = ("adaptive", "eot_samples")
 INVALID = "invalid"
