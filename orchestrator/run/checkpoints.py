@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from orchestrator.errors import ConfigError
-from orchestrator.study.loader import Study
+from orchestrator.study.schema import Study
 from storage import ArtifactStore
 from tasks import datasets, models
 from tasks.errors import TaskError

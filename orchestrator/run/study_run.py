@@ -12,8 +12,8 @@ from orchestrator.config import Settings
 from orchestrator.run import checkpoints
 from orchestrator.run import ray_executor as executors
 from orchestrator.run.driver import Driver, Summary
-from orchestrator.study.loader import Study
 from orchestrator.study.plan import expand
+from orchestrator.study.schema import Study
 from storage import CellRow, Database
 
 

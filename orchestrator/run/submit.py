@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import AdvgridError
-from orchestrator.study.loader import Study
+from orchestrator.study.schema import Study
 from storage import mask_secrets
 
 FINAL = {"SUCCEEDED", "FAILED", "STOPPED"}

@@ -21,7 +21,7 @@ from typing import Any
 from rich.console import Console
 
 from orchestrator.config import Settings
-from orchestrator.study.loader import Study
+from orchestrator.study.schema import Study
 from storage import Database
 
 log = logging.getLogger(__name__)

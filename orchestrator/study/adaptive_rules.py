@@ -32,16 +32,15 @@ Notes (printed by ``advgrid plan`` and ``advgrid run``, never errors):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from orchestrator.study.problems import Problems
+from orchestrator.study.schema import Resolved
 from tasks.adaptive import DEFAULT_EOT_SAMPLES
 from tasks.attacks import ATTACKS
 from tasks.defenses import DEFENSES
-
-if TYPE_CHECKING:
-    from orchestrator.study.loader import Resolved, _Problems
 
 KEYS = ("adaptive", "eot_samples")
 INVALID = "invalid"
@@ -55,7 +54,7 @@ class AdaptiveChoice(BaseModel):
     eot_samples: int | None = Field(None, ge=2)
 
 
-def take(values: dict, loc: tuple, problems: _Problems) -> tuple[str, int | None, bool]:
+def take(values: dict, loc: tuple, problems: Problems) -> tuple[str, int | None, bool]:
     """Remove the adaptive keys from a defense entry's ``values``; ``(adaptive,
     eot_samples, given)``, with ``eot_samples`` defaulting to 10 under eot and None
     otherwise, and ``given`` whether the entry says ``adaptive:`` at all."""
@@ -85,8 +84,8 @@ def gradient_free() -> list[str]:
 def check(
     defenses: list[tuple[int, Resolved]],
     attacks: list[tuple[int, str]],
-    problems: _Problems,
-    notes: _Problems,
+    problems: Problems,
+    notes: Problems,
 ) -> None:
     """Check each defense's adaptive keys against its declarations and the study's attacks.
 
@@ -114,7 +113,7 @@ def _names(grads: list[tuple[int, str]]) -> str:
     return ", ".join(f"attacks[{j}] {name}" for j, name in grads)
 
 
-def _errors(i: int, d: Resolved, grads: list[tuple[int, str]], problems: _Problems) -> None:
+def _errors(i: int, d: Resolved, grads: list[tuple[int, str]], problems: Problems) -> None:
     cls = DEFENSES.get(d.name).obj
     bpda, eot = "bpda" in d.adaptive, "eot" in d.adaptive
     loc, at = ("defenses", i), ("defenses", i, "adaptive")
@@ -145,7 +144,7 @@ def _errors(i: int, d: Resolved, grads: list[tuple[int, str]], problems: _Proble
         )
 
 
-def _notes(i: int, d: Resolved, grads: list[tuple[int, str]], notes: _Problems) -> None:
+def _notes(i: int, d: Resolved, grads: list[tuple[int, str]], notes: Problems) -> None:
     cls = DEFENSES.get(d.name).obj
     bpda, eot = "bpda" in d.adaptive, "eot" in d.adaptive
     loc, at = ("defenses", i), ("defenses", i, "adaptive")

@@ -12,12 +12,11 @@ failing in every cell that would build it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from orchestrator.study.problems import Problems
+from orchestrator.study.schema import ModelEntry, Resolved, Study
 from tasks.defenses import DEFENSES
-
-if TYPE_CHECKING:
-    from orchestrator.study.loader import ModelEntry, Resolved, Study, _Problems
 
 SERVED: frozenset[str] = frozenset({"autoencoder"})
 """Artifact roles the planner derives a producing cell for (see :func:`orchestrator.study.plan`)."""
@@ -32,7 +31,7 @@ ROLE_MODELS = {"autoencoder": "autoencoder"}
 """The model name under which the cell producing each role shows in results rows."""
 
 
-def check(defenses: list[tuple[int, Resolved]], models: list[str], problems: _Problems) -> None:
+def check(defenses: list[tuple[int, Resolved]], models: list[str], problems: Problems) -> None:
     """Refuse each defense entry that needs an artifact the planner cannot produce, or whose
     producing cell would show under the name of one of the study's ``models``.
 
@@ -60,7 +59,7 @@ def check(defenses: list[tuple[int, Resolved]], models: list[str], problems: _Pr
             )
 
 
-def take_models(values: dict, loc: tuple, problems: _Problems) -> tuple[str, ...] | None:
+def take_models(values: dict, loc: tuple, problems: Problems) -> tuple[str, ...] | None:
     """Remove ``models:`` from a defense entry's ``values``: the names of the models the
     defense wraps (a split entry's name meaning all its parts), or None for all of them.
     It selects cells, like ``sources:``; it is not a defense parameter and no key holds it."""
@@ -77,7 +76,7 @@ def take_models(values: dict, loc: tuple, problems: _Problems) -> tuple[str, ...
 
 
 def check_models(
-    defenses: list[tuple[int, Resolved]], models: Sequence[ModelEntry], problems: _Problems
+    defenses: list[tuple[int, Resolved]], models: Sequence[ModelEntry], problems: Problems
 ) -> None:
     """Refuse a defense entry's ``models:`` naming a model the study does not have."""
     known = list(dict.fromkeys(n for m in models for n in [m.name, *m.part_names()]))

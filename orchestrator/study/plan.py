@@ -33,9 +33,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.study import adaptive_rules as adaptive
+from orchestrator.study import adaptive_rules
 from orchestrator.study import defense_rules as spec_defenses
-from orchestrator.study.loader import Resolved, Study
+from orchestrator.study.schema import Resolved, Study
 from tasks import datasets
 
 SCHEMA_VERSION = 1
@@ -158,7 +158,7 @@ def _has_twin(defense: Resolved, attack: Resolved) -> bool:
     a gradient-free attack sees of a randomized defense)."""
     if defense.adaptive == "none":
         return False
-    return "eot" in defense.adaptive or adaptive.is_gradient(attack.name)
+    return "eot" in defense.adaptive or adaptive_rules.is_gradient(attack.name)
 
 
 def _unadapted(defense: Resolved) -> Resolved:

@@ -11,10 +11,11 @@ import pytest
 from orchestrator.errors import ConfigError
 from orchestrator.study import loader
 from orchestrator.study.plan import expand
+from orchestrator.study.schema import Study
 from tests.conftest import TINY_STUDY, data_env, tiny_study
 
 
-def _parse(text: str) -> loader.Study:
+def _parse(text: str) -> Study:
     return loader.parse(text, "study.yaml")
 
 
