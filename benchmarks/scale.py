@@ -47,7 +47,9 @@ import sqlalchemy
 
 from orchestrator.config import Settings
 from orchestrator.run.driver import Driver
-from orchestrator.run.ray_executor import InlineExecutor, Outcome, RayExecutor, inflight_bound
+from orchestrator.run.executor import Outcome
+from orchestrator.run.inline_executor import InlineExecutor
+from orchestrator.run.ray_executor import RayExecutor, inflight_bound
 from orchestrator.study.loader import parse
 from orchestrator.study.plan import Plan, expand
 from storage import ArtifactStore, Database

@@ -168,7 +168,8 @@ def plan_once(db: Database, yaml_text: str, batch: int) -> dict[str, Any]:
 
     The claimed batch is released afterwards (untimed), so a second call sees the same study.
     """
-    from orchestrator.run.driver import VERSION, owner_id, release_dead_local_owners
+    from orchestrator import VERSION
+    from orchestrator.run.leasing import owner_id, release_dead_local_owners
     from orchestrator.study.loader import parse
     from orchestrator.study.plan import canonical_json, expand
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
+from orchestrator import VERSION
 from orchestrator.cli import _settings, _study_ref, main, open_db, out, storage_options, user_errors
-from orchestrator.run.driver import VERSION
 from storage import ArtifactStore, export_bundle, import_bundle
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import yaml
 
+from orchestrator import VERSION
 from orchestrator.report import joins as report_joins
 from orchestrator.views import curves
 from orchestrator.views import result_rows as reports
@@ -343,8 +344,6 @@ def _version(dist: str) -> str:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         if dist == "advgrid":  # run from a source tree that was never installed
-            from orchestrator.run.driver import VERSION
-
             return VERSION
         return "not installed"
 

@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import getpass
 import logging
-import os
-import socket
-import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from rich.console import Console
 
+from orchestrator import VERSION
 from orchestrator.config import Settings
 from orchestrator.errors import AdvgridError
+from orchestrator.run.executor import Executor
+from orchestrator.run.inline_executor import InlineExecutor
+from orchestrator.run.leasing import Heartbeat, owner_id, release_dead_local_owners
 from orchestrator.run.progress import RunProgress
-from orchestrator.run.ray_executor import InlineExecutor, RayExecutor
 from orchestrator.run.tracking import Tracker
 from orchestrator.study.plan import Plan, PlannedCell, canonical_json
 from storage import (
@@ -40,8 +39,6 @@ from storage import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-VERSION = "0.1.0"
 
 
 @dataclass
@@ -64,53 +61,6 @@ class Summary:
     def ok(self) -> bool:
         bad = {"failed", "quarantined", "pending", "running"}
         return not any(n for states in self.counts.values() for s, n in states.items() if s in bad)
-
-
-def owner_id() -> str:
-    """``host:pid:nonce`` — lets a later run on this host see that the owner is gone."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def release_dead_local_owners(db: Database, study_id: int) -> int:
-    """Expire leases held by processes of this host that no longer exist."""
-    host, dead = socket.gethostname(), []
-    for owner in db.running_owners(study_id):
-        parts = owner.split(":")
-        local = len(parts) == 3 and parts[0] == host and parts[1].isdigit()
-        if local and not _pid_alive(int(parts[1])):
-            dead.append(owner)
-    return db.expire_leases(study_id, dead) if dead else 0
-
-
-class Heartbeat(threading.Thread):
-    """Extends the leases of in-flight cells every ``lease_s / 4`` seconds."""
-
-    def __init__(self, db: Database, lease_s: float) -> None:
-        super().__init__(name="advgrid-heartbeat", daemon=True)
-        self.db, self.lease_s = db, lease_s
-        self.tokens: set[str] = set()
-        self.lock = threading.Lock()
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.lease_s / 4):
-            with self.lock:
-                tokens = list(self.tokens)
-            if tokens:
-                try:
-                    self.db.heartbeat(tokens, self.lease_s)
-                except Exception:  # a missed beat is retried; the lease has slack
-                    log.warning("lease heartbeat failed; retrying", exc_info=True)
 
 
 GROUP_MAX = 16  # transfer cells of one adversarial set sent to one worker as one task
@@ -149,7 +99,7 @@ class Driver:
         self.study = plan.study
         self.execution = self.study.file.execution
         self.max_inflight = max_inflight or self.execution.max_inflight or 0
-        self.executor: InlineExecutor | RayExecutor = InlineExecutor()
+        self.executor: Executor = InlineExecutor()
         self.console = console or Console(stderr=True, quiet=True)
         self.mlflow = mlflow
         self.owner = owner_id()
@@ -186,9 +136,7 @@ class Driver:
         summary = Summary(self.study.name, self.plan.counts(), new, to_run)
         return row.id, summary
 
-    def run(
-        self, study_id: int, summary: Summary, executor: InlineExecutor | RayExecutor
-    ) -> Summary:
+    def run(self, study_id: int, summary: Summary, executor: Executor) -> Summary:
         """Run every runnable cell of the plan on ``executor`` until none is left."""
         start = time.perf_counter()
         self.executor = executor

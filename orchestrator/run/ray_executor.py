@@ -1,10 +1,5 @@
-"""Executors: where ``tasks.cells.run_cell`` runs.
-
-Both executors take plain-data payloads and report ``Outcome`` objects, so the driver does
-not know which one it talks to. :class:`InlineExecutor` runs cells one at a time in this
-process (debugging, most tests); :class:`RayExecutor` submits them as Ray tasks with the
-resources the study asks for per cell kind.
-"""
+"""The executor that submits cells as Ray tasks with the resources the study asks for per
+cell kind, and the in-flight bound computed from the cluster's resources."""
 
 from __future__ import annotations
 
@@ -12,23 +7,13 @@ import logging
 import os
 import time
 import traceback
-from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import AdvgridError
+from orchestrator.run.executor import Outcome
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What came back for one submitted cell: a result dict or an error text."""
-
-    cell_id: int
-    result: dict[str, Any] | None
-    error: str | None
 
 
 def run_cells(payloads: list[dict]) -> list[tuple[dict | None, str | None]]:
@@ -45,46 +30,6 @@ def run_cells(payloads: list[dict]) -> list[tuple[dict | None, str | None]]:
         except Exception:
             out.append((None, traceback.format_exc()))
     return out
-
-
-class InlineExecutor:
-    """Runs each cell in this process when the driver polls; same contract as Ray."""
-
-    name = "inline"
-
-    def __init__(self) -> None:
-        self._queue: deque[tuple[int, dict]] = deque()
-
-    def default_inflight(self, needs: list[dict[str, float]]) -> int:
-        return 1
-
-    def submit(self, cell_id: int, payload: dict, resources: dict[str, float]) -> None:
-        self._queue.append((cell_id, payload))
-
-    def submit_group(
-        self, cell_ids: list[int], payloads: list[dict], resources: dict[str, float]
-    ) -> None:
-        for cell_id, payload in zip(cell_ids, payloads, strict=True):
-            self.submit(cell_id, payload, resources)
-
-    def poll(self, timeout: float) -> list[Outcome]:
-        if not self._queue:
-            return []
-        from tasks.cells import run_cell
-
-        cell_id, payload = self._queue.popleft()
-        try:
-            return [Outcome(cell_id, run_cell(payload), None)]
-        except Exception:
-            return [Outcome(cell_id, None, traceback.format_exc())]
-
-    def cancel_all(self) -> list[int]:
-        ids = [cid for cid, _ in self._queue]
-        self._queue.clear()
-        return ids
-
-    def shutdown(self) -> None:
-        pass
 
 
 class RayExecutor:
@@ -263,9 +208,3 @@ def _token_source() -> str:
     if os.environ.get("RAY_AUTH_TOKEN_PATH"):
         return f"{os.environ['RAY_AUTH_TOKEN_PATH']} (RAY_AUTH_TOKEN_PATH)"
     return f"{Path.home() / '.ray' / 'auth_token'} (or RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH)"
-
-
-def make(kind: str, ray_address: str) -> InlineExecutor | RayExecutor:
-    if kind == "inline":
-        return InlineExecutor()
-    return RayExecutor(ray_address)

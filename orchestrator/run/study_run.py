@@ -10,8 +10,10 @@ from rich.console import Console
 
 from orchestrator.config import Settings
 from orchestrator.run import checkpoints
-from orchestrator.run import ray_executor as executors
 from orchestrator.run.driver import Driver, Summary
+from orchestrator.run.executor import Executor
+from orchestrator.run.inline_executor import InlineExecutor
+from orchestrator.run.ray_executor import RayExecutor
 from orchestrator.study.plan import expand
 from orchestrator.study.schema import Study
 from storage import CellRow, Database
@@ -59,11 +61,11 @@ def run_study(
     if summary.to_run == 0:
         console.print(f"Nothing to run: all {total} cells of study {study.name!r} are done.")
         if opts.mlflow and db.unlogged_done(study_id):
-            driver.run(study_id, summary, executors.InlineExecutor())
+            driver.run(study_id, summary, InlineExecutor())
         summary.counts = db.counts(study_id)
         return summary, db.cells(study_id, kind="transfer")
     start = time.perf_counter()
-    executor = executors.make(opts.executor, opts.ray_address)
+    executor = make_executor(opts.executor, opts.ray_address)
     console.print(
         f"running on {executor.name}"
         + (f" ({opts.ray_address})" if executor.name == "ray" else "")
@@ -116,3 +118,10 @@ def _db_exists(url: str) -> bool:
     if url.startswith("sqlite:///"):
         return Path(url.removeprefix("sqlite:///")).exists()
     return True
+
+
+def make_executor(kind: str, ray_address: str) -> Executor:
+    """The executor ``advgrid run --executor KIND`` runs cells on (``inline`` or ``ray``)."""
+    if kind == "inline":
+        return InlineExecutor()
+    return RayExecutor(ray_address)
