@@ -14,7 +14,7 @@ from orchestrator.cli.view_commands import (
     filter_options,
 )
 from orchestrator.errors import AdvgridError
-from orchestrator.views import defended as defense_table
+from orchestrator.views import defended
 
 
 @main.command()
@@ -62,14 +62,14 @@ def defenses(
             if params or attack or eps
             else every
         )
-        rows = defense_table.build(selected, every)
+        rows = defended.build(selected, every)
         if not rows:
             which = "match the filters" if params or attack or eps else "are done"
             raise AdvgridError(
                 f"no attack cells in study {name!r} {which}; "
                 f"see `advgrid results {name} --kind attack`"
             )
-    missing = defense_table.missing_oblivious(rows)
+    missing = defended.missing_oblivious(rows)
     if missing and fmt == "table":
         err.print(
             f"note: no oblivious number for {', '.join(missing)}: it is the transfer cell from "
@@ -80,12 +80,10 @@ def defenses(
         fmt,
         Renderings(
             json=lambda: [r.to_json() for r in rows],
-            csv=lambda: defense_table.to_csv(rows),
-            tables=lambda: [defense_table.rich_table(rows)],
-            markdown=lambda: defense_table.to_markdown(rows),
-            latex=lambda: defense_table.to_latex(rows),
+            csv=lambda: defended.records(rows),
+            tables=lambda: [defended.table(rows)],
         ),
     )
     if fmt == "table":
-        for line in defense_table.reasons(rows):
+        for line in defended.reasons(rows):
             click.echo(line)

@@ -22,9 +22,10 @@ from orchestrator.cli import (
     storage_options,
     user_errors,
 )
+from orchestrator.cli.view_commands import Renderings, emit
 from orchestrator.run.study_run import RunOptions, plan_only, run_study
 from orchestrator.study import loader as specmod
-from orchestrator.views import result_rows as reports
+from orchestrator.views import result_rows
 from tasks.attacks import ATTACKS
 from tasks.datasets import DATASETS
 from tasks.defenses import DEFENSES
@@ -257,17 +258,16 @@ def results(
     with user_errors():
         name, loaded = _study_ref(study)
         database = open_db(_settings(db, store, mlflow_uri, loaded).db_url)
-        rows = [reports.row(c) for c in database.cells(database.get_study(name).id, kind=kind)]
-    if fmt == "json":
-        render_json(rows)
-    elif fmt == "csv":
-        click.echo(reports.results_csv(rows), nl=False)
-    elif fmt == "markdown":
-        click.echo(reports.results_markdown(rows))
-    elif fmt == "latex":
-        click.echo(reports.results_latex(rows))
-    else:
-        echo_table(reports.results_table(rows))
+        rows = [result_rows.row(c) for c in database.cells(database.get_study(name).id, kind=kind)]
+    emit(
+        fmt,
+        Renderings(
+            json=lambda: rows,
+            csv=lambda: result_rows.records(rows),
+            tables=lambda: [result_rows.table(rows)],
+            latex=lambda: [result_rows.accuracy_table(rows)],
+        ),
+    )
 
 
 @main.command(name="list")

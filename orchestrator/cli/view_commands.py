@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from orchestrator.cli import (
     _settings,
@@ -22,9 +21,10 @@ from orchestrator.cli import (
 )
 from orchestrator.config import Settings
 from orchestrator.errors import AdvgridError
-from orchestrator.views import curves, plots
+from orchestrator.views import curves, plots, render
 from orchestrator.views import samples as samplesmod
-from orchestrator.views import transfer as tables
+from orchestrator.views import transfer as transfer_view
+from orchestrator.views.table import TableView
 from storage import ArtifactStore, Database
 from storage.tables import DENOMINATORS, AttackFilter
 
@@ -34,34 +34,42 @@ PLOT_PATH = click.Path(dir_okay=False, writable=True, path_type=Path)
 
 @dataclass(frozen=True)
 class Renderings:
-    """How one command's result prints in each ``--format``; each is called only if chosen."""
+    """What one command prints in each ``--format``; each is called only if chosen.
+
+    Attributes:
+        json: The value ``--format json`` prints.
+        csv: The rows ``--format csv`` prints.
+        tables: The tables the terminal, Markdown and LaTeX print (one after another).
+        latex: Tables LaTeX prints instead of ``tables``, where they differ.
+    """
 
     json: Callable[[], Any]
-    csv: Callable[[], str]
-    tables: Callable[[], list[Table]]
-    markdown: Callable[[], str] | None = None
-    latex: Callable[[], str] | None = None
+    csv: Callable[[], TableView]
+    tables: Callable[[], list[TableView]]
+    latex: Callable[[], list[TableView]] | None = None
 
 
 def emit(fmt: str, r: Renderings) -> None:
     """Print ``r`` in format ``fmt`` (table, json, csv, markdown or latex) on stdout."""
-    text = {"markdown": r.markdown, "latex": r.latex}.get(fmt)
     if fmt == "json":
         render_json(r.json())
     elif fmt == "csv":
-        click.echo(r.csv(), nl=False)
-    elif text is not None:
-        click.echo(text())
+        click.echo(render.csv_text(r.csv()), nl=False)
+    elif fmt == "markdown":
+        click.echo("\n\n".join(render.markdown(t) for t in r.tables()))
+    elif fmt == "latex":
+        click.echo("\n\n".join(render.latex(t) for t in (r.latex or r.tables)()))
     else:
         for table in r.tables():
-            echo_table(table)
+            echo_table(render.rich_table(table))
 
 
 def print_transfer_tables(db_url: str, study: str) -> None:
     """The terminal transfer tables of ``study`` (printed at the end of ``advgrid run``)."""
     database = open_db(db_url)
-    for m in tables.matrices(database.transfer_counts(database.get_study(study).id), DEFAULT):
-        echo_table(tables.rich_table(m))
+    counts = database.transfer_counts(database.get_study(study).id)
+    for m in transfer_view.matrices(counts, DEFAULT):
+        echo_table(render.rich_table(transfer_view.table(m)))
 
 
 DEFAULT = "source_success"
@@ -163,7 +171,7 @@ def transfer(
         where = _filter(attack, eps, params)
         name, database, study_id, _ = _open(study, db, store, mlflow_uri)
         counts = database.transfer_counts(study_id, denominator=denominator, where=where)
-        ms = tables.matrices(counts, denominator)
+        ms = transfer_view.matrices(counts, denominator)
         if not ms:
             raise AdvgridError(
                 f"no done transfer cells in study {name!r} match the filters; "
@@ -175,10 +183,8 @@ def transfer(
         fmt,
         Renderings(
             json=lambda: objs[0] if len(objs) == 1 and (attack or eps) else objs,
-            csv=lambda: tables.to_csv(ms),
-            tables=lambda: [tables.rich_table(m) for m in ms],
-            markdown=lambda: "\n\n".join(tables.to_markdown(m) for m in ms),
-            latex=lambda: "\n\n".join(tables.to_latex(m) for m in ms),
+            csv=lambda: transfer_view.records(ms),
+            tables=lambda: [transfer_view.table(m) for m in ms],
         ),
     )
     for path in written:
@@ -245,10 +251,8 @@ def curve(
         fmt,
         Renderings(
             json=lambda: [c.to_json() for c in found],
-            csv=lambda: curves.to_csv(found),
-            tables=lambda: [curves.rich_table(found)],
-            markdown=lambda: curves.to_markdown(found),
-            latex=lambda: curves.to_latex(found),
+            csv=lambda: curves.records(found),
+            tables=lambda: [curves.table(found)],
         ),
     )
     for path in written:
@@ -330,8 +334,8 @@ def samples(
         fmt,
         Renderings(
             json=lambda: [j.to_json() for j in joins],
-            csv=lambda: samplesmod.to_csv(joins),
-            tables=lambda: [samplesmod.rich_table(joins)],
+            csv=lambda: samplesmod.records(joins),
+            tables=lambda: [samplesmod.table(joins)],
         ),
     )
     if grid and not figs:

@@ -21,9 +21,7 @@ import yaml
 
 from orchestrator import VERSION
 from orchestrator.report import joins as report_joins
-from orchestrator.views import curves
-from orchestrator.views import result_rows as reports
-from orchestrator.views import transfer as tables
+from orchestrator.views import curves, labels, result_rows, transfer
 from storage import (
     ArtifactStore,
     CellRow,
@@ -124,7 +122,7 @@ class Report:
     counts: dict[str, dict[str, int]]
     failures: list[Failure]
     denominator: str
-    matrices: list[tables.Matrix]
+    matrices: list[transfer.Matrix]
     joins: report_joins.Joins
     curve_tables: list[CurveTable]
     attack_rows: list[dict[str, Any]]
@@ -162,7 +160,7 @@ def collect(database: Database, name: str, options: Options) -> Report:
     """
     study = database.get_study(name)
     cells = database.cells(study.id)
-    transfer = database.transfer_counts(study.id, denominator=options.denominator)
+    transfer_counts = database.transfer_counts(study.id, denominator=options.denominator)
     rows = database.attack_metrics(study.id)
     return Report(
         study=study,
@@ -171,7 +169,7 @@ def collect(database: Database, name: str, options: Options) -> Report:
         counts=database.counts(study.id),
         failures=failures(cells),
         denominator=options.denominator,
-        matrices=tables.matrices(transfer, options.denominator),
+        matrices=transfer.matrices(transfer_counts, options.denominator),
         joins=report_joins.collect(
             database, study.id, options.store_root, with_images=options.example_cells
         ),
@@ -211,8 +209,8 @@ def curve_table(rows: list[AttackMetrics], axis: str) -> CurveTable | None:
     for c in found:
         by_x = {p.x: p for p in c.points}
         values = [_point_text(by_x.get(x)) for x in xs]
-        out.append((c.dataset, c.model, tables.attack_title(c.attack, c.params), values))
-    return CurveTable(axis, [tables.fmt_num(x) for x in xs], out, found)
+        out.append((c.dataset, c.model, labels.attack_title(c.attack, c.params), values))
+    return CurveTable(axis, [labels.fmt_num(x) for x in xs], out, found)
 
 
 def _point_text(p: curves.Point | None) -> str:
@@ -225,22 +223,22 @@ def _point_text(p: curves.Point | None) -> str:
 def _label(spec: dict, model_key: str, defense_key: str) -> str:
     defense = spec.get(defense_key) or {}
     name = defense.get("name", "none")
-    return tables.model_label(str(spec.get(model_key)), (name, defense.get("label", name)))
+    return labels.model_label(str(spec.get(model_key)), (name, defense.get("label", name)))
 
 
 def attack_row(cell: CellRow) -> dict[str, Any]:
     """One attack cell as the results table shows it (key metrics in %)."""
-    base, spec = reports.row(cell), json.loads(cell.spec_json)
+    base, spec = result_rows.row(cell), json.loads(cell.spec_json)
     metrics = base["metrics"]
     return {
         "key": cell.key,
         "state": cell.state,
         "dataset": base["dataset"] or "",
         "model": _label(spec, "source", "defense"),
-        "attack": tables.attack_title(base["attack"] or "", base["params"]),
+        "attack": labels.attack_title(base["attack"] or "", base["params"]),
         "metrics": {
             name: None if name not in metrics else f"{metrics[name] * 100:.1f}"
-            for name in reports.KEY_METRICS["attack"]
+            for name in result_rows.KEY_METRICS["attack"]
         },
         "n": None if "n" not in metrics else int(metrics["n"]),
         "duration_s": None if cell.duration_s is None else f"{cell.duration_s:.3g}",
@@ -263,7 +261,7 @@ def examples(cells: list[CellRow], options: Options) -> list[ExampleSet]:
 
 def _title(cell: CellRow) -> str:
     spec = json.loads(cell.spec_json)
-    attack = tables.attack_title(spec["attack"]["name"], spec["attack"]["params"])
+    attack = labels.attack_title(spec["attack"]["name"], spec["attack"]["params"])
     return f"{_label(spec, 'source', 'defense')} · {attack} on {spec['dataset']['label']}"
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from orchestrator.views import samples
-from orchestrator.views.transfer import attack_title
+from orchestrator.views.labels import attack_title
 from storage import ArtifactStore, Database, StorageError
 
 log = logging.getLogger(__name__)

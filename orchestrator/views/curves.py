@@ -8,17 +8,14 @@ each budget they were scored at; on an eps axis those are the curve's points.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.table import Table
-
-from orchestrator.views.transfer import attack_title, fmt_num, latex_escape, model_label
+from orchestrator.views.labels import attack_title, fmt_num, model_label
+from orchestrator.views.table import Cell, Column, TableView
 from storage.tables import BUDGET_PREFIX, AttackMetrics
 
 X_AXES = ("eps", "steps", "max_queries")
@@ -155,88 +152,48 @@ def _xs(curves: list[Curve]) -> list[float]:
     return sorted({p.x for c in curves for p in c.points})
 
 
-def _value(p: Point | None, pm: str = " ± ") -> str:
+def _value(p: Point | None) -> str | None:
     if p is None:
-        return "—"
+        return None
     text = f"{p.mean * 100:.1f}"
-    return text + (f"{pm}{p.std * 100:.1f}" if p.std is not None else "")
+    return text + (f" ± {p.std * 100:.1f}" if p.std is not None else "")
 
 
-def rich_table(curves: list[Curve]) -> Table:
+def table(curves: list[Curve]) -> TableView:
+    """The curves as a table: one row per curve, one column per x value (mean ± std in %)."""
     xs, axis = _xs(curves), curves[0].x_axis
     seeds = max(p.seeds for c in curves for p in c.points)
-    table = Table(
+    columns = [Column("dataset"), Column("model"), Column("attack")]
+    rows = []
+    for c in curves:
+        by_x = {p.x: p for p in c.points}
+        rows.append(
+            [
+                c.dataset,
+                c.model,
+                attack_title(c.attack, c.params),
+                *(_value(by_x.get(x)) for x in xs),
+            ]
+        )
+    return TableView(
+        columns=[*columns, *(Column(f"{axis}={fmt_num(x)}", numeric=True) for x in xs)],
+        rows=rows,
         title=f"Robust accuracy (%) against {axis}"
         + (f", mean ± std over up to {seeds} seeds" if seeds > 1 else ""),
-        title_justify="left",
+        heading=f"Robust accuracy (%) against {axis}; mean ± std over seeds where repeated",
     )
-    for col in ("dataset", "model", "attack"):
-        table.add_column(col)
-    for x in xs:
-        table.add_column(f"{axis}={fmt_num(x)}", justify="right")
-    for c in curves:
-        by_x = {p.x: p for p in c.points}
-        table.add_row(
-            c.dataset, c.model, attack_title(c.attack, c.params), *(_value(by_x.get(x)) for x in xs)
-        )
-    return table
 
 
-def to_csv(curves: list[Curve]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["dataset", "model", "attack", "params", "x_axis", "x", "mean", "std", "seeds"])
+RECORD_COLUMNS = ("dataset", "model", "attack", "params", "x_axis", "x", "mean", "std", "seeds")
+
+
+def records(curves: list[Curve]) -> TableView:
+    """One row per point of every curve (CSV)."""
+    rows: list[list[Cell]] = []
     for c in curves:
+        params = json.dumps(c.params, sort_keys=True)
         for p in c.points:
             std = "" if p.std is None else f"{p.std:.6f}"
-            params = json.dumps(c.params, sort_keys=True)
-            w.writerow(
-                [c.dataset, c.model, c.attack, params, c.x_axis, p.x, f"{p.mean:.6f}", std, p.seeds]
-            )
-    return buf.getvalue()
-
-
-def to_markdown(curves: list[Curve]) -> str:
-    xs, axis = _xs(curves), curves[0].x_axis
-    head = "| dataset | model | attack | " + " | ".join(f"{axis}={fmt_num(x)}" for x in xs) + " |"
-    lines = [
-        f"**Robust accuracy (%) against {axis}; mean ± std over seeds where repeated**",
-        "",
-        head,
-        "|---|---|---|" + "---:|" * len(xs),
-    ]
-    for c in curves:
-        by_x = {p.x: p for p in c.points}
-        vals = [_value(by_x.get(x)) for x in xs]
-        lines.append(
-            f"| {c.dataset} | {c.model} | {attack_title(c.attack, c.params)} | "
-            + " | ".join(vals)
-            + " |"
-        )
-    return "\n".join(lines)
-
-
-def to_latex(curves: list[Curve]) -> str:
-    """A booktabs table of the curves' points (mean $\\pm$ std)."""
-    xs, axis = _xs(curves), curves[0].x_axis
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        r"\caption{Robust accuracy (\%) against "
-        + latex_escape(axis)
-        + r"; mean $\pm$ std over seeds where repeated}",
-        r"\begin{tabular}{lll" + "r" * len(xs) + "}",
-        r"\toprule",
-        "dataset & model & attack & "
-        + " & ".join(f"{latex_escape(axis)}={fmt_num(x)}" for x in xs)
-        + r" \\",
-        r"\midrule",
-    ]
-    for c in curves:
-        by_x = {p.x: p for p in c.points}
-        vals = [_value(by_x.get(x), r" $\pm$ ").replace("—", "--") for x in xs]
-        names = [latex_escape(c.dataset), latex_escape(c.model)]
-        names.append(latex_escape(attack_title(c.attack, c.params)))
-        lines.append(" & ".join(names + vals) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines)
+            mean = f"{p.mean:.6f}"
+            rows.append([c.dataset, c.model, c.attack, params, c.x_axis, p.x, mean, std, p.seeds])
+    return TableView(columns=[Column(c) for c in RECORD_COLUMNS], rows=rows)

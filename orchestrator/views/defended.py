@@ -1,6 +1,6 @@
 """``advgrid defenses``: per defended model and attack configuration, clean accuracy, the
 two non-adaptive robust accuracies and the adaptive one, their gap, and gradient-masking
-flags; rendered for the terminal (rich), CSV, JSON, Markdown and LaTeX (booktabs).
+flags, as a table (:func:`table`; :func:`records` for CSV) and JSON.
 
 - **non-adaptive**: the attack run on M+D without BPDA/EOT, following autograd's gradient
   through the defense (zero through a rounding, a codec or a vote): the twin the planner
@@ -22,16 +22,13 @@ the baseline a defense is measured against. Flags: :mod:`orchestrator.views.mask
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.table import Table
-
 from orchestrator.views import masking
-from orchestrator.views.transfer import attack_title, latex_escape, model_label
+from orchestrator.views.labels import attack_title, model_label
+from orchestrator.views.table import Cell, Column, TableView
 from storage.defense_tables import DefenseEvaluation
 
 CAPTION = (
@@ -146,17 +143,17 @@ def missing_oblivious(rows: list[Row]) -> list[str]:
     return sorted({r.model for r in rows if r.oblivious is None and r.defense != "none"})
 
 
-def _pct(v: float | None, signed: bool = False) -> str:
+def _pct(v: float | None, signed: bool = False) -> str | None:
     if v is None:
-        return "—"
+        return None
     return f"{v * 100:+.1f}" if signed else f"{v * 100:.1f}"
 
 
-def _cells(r: Row) -> list[str]:
+def _cells(r: Row) -> list[Cell]:
     return [
         r.dataset,
         r.model,
-        "—" if r.adaptive == "none" else r.adaptive,
+        None if r.adaptive == "none" else r.adaptive,
         attack_title(r.attack, r.params),
         _pct(r.clean),
         _pct(r.naive),
@@ -182,18 +179,17 @@ HEADS = [
 NUMERIC = slice(4, 9)
 
 
-def rich_table(rows: list[Row]) -> Table:
-    table = Table(
+def table(rows: list[Row]) -> TableView:
+    """One line per row: accuracies in %, the gap signed, and the flags' names."""
+    return TableView(
+        columns=[Column(head, numeric=head in HEADS[NUMERIC]) for head in HEADS],
+        rows=[_cells(r) for r in rows],
         title="Defended models: accuracy (%) — clean, non-adaptive, oblivious and adaptive robust",
-        title_justify="left",
-        caption=f"[dim]{CAPTION}[/]",
-        caption_justify="left",
+        caption=CAPTION,
+        heading="Defended models: accuracy (%)",
+        latex_caption=f"Defended models: accuracy (%). {CAPTION}",
+        notes=[CAPTION + "."],
     )
-    for head in HEADS:
-        table.add_column(head, justify="right" if head in HEADS[NUMERIC] else "left")
-    for r in rows:
-        table.add_row(*_cells(r))
-    return table
 
 
 def reasons(rows: list[Row]) -> list[str]:
@@ -206,51 +202,34 @@ def reasons(rows: list[Row]) -> list[str]:
     return list(seen)
 
 
-def to_csv(rows: list[Row]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(
-        ["dataset", "model", "defense", "adaptive", "attack", "params", "n", "clean_accuracy"]
-        + ["non_adaptive_robust_accuracy", "oblivious_robust_accuracy"]
-        + ["adaptive_robust_accuracy", "gap", "flags"]
-        + ["attack_cell_key", "oblivious_cell_key", "non_adaptive_cell_key"]
-    )
+RECORD_COLUMNS = (
+    "dataset",
+    "model",
+    "defense",
+    "adaptive",
+    "attack",
+    "params",
+    "n",
+    "clean_accuracy",
+    "non_adaptive_robust_accuracy",
+    "oblivious_robust_accuracy",
+    "adaptive_robust_accuracy",
+    "gap",
+    "flags",
+    "attack_cell_key",
+    "oblivious_cell_key",
+    "non_adaptive_cell_key",
+)
+
+
+def records(rows: list[Row]) -> TableView:
+    """Every row with its numbers to six places and its cells' keys (CSV)."""
+    out: list[list[Cell]] = []
     for r in rows:
         nums = [r.clean, r.naive, r.oblivious, r.robust, r.gap]
-        w.writerow(
-            [r.dataset, r.model, r.defense, r.adaptive, r.attack]
-            + [json.dumps(r.params, sort_keys=True), r.n]
-            + ["" if v is None else f"{v:.6f}" for v in nums]
-            + [";".join(f.name for f in r.flags), r.cell_key, r.oblivious_key or ""]
-            + [r.naive_key or ""]
-        )
-    return buf.getvalue()
-
-
-def to_markdown(rows: list[Row]) -> str:
-    lines = [
-        "**Defended models: accuracy (%)**",
-        "",
-        "| " + " | ".join(HEADS) + " |",
-        "|---|---|---|---|" + "---:|" * 5 + "---|",
-    ]
-    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
-    return "\n".join([*lines, "", CAPTION + "."])
-
-
-def to_latex(rows: list[Row]) -> str:
-    """A booktabs table (``\\usepackage{booktabs}``); accuracies in %."""
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        r"\caption{Defended models: accuracy (\%). " + latex_escape(CAPTION) + "}",
-        r"\begin{tabular}{llll" + "r" * 5 + "l}",
-        r"\toprule",
-        " & ".join(HEADS) + r" \\",
-        r"\midrule",
-    ]
-    for r in rows:
-        cells = [latex_escape(c).replace("—", "--") for c in _cells(r)]
-        lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines)
+        head: list[Cell] = [r.dataset, r.model, r.defense, r.adaptive, r.attack]
+        head += [json.dumps(r.params, sort_keys=True), r.n]
+        head += ["" if v is None else f"{v:.6f}" for v in nums]
+        flags = ";".join(f.name for f in r.flags)
+        out.append([*head, flags, r.cell_key, r.oblivious_key or "", r.naive_key or ""])
+    return TableView(columns=[Column(c) for c in RECORD_COLUMNS], rows=out)

@@ -42,7 +42,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from orchestrator.views import curves
-from orchestrator.views.transfer import attack_title, fmt_num
+from orchestrator.views.labels import attack_title, fmt_num
 from storage.defense_tables import DefenseEvaluation
 from storage.tables import AttackMetrics
 from tasks.attacks import ATTACKS

@@ -1,15 +1,13 @@
-"""Result rows of ``advgrid results`` and their renderings (transfer matrices: tables.py)."""
+"""Result rows of ``advgrid results`` and the tables they print as (transfer matrices:
+:mod:`orchestrator.views.transfer`)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from typing import Any
 
-from rich.table import Table
-
-from orchestrator.views.transfer import latex_escape
+from orchestrator.views.labels import fmt_num
+from orchestrator.views.table import Cell, Column, Items, TableView
 from storage import CellRow
 
 
@@ -48,10 +46,6 @@ def row(cell: CellRow) -> dict[str, Any]:
     return out
 
 
-def _fmt_num(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
 RESULT_COLUMNS = ("kind", "state", "dataset", "model", "defense", "attack", "params")
 KEY_METRICS = {
     "train": ("train_accuracy", "eval_accuracy"),
@@ -62,97 +56,73 @@ KEY_METRICS = {
 
 def _short_params(params: dict) -> str:
     shown = ("arch", "norm", "eps", "steps", "epochs", "max_queries")
-    text = " ".join(f"{k}={_fmt_num(v)}" for k, v in params.items() if k in shown)
+    text = " ".join(f"{k}={fmt_num(v)}" for k, v in params.items() if k in shown)
     return text + (" targeted" if params.get("targeted") else "")
 
 
-def results_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title_justify="left")
-    for col in (*RESULT_COLUMNS, "source→target", "metrics"):
-        table.add_column(col)
-    for r in rows:
-        names = KEY_METRICS.get(r["kind"], ())
-        metrics = " ".join(f"{n}={r['metrics'][n]:.3f}" for n in names if n in r["metrics"])
-        st = f"{r['source']}→{r['target']}" if r["kind"] == "transfer" else ""
-        table.add_row(
-            r["kind"],
-            r["state"],
-            r["dataset"] or "",
-            r["model"] or "",
-            r["defense"] or "",
-            r["attack"] or "",
-            _short_params(r["params"]),
-            st,
-            metrics,
-        )
-    return table
-
-
-def results_csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    names = sorted({n for r in rows for n in r["metrics"]})
-    w = csv.writer(buf)
-    w.writerow(["cell_key", *RESULT_COLUMNS, "source", "target", *names])
-    for r in rows:
-        w.writerow(
-            [
-                r["cell_key"],
-                *(
-                    json.dumps(r[c], sort_keys=True) if c == "params" else r[c]
-                    for c in RESULT_COLUMNS
-                ),
-                r.get("source", ""),
-                r.get("target", ""),
-                *(r["metrics"].get(n, "") for n in names),
-            ]
-        )
-    return buf.getvalue()
-
-
-def results_markdown(rows: list[dict[str, Any]]) -> str:
-    """The results table as GitHub-flavoured Markdown (key metrics per kind)."""
-    head = (
-        "| kind | state | dataset | model | defense | attack | params | source→target | metrics |"
+def table(rows: list[dict[str, Any]]) -> TableView:
+    """One line per cell: what it is, its short params and its kind's key metrics."""
+    return TableView(
+        columns=[Column(c) for c in (*RESULT_COLUMNS, "source→target", "metrics")],
+        rows=[_cells(r) for r in rows],
     )
-    lines = [head, "|" + "---|" * 9]
-    for r in rows:
-        names = KEY_METRICS.get(r["kind"], ())
-        metrics = ", ".join(f"{n}={r['metrics'][n]:.3f}" for n in names if n in r["metrics"])
-        st = f"{r['source']}→{r['target']}" if r["kind"] == "transfer" else ""
-        cells = [
-            r["kind"],
-            r["state"],
-            r["dataset"] or "",
-            r["model"] or "",
-            r["defense"] or "",
-            r["attack"] or "",
-            _short_params(r["params"]),
-            st,
-            metrics,
+
+
+def _cells(r: dict[str, Any]) -> list[Cell]:
+    names = KEY_METRICS.get(r["kind"], ())
+    metrics = tuple(f"{n}={r['metrics'][n]:.3f}" for n in names if n in r["metrics"])
+    st = f"{r['source']}→{r['target']}" if r["kind"] == "transfer" else ""
+    return [
+        r["kind"],
+        r["state"],
+        r["dataset"] or "",
+        r["model"] or "",
+        r["defense"] or "",
+        r["attack"] or "",
+        _short_params(r["params"]),
+        st,
+        Items(metrics),
+    ]
+
+
+def records(rows: list[dict[str, Any]]) -> TableView:
+    """Every row with all its metrics, one column per metric name (CSV)."""
+    names = sorted({n for r in rows for n in r["metrics"]})
+    heads = ["cell_key", *RESULT_COLUMNS, "source", "target", *names]
+    out = [
+        [
+            r["cell_key"],
+            *(json.dumps(r[c], sort_keys=True) if c == "params" else r[c] for c in RESULT_COLUMNS),
+            r.get("source", ""),
+            r.get("target", ""),
+            *(r["metrics"].get(n, "") for n in names),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        for r in rows
+    ]
+    return TableView(columns=[Column(h) for h in heads], rows=out)
 
 
-def results_latex(rows: list[dict[str, Any]]) -> str:
-    """Attack rows as a booktabs table: clean and robust accuracy (%) per model and attack.
+ACCURACIES = ("clean (%)", "robust (%)")
+
+
+def accuracy_table(rows: list[dict[str, Any]]) -> TableView:
+    """Attack rows only: clean and robust accuracy (%) per model and attack.
 
     Only attack cells have these numbers; train and transfer rows are left to the other
     formats (``advgrid transfer --format latex`` for the matrices).
     """
-    lines = [
-        r"\begin{tabular}{llllrr}",
-        r"\toprule",
-        r"dataset & model & defense & attack & clean (\%) & robust (\%) \\",
-        r"\midrule",
-    ]
+    heads = ["dataset", "model", "defense", "attack"]
+    out: list[list[Cell]] = []
     for r in rows:
         m = r["metrics"]
         if r["kind"] != "attack" or "robust_accuracy" not in m:
             continue
         attack = f"{r['attack']} {_short_params(r['params'])}".strip()
         names = [r["dataset"] or "", r["model"] or "", r["defense"] or "", attack]
-        values = [f"{m['clean_accuracy'] * 100:.1f}", f"{m['robust_accuracy'] * 100:.1f}"]
-        lines.append(" & ".join([*map(latex_escape, names), *values]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines)
+        out.append(
+            [*names, f"{m['clean_accuracy'] * 100:.1f}", f"{m['robust_accuracy'] * 100:.1f}"]
+        )
+    columns = [Column(h) for h in heads] + [
+        Column(f"{h} (%)", numeric=True) for h in ("clean", "robust")
+    ]
+    return TableView(columns=columns, rows=out)

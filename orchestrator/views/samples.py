@@ -9,18 +9,16 @@ every target are the ones a paper shows.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from matplotlib.figure import Figure
-from rich.table import Table
 
 from orchestrator.errors import AdvgridError
-from orchestrator.views.transfer import attack_title, model_label
+from orchestrator.views.labels import attack_title, model_label
+from orchestrator.views.table import Cell, Column, TableView
 from storage import ArtifactStore
 from storage.tables import TransferOutputs
 
@@ -125,45 +123,54 @@ def _join_one(members: list[TransferOutputs], store: ArtifactStore) -> SampleJoi
     )
 
 
-def rich_table(joins: list[SampleJoin]) -> Table:
-    table = Table(
-        title="How many targets each adversarial example fools",
-        title_justify="left",
-        caption="[dim]histogram: examples fooling 0, 1, … k targets[/]",
-        caption_justify="left",
-    )
-    for col in ("dataset", "attack", "source", "targets", "n", "histogram", "fool all"):
-        table.add_column(col, justify="right" if col in ("targets", "n", "fool all") else "left")
+def table(joins: list[SampleJoin]) -> TableView:
+    """One line per adversarial set: its targets, the histogram and how many fool them all."""
+    heads = ("dataset", "attack", "source", "targets", "n", "histogram", "fool all")
+    rows = []
     for j in joins:
         n, everyone = len(j.indices), len(j.fool_all())
-        table.add_row(
-            j.dataset,
-            attack_title(j.attack, j.params),
-            j.source,
-            str(len(j.targets)),
-            str(n),
-            " ".join(str(h) for h in j.histogram()),
-            f"{everyone} ({everyone / n * 100:.1f}%)" if n else "0",
+        rows.append(
+            [
+                j.dataset,
+                attack_title(j.attack, j.params),
+                j.source,
+                str(len(j.targets)),
+                str(n),
+                " ".join(str(h) for h in j.histogram()),
+                f"{everyone} ({everyone / n * 100:.1f}%)" if n else "0",
+            ]
         )
-    return table
-
-
-def to_csv(joins: list[SampleJoin]) -> str:
-    """One row per adversarial example: which targets it fooled."""
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(
-        ["dataset", "attack", "params", "source", "index", "n_targets", "n_fooled", "fooled"]
+    return TableView(
+        columns=[Column(h, numeric=h in ("targets", "n", "fool all")) for h in heads],
+        rows=rows,
+        title="How many targets each adversarial example fools",
+        caption="histogram: examples fooling 0, 1, … k targets",
     )
+
+
+RECORD_COLUMNS = (
+    "dataset",
+    "attack",
+    "params",
+    "source",
+    "index",
+    "n_targets",
+    "n_fooled",
+    "fooled",
+)
+
+
+def records(joins: list[SampleJoin]) -> TableView:
+    """One row per adversarial example: which targets it fooled (CSV)."""
+    rows: list[list[Cell]] = []
     for j in joins:
         params = json.dumps(j.params, sort_keys=True)
         for i, row in enumerate(j.fooled.tolist()):
             hit = [t for t, f in zip(j.targets, row, strict=True) if f]
-            w.writerow(
-                [j.dataset, j.attack, params, j.source, int(j.indices[i]), len(j.targets)]
-                + [len(hit), ";".join(hit)]
-            )
-    return buf.getvalue()
+            index = int(j.indices[i])
+            rows.append([j.dataset, j.attack, params, j.source, index, len(j.targets), len(hit)])
+            rows[-1].append(";".join(hit))
+    return TableView(columns=[Column(c) for c in RECORD_COLUMNS], rows=rows)
 
 
 def grid(j: SampleJoin, store: ArtifactStore, limit: int = 64) -> Figure | None:

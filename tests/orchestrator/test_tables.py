@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import binomtest
 
 from orchestrator.errors import AdvgridError
-from orchestrator.views import curves, plots, transfer
+from orchestrator.views import curves, plots, render, transfer
 from storage.tables import AttackMetrics, TransferCount
 
 NONE, JPEG = ("none", "none"), ("jpeg", "jpeg_75")
@@ -65,7 +65,7 @@ def test_matrix_layout_and_json(matrix: transfer.Matrix) -> None:
 
 
 def test_csv_has_counts_and_intervals(matrix: transfer.Matrix) -> None:
-    rows = list(csv.DictReader(io.StringIO(transfer.to_csv([matrix]))))
+    rows = list(csv.DictReader(io.StringIO(render.csv_text(transfer.records([matrix])))))
     assert len(rows) == 6
     entry = next(r for r in rows if r["source"] == "cnn_A" and r["target"] == "mlp")
     assert (entry["rate"], entry["n"], entry["fooled"]) == ("0.250000", "40", "10")
@@ -75,10 +75,10 @@ def test_csv_has_counts_and_intervals(matrix: transfer.Matrix) -> None:
 
 
 def test_markdown_and_latex(matrix: transfer.Matrix) -> None:
-    md = transfer.to_markdown(matrix)
+    md = render.markdown(transfer.table(matrix))
     assert "| cnn_A | 100.0 [91.2, 100.0] | 25.0 [14.2, 40.2] | 75.0 [59.8, 85.8] |" in md
     assert "denominator source_success (the examples that fooled the source)" in md
-    tex = transfer.to_latex(matrix)
+    tex = render.latex(transfer.table(matrix))
     assert all(rule in tex for rule in (r"\toprule", r"\midrule", r"\bottomrule"))
     assert r"cnn\_A & 100.0 {\scriptsize [91.2, 100.0]} & 25.0" in tex
     assert r"mlp+jpeg\_75 \\" in tex
@@ -87,7 +87,7 @@ def test_markdown_and_latex(matrix: transfer.Matrix) -> None:
 
 
 def test_latex_escapes_every_special_character() -> None:
-    assert transfer.latex_escape(r"a_b%c&d#e$f{g}h~i^j\k") == (
+    assert render.latex_escape(r"a_b%c&d#e$f{g}h~i^j\k") == (
         r"a\_b\%c\&d\#e\$f\{g\}h\textasciitilde{}i\textasciicircum{}j\textbackslash{}k"
     )
 
@@ -153,10 +153,10 @@ def test_curve_renderings() -> None:
         for eps, s, r in ((0.1, 0, 0.5), (0.1, 1, 0.7))
     ]
     found = curves.build(rows, "eps")
-    md = curves.to_markdown(found)
+    md = render.markdown(curves.table(found))
     assert "| digits | cnn | pgd | 100.0 ± 0.0 | 60.0 ± 14.1 |" in md
-    assert r"60.0 $\pm$ 14.1" in curves.to_latex(found)
-    lines = curves.to_csv(found).strip().splitlines()
+    assert r"60.0 $\pm$ 14.1" in render.latex(curves.table(found))
+    lines = render.csv_text(curves.records(found)).strip().splitlines()
     assert lines[0] == "dataset,model,attack,params,x_axis,x,mean,std,seeds"
     assert lines[2].endswith(",eps,0.1,0.600000,0.141421,2")
 
