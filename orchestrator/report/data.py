@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
-import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from orchestrator import VERSION
 from orchestrator.report import joins as report_joins
+from orchestrator.report.environment import Environment, environment
 from orchestrator.views import curves, labels, result_rows, transfer
 from storage import (
     ArtifactStore,
@@ -29,7 +26,6 @@ from storage import (
     StorageError,
     StudyRow,
     mask_secrets,
-    mask_url,
 )
 from storage.tables import AttackMetrics
 from tasks.errors import TaskError
@@ -37,8 +33,6 @@ from tasks.errors import TaskError
 log = logging.getLogger(__name__)
 
 STATES = ("pending", "running", "done", "failed", "quarantined")
-VERSIONED = ("torch", "torchvision", "ray", "mlflow", "sqlalchemy")
-GIT_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -85,31 +79,6 @@ class ExampleSet:
     successes: int = 0
     total: int = 0
     note: str | None = None
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """The weights of one model on one dataset: a train cell's checkpoint or a file's hash."""
-
-    dataset: str
-    model: str
-    origin: str
-    digest: str
-    eval_accuracy: float | None = None
-
-
-@dataclass(frozen=True)
-class Environment:
-    """Where and with what the report was made, and what pins the study's inputs."""
-
-    versions: dict[str, str]
-    platform: str
-    git_folder: str
-    git_commit: str | None
-    db_url: str
-    store: str
-    checkpoints: list[Checkpoint]
-    eval_hashes: dict[str, list[str]]
 
 
 @dataclass(frozen=True)
@@ -176,7 +145,12 @@ def collect(database: Database, name: str, options: Options) -> Report:
         curve_tables=[t for axis in curves.X_AXES if (t := curve_table(rows, axis))],
         attack_rows=[attack_row(c) for c in cells if c.kind == "attack"],
         examples=examples(cells, options),
-        environment=environment(cells, options),
+        environment=environment(
+            cells,
+            git_folder=options.git_folder,
+            db_url=options.db_url,
+            store_root=options.store_root,
+        ),
     )
 
 
@@ -314,91 +288,3 @@ def _inputs(dataset: dict, indices: torch.Tensor, loaded: dict) -> torch.Tensor:
         params = datasets.params_of(dataset["name"], dataset["params"])
         loaded[key] = datasets.load(dataset["name"], params)
     return _unit(loaded[key].x[indices])
-
-
-def environment(cells: list[CellRow], options: Options) -> Environment:
-    """Versions, platform, git commit, locations, model weights and evaluation slices."""
-    return Environment(
-        versions=versions(),
-        platform=platform.platform(),
-        git_folder=str(options.git_folder),
-        git_commit=git_commit(options.git_folder),
-        db_url=mask_url(options.db_url),
-        store=mask_secrets(options.store_root),
-        checkpoints=checkpoints(cells),
-        eval_hashes=eval_hashes(cells),
-    )
-
-
-def versions() -> dict[str, str]:
-    """advgrid, Python and the libraries a result depends on (``not installed`` if absent)."""
-    out = {"advgrid": _version("advgrid"), "python": platform.python_version()}
-    out.update({name: _version(name) for name in VERSIONED})
-    return out
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        if dist == "advgrid":  # run from a source tree that was never installed
-            return VERSION
-        return "not installed"
-
-
-def git_commit(folder: Path) -> str | None:
-    """``HEAD`` of the git checkout holding ``folder`` (``+ local changes`` when dirty);
-    None when it is none or git is not there."""
-    try:
-        head = _git(folder, "rev-parse", "HEAD")
-        if head.returncode != 0:
-            return None
-        dirty = _git(folder, "status", "--porcelain", "--untracked-files=no").stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = head.stdout.strip()
-    return f"{commit} + local changes" if dirty else commit
-
-
-def _git(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["git", "-C", str(folder), *args],
-        capture_output=True,
-        text=True,
-        timeout=GIT_TIMEOUT_S,
-        check=False,
-    )
-
-
-def checkpoints(cells: list[CellRow]) -> list[Checkpoint]:
-    """Every model's weights per dataset: trained checkpoints, then checkpoint files."""
-    out: dict[tuple[str, str], Checkpoint] = {}
-    for c in cells:
-        spec = json.loads(c.spec_json)
-        label = str((spec.get("dataset") or {}).get("label"))
-        if c.kind == "train" and "checkpoint" in c.artifacts:
-            model = str(spec["model"]["name"])
-            accuracy = c.metrics.get("eval_accuracy")
-            defense = ((spec.get("train") or {}).get("defense") or {}).get("name")
-            origin = f"trained ({defense})" if defense else "trained"
-            out[(label, model)] = Checkpoint(
-                label, model, origin, c.artifacts["checkpoint"], accuracy
-            )
-        for role in ("source", "target"):
-            digest = spec.get(f"{role}_checkpoint_sha256")
-            if digest:
-                model = str(spec[role])
-                out.setdefault((label, model), Checkpoint(label, model, "file", digest))
-    return sorted(out.values(), key=lambda k: (k.dataset, k.origin == "file", k.model))
-
-
-def eval_hashes(cells: list[CellRow]) -> dict[str, list[str]]:
-    """The evaluation-slice hashes of every dataset (one each unless the slice changed)."""
-    out: dict[str, list[str]] = {}
-    for c in cells:
-        spec = json.loads(c.spec_json)
-        if c.kind == "attack" and spec.get("eval_hash"):
-            found = out.setdefault(str(spec["dataset"]["label"]), [])
-            if spec["eval_hash"] not in found:
-                found.append(spec["eval_hash"])
-    return out

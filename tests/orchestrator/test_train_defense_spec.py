@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from orchestrator.errors import ConfigError
-from orchestrator.report import data as report_data
+from orchestrator.report import environment
 from orchestrator.study import loader
 from orchestrator.study.plan import expand
 from storage import ArtifactStore, Database
@@ -191,7 +191,7 @@ def test_a_run_trains_with_the_recipes_defense(tmp_path: Path) -> None:
     rows = Cli()("results", "robust", "--kind", "train", "--format", "json", env=env)
     (row,) = json.loads(rows.output)
     assert row["defense"] == "pgd_at"  # the train cell's defense column names it
-    (weights,) = report_data.checkpoints(db.cells(db.get_study("robust").id))
+    (weights,) = environment.checkpoints(db.cells(db.get_study("robust").id))
     assert weights.origin == "trained (pgd_at)"  # as the report's weights table shows it
 
 
