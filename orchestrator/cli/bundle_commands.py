@@ -7,11 +7,18 @@ from pathlib import Path
 import click
 
 from orchestrator import VERSION
-from orchestrator.cli import _settings, _study_ref, main, open_db, out, storage_options, user_errors
+from orchestrator.cli.options import (
+    open_db,
+    out,
+    resolve_settings,
+    storage_options,
+    study_ref,
+    user_errors,
+)
 from storage import ArtifactStore, export_bundle, import_bundle
 
 
-@main.command(name="export")
+@click.command(name="export")
 @click.argument("study")
 @click.option(
     "-o",
@@ -51,8 +58,8 @@ def export(
       advgrid export quickstart -o q.tar --db postgresql://lab@dbhost/advgrid
     """
     with user_errors():
-        name, loaded = _study_ref(study)
-        settings = _settings(db, store, mlflow_uri, loaded)
+        name, loaded = study_ref(study)
+        settings = resolve_settings(db, store, mlflow_uri, loaded)
         summary = export_bundle(
             open_db(settings.db_url),
             ArtifactStore(settings.store_root),
@@ -66,7 +73,7 @@ def export(
     )
 
 
-@main.command(name="import")
+@click.command(name="import")
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
 @storage_options
 def import_(bundle: Path, db: str | None, store: str | None, mlflow_uri: str | None) -> None:
@@ -86,7 +93,7 @@ def import_(bundle: Path, db: str | None, store: str | None, mlflow_uri: str | N
           --store /nfs/advgrid
     """
     with user_errors():
-        settings = _settings(db, store, mlflow_uri)
+        settings = resolve_settings(db, store, mlflow_uri)
         s = import_bundle(open_db(settings.db_url), ArtifactStore(settings.store_root), bundle)
     out.print(
         f"imported {bundle} into study {s.study!r}"

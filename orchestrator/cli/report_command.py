@@ -6,13 +6,19 @@ from pathlib import Path
 
 import click
 
-from orchestrator.cli import _settings, _study_ref, main, open_db, storage_options, user_errors
+from orchestrator.cli.options import (
+    open_db,
+    resolve_settings,
+    storage_options,
+    study_ref,
+    user_errors,
+)
 from orchestrator.report import data as report_data
-from orchestrator.report import page as report_html
+from orchestrator.report import page as report_page
 from storage.tables import DENOMINATORS
 
 
-@main.command()
+@click.command()
 @click.argument("study")
 @click.option(
     "-o",
@@ -71,9 +77,9 @@ def report(
       advgrid report quickstart -o report.html --examples 2 --samples 10
     """
     with user_errors():
-        report_html.check_output(output)
-        name, loaded = _study_ref(study)
-        settings = _settings(db, store, mlflow_uri, loaded)
+        report_page.check_output(output)
+        name, loaded = study_ref(study)
+        settings = resolve_settings(db, store, mlflow_uri, loaded)
         options = report_data.Options(
             db_url=settings.db_url,
             store_root=settings.store_root,
@@ -83,5 +89,5 @@ def report(
             samples=samples,
         )
         page = report_data.collect(open_db(settings.db_url), name, options)
-        size = report_html.write(page, output)
+        size = report_page.write(page, output)
     click.echo(f"wrote {output} ({size / 1024:.0f} KiB)", err=True)

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from orchestrator.cli import err, main, user_errors
+from orchestrator.cli.options import err, user_errors
 from orchestrator.run.submit import follow, submit
-from orchestrator.study import loader as specmod
+from orchestrator.study import loader
 
 
-@main.command(context_settings={"ignore_unknown_options": True})
+@click.command(context_settings={"ignore_unknown_options": True})
 @click.argument("study_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--address",
@@ -51,7 +51,7 @@ def submit_cmd(
           --db postgresql://lab@dbhost/advgrid --store /nfs/advgrid -- --max-inflight 64
     """
     with user_errors():
-        study = specmod.load(study_file)
+        study = loader.load(study_file)
         forwarded = {"--db": db, "--store": store, "--mlflow-uri": mlflow_uri}
         sub = submit(study, address, forwarded, run_args)
         err.print(f"submitted job [bold]{sub.job_id}[/] to {address}: {sub.entrypoint}")

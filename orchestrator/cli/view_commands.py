@@ -1,132 +1,89 @@
-"""``advgrid transfer``, ``curve`` and ``samples``: the study's tables and plots from the index."""
+"""``advgrid results``, ``transfer``, ``curve``, ``samples`` and ``defenses``: the study's
+tables and plots from the index."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import click
 
-from orchestrator.cli import (
-    _settings,
-    _study_ref,
-    echo_table,
-    main,
+from orchestrator.cli.options import (
+    DEFAULT_DENOMINATOR,
+    PLOT_PATH,
+    TABLE_FORMATS,
+    Renderings,
+    attack_filter,
+    emit,
+    err,
+    filter_options,
     open_db,
-    render_json,
+    open_study,
+    resolve_settings,
     storage_options,
+    study_ref,
     user_errors,
 )
-from orchestrator.config import Settings
 from orchestrator.errors import AdvgridError
-from orchestrator.views import curves, plots, render
+from orchestrator.views import curves, defended, plots, result_rows
 from orchestrator.views import samples as samplesmod
 from orchestrator.views import transfer as transfer_view
-from orchestrator.views.table import TableView
-from storage import ArtifactStore, Database
-from storage.tables import DENOMINATORS, AttackFilter
-
-TABLE_FORMATS = click.Choice(["table", "json", "csv", "markdown", "latex"])
-PLOT_PATH = click.Path(dir_okay=False, writable=True, path_type=Path)
+from storage import ArtifactStore
+from storage.tables import DENOMINATORS
 
 
-@dataclass(frozen=True)
-class Renderings:
-    """What one command prints in each ``--format``; each is called only if chosen.
+@click.command()
+@click.argument("study")
+@storage_options
+@click.option("--format", "fmt", type=TABLE_FORMATS, default="table", show_default=True)
+@click.option(
+    "--kind",
+    type=click.Choice(["train", "attack", "transfer"]),
+    default=None,
+    help="Only cells of this kind.",
+)
+def results(
+    study: str,
+    db: str | None,
+    store: str | None,
+    mlflow_uri: str | None,
+    fmt: str,
+    kind: str | None,
+) -> None:
+    """Every cell of STUDY (a name or its file) with its parameters and metrics.
 
-    Attributes:
-        json: The value ``--format json`` prints.
-        csv: The rows ``--format csv`` prints.
-        tables: The tables the terminal, Markdown and LaTeX print (one after another).
-        latex: Tables LaTeX prints instead of ``tables``, where they differ.
+    JSON rows hold cell_key, kind, state, dataset, model (train: the model; attack: the
+    source; transfer: the target), defense, attack, params, metrics and, for transfer rows,
+    source and target.
+
+    \b
+    Examples:
+      advgrid results quickstart
+      advgrid results quickstart --kind attack --format csv > attacks.csv
+      advgrid results quickstart --kind attack --format latex > robust.tex
     """
-
-    json: Callable[[], Any]
-    csv: Callable[[], TableView]
-    tables: Callable[[], list[TableView]]
-    latex: Callable[[], list[TableView]] | None = None
-
-
-def emit(fmt: str, r: Renderings) -> None:
-    """Print ``r`` in format ``fmt`` (table, json, csv, markdown or latex) on stdout."""
-    if fmt == "json":
-        render_json(r.json())
-    elif fmt == "csv":
-        click.echo(render.csv_text(r.csv()), nl=False)
-    elif fmt == "markdown":
-        click.echo("\n\n".join(render.markdown(t) for t in r.tables()))
-    elif fmt == "latex":
-        click.echo("\n\n".join(render.latex(t) for t in (r.latex or r.tables)()))
-    else:
-        for table in r.tables():
-            echo_table(render.rich_table(table))
+    with user_errors():
+        name, loaded = study_ref(study)
+        database = open_db(resolve_settings(db, store, mlflow_uri, loaded).db_url)
+        rows = [result_rows.row(c) for c in database.cells(database.get_study(name).id, kind=kind)]
+    emit(
+        fmt,
+        Renderings(
+            json=lambda: rows,
+            csv=lambda: result_rows.records(rows),
+            tables=lambda: [result_rows.table(rows)],
+            latex=lambda: [result_rows.accuracy_table(rows)],
+        ),
+    )
 
 
-def print_transfer_tables(db_url: str, study: str) -> None:
-    """The terminal transfer tables of ``study`` (printed at the end of ``advgrid run``)."""
-    database = open_db(db_url)
-    counts = database.transfer_counts(database.get_study(study).id)
-    for m in transfer_view.matrices(counts, DEFAULT):
-        echo_table(render.rich_table(transfer_view.table(m)))
-
-
-DEFAULT = "source_success"
-
-
-def _filter(attack: str | None, eps: str | None, params: tuple[str, ...]) -> AttackFilter:
-    return AttackFilter(attack, _parse_eps(eps), tuple(_parse_param(p) for p in params))
-
-
-def _parse_eps(eps: str | None) -> float | None:
-    if eps is None:
-        return None
-    from tasks.params import parse_number
-
-    try:
-        return float(parse_number(eps))  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--eps") from exc
-
-
-def _parse_param(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise click.BadParameter(f"expected KEY=VALUE, got {text!r}", param_hint="--param")
-    return key.strip(), value.strip()
-
-
-def _open(
-    study: str, db: str | None, store: str | None, mlflow_uri: str | None
-) -> tuple[str, Database, int, Settings]:
-    """The study's name, its database, its id there, and the resolved settings."""
-    name, loaded = _study_ref(study)
-    settings = _settings(db, store, mlflow_uri, loaded)
-    database: Database = open_db(settings.db_url)
-    return name, database, database.get_study(name).id, settings
-
-
-def filter_options(fn: click.decorators.FC) -> click.decorators.FC:
-    fn = click.option(
-        "--param",
-        "params",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Further attack-parameter filter, e.g. --param steps=40 (repeatable).",
-    )(fn)
-    fn = click.option("--eps", default=None, help="Attack budget, e.g. 0.1 or 8/255.")(fn)
-    return click.option("--attack", default=None, help="Attack name (e.g. pgd).")(fn)
-
-
-@main.command()
+@click.command()
 @click.argument("study")
 @storage_options
 @filter_options
 @click.option(
     "--denominator",
     type=click.Choice(list(DENOMINATORS)),
-    default=DEFAULT,
+    default=DEFAULT_DENOMINATOR,
     show_default=True,
     help="Which adversarial examples a rate counts.",
 )
@@ -168,8 +125,8 @@ def transfer(
       advgrid transfer quickstart --attack pgd --eps 8/255 --param steps=10 --plot pgd.png
     """
     with user_errors():
-        where = _filter(attack, eps, params)
-        name, database, study_id, _ = _open(study, db, store, mlflow_uri)
+        where = attack_filter(attack, eps, params)
+        name, database, study_id, _ = open_study(study, db, store, mlflow_uri)
         counts = database.transfer_counts(study_id, denominator=denominator, where=where)
         ms = transfer_view.matrices(counts, denominator)
         if not ms:
@@ -191,7 +148,7 @@ def transfer(
         click.echo(f"wrote {path}", err=True)
 
 
-@main.command()
+@click.command()
 @click.argument("study")
 @storage_options
 @filter_options
@@ -238,8 +195,8 @@ def curve(
       advgrid curve quickstart --attack square --x max_queries --format latex
     """
     with user_errors():
-        name, database, study_id, _ = _open(study, db, store, mlflow_uri)
-        rows = database.attack_metrics(study_id, where=_filter(attack, eps, params))
+        name, database, study_id, _ = open_study(study, db, store, mlflow_uri)
+        rows = database.attack_metrics(study_id, where=attack_filter(attack, eps, params))
         found = curves.build(rows, x_axis)
         if not found:
             raise AdvgridError(
@@ -259,7 +216,7 @@ def curve(
         click.echo(f"wrote {path}", err=True)
 
 
-@main.command()
+@click.command()
 @click.argument("study")
 @storage_options
 @filter_options
@@ -312,8 +269,8 @@ def samples(
       advgrid samples quickstart --attack fgsm --grid fool-all.png
     """
     with user_errors():
-        name, database, study_id, settings = _open(study, db, store, mlflow_uri)
-        rows = database.transfer_outputs(study_id, where=_filter(attack, eps, params))
+        name, database, study_id, settings = open_study(study, db, store, mlflow_uri)
+        rows = database.transfer_outputs(study_id, where=attack_filter(attack, eps, params))
         artifact_store = ArtifactStore(settings.store_root)
         joins = samplesmod.join(rows, artifact_store, set(targets) if targets else None)
         if not joins:
@@ -342,3 +299,75 @@ def samples(
         click.echo("no example fools every target: no grid drawn", err=True)
     for path in written:
         click.echo(f"wrote {path}", err=True)
+
+
+@click.command()
+@click.argument("study")
+@storage_options
+@filter_options
+@click.option("--format", "fmt", type=TABLE_FORMATS, default="table", show_default=True)
+def defenses(
+    study: str,
+    db: str | None,
+    store: str | None,
+    mlflow_uri: str | None,
+    attack: str | None,
+    eps: str | None,
+    params: tuple[str, ...],
+    fmt: str,
+) -> None:
+    """Defended models of STUDY: clean, oblivious and adaptive robust accuracy, and the gap.
+
+    One row per model (+ defense) and attack configuration. "oblivious" is the attack
+    crafted on the undefended model and evaluated behind the defense (the transfer cell
+    model -> model+defense; it needs `none` among the study's defenses and the model among
+    its targets). "adaptive" is the attack run on the defended model itself, through BPDA
+    and/or EOT where the defense's `adaptive:` says so. gap = oblivious - adaptive: the
+    robustness that only the non-adaptive number showed. Flags mark gradient masking per
+    defended model: black_box_wins (a gradient-free attack beats the gradient attacks at
+    the same eps), vanishing_gradient (input gradients zero or far below the undefended
+    model's), eps_not_monotone (robust accuracy not falling as eps grows), randomized (a
+    random forward pass: the number needs EOT). Flags are computed from every attack cell
+    of the study, whatever the filters show. LaTeX output needs booktabs.
+
+    \b
+    Examples:
+      advgrid defenses study.yaml
+      advgrid defenses adaptive --attack pgd --eps 0.1
+      advgrid defenses adaptive --format json > defenses.json
+      advgrid defenses adaptive --format latex > defenses.tex
+    """
+    with user_errors():
+        where = attack_filter(attack, eps, params)
+        name, database, study_id, _ = open_study(study, db, store, mlflow_uri)
+        every = database.defense_evaluations(study_id)
+        selected = (
+            database.defense_evaluations(study_id, where=where)
+            if params or attack or eps
+            else every
+        )
+        rows = defended.build(selected, every)
+        if not rows:
+            which = "match the filters" if params or attack or eps else "are done"
+            raise AdvgridError(
+                f"no attack cells in study {name!r} {which}; "
+                f"see `advgrid results {name} --kind attack`"
+            )
+    missing = defended.missing_oblivious(rows)
+    if missing and fmt == "table":
+        err.print(
+            f"note: no oblivious number for {', '.join(missing)}: it is the transfer cell from "
+            "the undefended model, so list `none` among the study's defenses and the model "
+            "among its targets"
+        )
+    emit(
+        fmt,
+        Renderings(
+            json=lambda: [r.to_json() for r in rows],
+            csv=lambda: defended.records(rows),
+            tables=lambda: [defended.table(rows)],
+        ),
+    )
+    if fmt == "table":
+        for line in defended.reasons(rows):
+            click.echo(line)
