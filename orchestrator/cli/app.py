@@ -7,6 +7,7 @@ import logging
 
 import click
 
+from orchestrator import VERSION
 from storage import mask_secrets
 
 
@@ -19,7 +20,7 @@ class MaskingFormatter(logging.Formatter):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-@click.version_option("0.1.0", prog_name="advgrid")
+@click.version_option(VERSION, prog_name="advgrid")
 def main(verbose: int) -> None:
     """Adversarial-robustness studies as resumable grids.
 

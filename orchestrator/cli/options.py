@@ -54,6 +54,7 @@ def user_errors() -> Iterator[None]:
 
 
 def storage_options(fn: Callable) -> Callable:
+    """Add ``--db``, ``--store`` and ``--mlflow-uri`` (each with its environment variable)."""
     fn = click.option(
         "--mlflow-uri",
         envvar=config.ENV_MLFLOW,
@@ -83,6 +84,7 @@ def storage_options(fn: Callable) -> Callable:
 def resolve_settings(
     db: str | None, store: str | None, mlflow_uri: str | None, study: Study | None = None
 ) -> config.Settings:
+    """Where results go: flag, else environment, else the study's ``storage:``, else defaults."""
     return config.resolve(
         db=db,
         store=store,
@@ -105,10 +107,12 @@ def render_json(value: Any) -> None:
 
 
 def echo_table(table: Table) -> None:
+    """Print a rich table on stdout."""
     out.print(table)
 
 
 def open_db(url: str) -> Database:
+    """The index at ``url`` (its schema created when empty; an old one is an error)."""
     return Database.open(url)
 
 
@@ -153,6 +157,7 @@ def print_transfer_tables(db_url: str, study: str) -> None:
 
 
 def attack_filter(attack: str | None, eps: str | None, params: tuple[str, ...]) -> AttackFilter:
+    """The ``--attack``, ``--eps`` and ``--param`` filters as the index takes them."""
     return AttackFilter(attack, _parse_eps(eps), tuple(_parse_param(p) for p in params))
 
 
@@ -185,6 +190,7 @@ def open_study(
 
 
 def filter_options(fn: click.decorators.FC) -> click.decorators.FC:
+    """Add ``--attack``, ``--eps`` and ``--param`` (read by :func:`attack_filter`)."""
     fn = click.option(
         "--param",
         "params",
