@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from orchestrator.cli.options import (
     echo_table,
@@ -22,6 +21,8 @@ from orchestrator.cli.options import (
 from orchestrator.run.study_run import RunOptions, plan_only, run_study
 from orchestrator.study import loader
 from orchestrator.study.schema import Study
+from orchestrator.views import render
+from orchestrator.views.table import Column, TableView
 
 
 @click.command()
@@ -111,12 +112,10 @@ def _print_notes(study: Study) -> None:
 
 
 def _print_plan(rows: list[dict]) -> None:
-    table = Table(title="cells by kind and state", title_justify="left")
-    for col in ("kind", "planned", "done", "to run"):
-        table.add_column(col, justify="right" if col != "kind" else "left")
-    for r in rows:
-        table.add_row(r["kind"], str(r["planned"]), str(r["done"]), str(r["to_run"]))
-    echo_table(table)
+    columns = [Column("kind"), *(Column(c, numeric=True) for c in ("planned", "done", "to run"))]
+    cells = [[r["kind"], str(r["planned"]), str(r["done"]), str(r["to_run"])] for r in rows]
+    view = TableView(columns=columns, rows=cells, title="cells by kind and state")
+    echo_table(render.rich_table(view))
 
 
 @click.command()
@@ -194,14 +193,13 @@ def status(
             }
         )
         return
-    table = Table(title=f"study {name}", title_justify="left")
     states = ["pending", "running", "done", "failed", "quarantined"]
-    table.add_column("kind")
-    for s in states:
-        table.add_column(s, justify="right")
-    for kind, by_state in sorted(counts.items()):
-        table.add_row(kind, *(str(by_state.get(s, 0)) for s in states))
-    echo_table(table)
+    view = TableView(
+        columns=[Column("kind"), *(Column(s, numeric=True) for s in states)],
+        rows=[[k, *(str(n.get(s, 0)) for s in states)] for k, n in sorted(counts.items())],
+        title=f"study {name}",
+    )
+    echo_table(render.rich_table(view))
     for c in failed:
         last = (c.error or "").strip().splitlines()
         out.print(
