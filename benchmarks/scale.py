@@ -46,10 +46,12 @@ from typing import Any
 import sqlalchemy
 
 from orchestrator.config import Settings
-from orchestrator.driver import Driver
-from orchestrator.executors import InlineExecutor, Outcome, RayExecutor, inflight_bound
-from orchestrator.plan import Plan, expand
-from orchestrator.spec import parse
+from orchestrator.run.driver import Driver
+from orchestrator.run.executor import Outcome
+from orchestrator.run.inline_executor import InlineExecutor
+from orchestrator.run.ray_executor import RayExecutor, inflight_bound
+from orchestrator.study.loader import parse
+from orchestrator.study.plan import Plan, expand
 from storage import ArtifactStore, Database
 
 RESULTS = Path(__file__).parent / "results"
@@ -63,7 +65,7 @@ CHOICES = {
 FULL = {
     "cells": [500, 2000],
     "mlflow_cells": [500],
-    "wide": 512,  # 2 × 256 cells of 0.25 GPU on 64 GPUs (orchestrator.executors.inflight_bound)
+    "wide": 512,  # 2 × 256 cells of 0.25 GPU on 64 GPUs (orchestrator.run.ray_executor)
     "sleep_s": [0.1, 1.0],
     "sleep_wall": 20.0,
     "repeats": 2,

@@ -168,9 +168,10 @@ def plan_once(db: Database, yaml_text: str, batch: int) -> dict[str, Any]:
 
     The claimed batch is released afterwards (untimed), so a second call sees the same study.
     """
-    from orchestrator.driver import VERSION, owner_id, release_dead_local_owners
-    from orchestrator.plan import canonical_json, expand
-    from orchestrator.spec import parse
+    from orchestrator import VERSION
+    from orchestrator.run.leasing import owner_id, release_dead_local_owners
+    from orchestrator.study.loader import parse
+    from orchestrator.study.plan import canonical_json, expand
 
     phase = _Phases()
     with phase("parse"):
@@ -202,8 +203,8 @@ def plan_once(db: Database, yaml_text: str, batch: int) -> dict[str, Any]:
 
 def warm_up() -> float:
     """Seconds of the one-time imports and first dataset load, paid before any timing."""
-    from orchestrator.plan import expand
-    from orchestrator.spec import parse
+    from orchestrator.study.loader import parse
+    from orchestrator.study.plan import expand
 
     start = time.perf_counter()
     expand(parse(study_text(100, "warm-up"), "warm-up.yaml"))
@@ -298,8 +299,8 @@ def check_once(db: Database, study_id: int) -> int:
 
 
 def claim_once(backend: str, claimers: int, args: argparse.Namespace) -> dict:
-    from orchestrator.plan import canonical_json, expand
-    from orchestrator.spec import parse
+    from orchestrator.study.loader import parse
+    from orchestrator.study.plan import canonical_json, expand
 
     plan = expand(parse(study_text(args.claim_cells, "claims"), "claims.yaml"))
     with fresh_database(backend, args.pg_url) as url:

@@ -12,7 +12,7 @@ metrics ``tasks.metrics.transfer_metrics`` records; its counts follow from its
 Then, after one warm-up, ``--repeats`` rounds, each timing both in turn:
 
 - advgrid: ``Database.transfer_counts`` (filters and the metric pivot in SQL), then
-  ``orchestrator.tables.matrices``;
+  ``orchestrator.views.transfer.matrices``;
 - the peer, what ``advgrid transfer`` did before: ``Database.cells(kind="transfer")`` (every
   transfer cell with all its metrics), then the filter and the matrices in Python;
 
@@ -56,9 +56,9 @@ from typing import Any
 import sqlalchemy
 from sqlalchemy import bindparam, func, insert, select, text, update
 
-from orchestrator.plan import Plan, PlannedCell, canonical_json, expand
-from orchestrator.spec import parse
-from orchestrator.tables import Matrix, matrices
+from orchestrator.study.loader import parse
+from orchestrator.study.plan import Plan, PlannedCell, canonical_json, expand
+from orchestrator.views.transfer import Matrix, matrices
 from storage import ArtifactRecord, CellRow, Database, NewCell
 from storage.models import AttemptModel, CellModel, MetricModel
 from storage.tables import AttackFilter
@@ -739,7 +739,7 @@ def write(stem: Path, results: dict) -> None:
         f"`--attack {study['filter']['attack']} --eps {study['filter']['eps']}` (one matrix); "
         "`all`: no filter (one matrix per configuration). advgrid: query = "
         "`Database.transfer_counts` (filters and metric pivot in SQL), build = "
-        '`orchestrator.tables.matrices`. Peer: query = `Database.cells(kind="transfer")` '
+        '`orchestrator.views.transfer.matrices`. Peer: query = `Database.cells(kind="transfer")` '
         "(every transfer cell and all its metrics), build = parse, filter and group in Python "
         "(the code `advgrid transfer` ran before). `rows read`: rows the query returned "
         "(counts, or cells with their metrics).",

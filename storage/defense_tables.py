@@ -76,7 +76,7 @@ class DefenseEvaluation:
         oblivious_robust: Its ``target_robust_accuracy``.
         oblivious_clean: Its ``target_clean_accuracy`` (M+D on the clean inputs).
         naive_key: For an adapted attack cell, the key of its non-adaptive twin (the same
-            attack on M+D without BPDA/EOT, :mod:`orchestrator.plan`); None otherwise or
+            attack on M+D without BPDA/EOT, :mod:`orchestrator.study.plan`); None otherwise or
             when the twin is not done.
         naive_robust: The twin's ``robust_accuracy``.
     """

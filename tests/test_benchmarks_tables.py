@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.tables import Entry, Matrix
+from orchestrator.views.transfer import Entry, Matrix
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "tables.py"
 TINY = ["--sources", "2", "--targets", "3", "--attacks", "pgd,fgsm", "--eps", "2"]
@@ -111,8 +111,8 @@ def _as_peer(m: Matrix) -> dict:
 
 
 def test_check_fails_on_wrong_matrices(bench: ModuleType) -> None:
-    from orchestrator.plan import expand
-    from orchestrator.spec import parse
+    from orchestrator.study.loader import parse
+    from orchestrator.study.plan import expand
 
     args = bench.parse_args(TINY)
     layout = bench.Layout.of(expand(parse(bench.study_text(args), "t.yaml")), args.eval_size)

@@ -44,7 +44,7 @@ class PlannedLike(Protocol):
 
 
 class PlanBuilder(Protocol):
-    """What a kind's ``plan`` hook may use of the plan (:class:`orchestrator.plan.Plan`)."""
+    """What a kind's ``plan`` hook may use of the plan (:class:`orchestrator.study.plan.Plan`)."""
 
     @property
     def cells(self) -> Sequence[PlannedLike]: ...

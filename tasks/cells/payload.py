@@ -16,7 +16,7 @@ from tasks.cells.specs import SpecModel
 
 
 class CellPayload(BaseModel):
-    """One cell as the driver submits it (:meth:`orchestrator.driver.Driver._payload`).
+    """One cell as the driver submits it (:meth:`orchestrator.run.driver.Driver._payload`).
 
     Attributes:
         key: The cell's key (names the Ray task).

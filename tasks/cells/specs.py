@@ -1,6 +1,6 @@
 """Typed cell specs: the normalized spec of each kind of cell, as the planner writes it.
 
-A spec is the data a cell's key hashes (:func:`orchestrator.plan.cell_key`), so these
+A spec is the data a cell's key hashes (:func:`orchestrator.study.plan.cell_key`), so these
 models describe it exactly and change nothing about it: every model is frozen with
 ``extra="forbid"``, and a key the planner writes only when it is set (``train_split``,
 ``precision``, a checkpoint file's hash, ``defense.adaptive``, ``defense.eot_samples``) is

@@ -15,7 +15,7 @@ from tasks.metrics import transfer_metrics
 SUMMARY_METRICS = ("transfer_rate_source_success", "target_robust_accuracy")
 SPECS = (TransferSpec,)
 # the input role whose artifact transfer cells are grouped by: the cells that read one
-# adversarial set run as one task, which reads it once (orchestrator.driver._group_key)
+# adversarial set run as one task, which reads it once (orchestrator.run.driver._group_key)
 GROUP_BY = "adversarial"
 
 

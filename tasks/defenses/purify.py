@@ -21,7 +21,7 @@ Three parts:
   (role ``autoencoder``, with :class:`AutoencoderRecipe`) and takes it as a keyword of its
   constructor; :func:`wrap_with` does both.
 
-Wiring (the requirement's, used by :mod:`orchestrator.plan` and :mod:`tasks.cells`): the
+Wiring (the requirement's, used by :mod:`orchestrator.study.plan` and :mod:`tasks.cells`): the
 defense's params are the autoencoder's recipe, so the planner derives from them one
 autoencoder training cell per (dataset, recipe). On the worker that cell builds the network
 by :func:`build_autoencoder`, trains it by :func:`fit_autoencoder` on the clean training part

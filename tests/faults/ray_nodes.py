@@ -234,7 +234,7 @@ def ray_cluster(*head_args: str) -> Iterator[Cluster]:
 # times cells ran, seen from the workers (the index keeps times on the database clock only).
 _RECORDING_RUN = """
 import json, sys
-from orchestrator import executors
+from orchestrator.run import ray_executor as executors
 from orchestrator.cli import main
 
 record, args = sys.argv[1], sys.argv[2:]

@@ -21,10 +21,10 @@ GOLDEN = Path(__file__).resolve().parent / "data" / "golden_keys.json"
 
 def planned(study_file: Path) -> list[list[str]]:
     """``[kind, key]`` of every cell the planner makes for ``study_file``, in plan order."""
-    from orchestrator import spec
-    from orchestrator.plan import expand
+    from orchestrator.study import loader
+    from orchestrator.study.plan import expand
 
-    return [[c.kind, c.key] for c in expand(spec.load(study_file)).cells]
+    return [[c.kind, c.key] for c in expand(loader.load(study_file)).cells]
 
 
 def record() -> dict[str, list[list[str]]]:

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from orchestrator import spec
 from orchestrator.errors import ConfigError
-from orchestrator.plan import expand
+from orchestrator.study import loader
+from orchestrator.study.plan import expand
 from tests.conftest import Cli
 
 STUDY = """\
@@ -38,7 +38,7 @@ FREE = "noise, one_pixel, spsa, square"
 
 def _problems(text: str) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        spec.parse(text, "study.yaml")
+        loader.parse(text, "study.yaml")
     return info.value.problems
 
 
@@ -49,7 +49,7 @@ def test_adaptive_keys_are_not_params_and_stay_on_the_resolved_defense() -> None
         "  - {name: random_resize_pad, label: rrp, adaptive: bpda+eot}\n"
         "  - {name: random_resize_pad, label: rrp4, adaptive: eot, eot_samples: 4}\n",
     )
-    study = spec.parse(text, "study.yaml")
+    study = loader.parse(text, "study.yaml")
     got = [(d.label, d.params, d.adaptive, d.eot_samples) for d in study.defenses]
     assert got == [
         ("none", {}, "none", None),
@@ -106,7 +106,7 @@ def test_adaptive_keys_are_not_params_and_stay_on_the_resolved_defense() -> None
 def test_only_attack_cells_on_an_adapted_defense_change_their_keys() -> None:
     plain = STUDY.replace(", adaptive: bpda}", "}").replace("  - name: fgsm\n    eps: 0.1\n", "")
     adapted = STUDY.replace("  - name: fgsm\n    eps: 0.1\n", "")
-    before, after = expand(spec.parse(plain)), expand(spec.parse(adapted))
+    before, after = expand(loader.parse(plain)), expand(loader.parse(adapted))
     changed = {c.key for c in before.cells} - {c.key for c in after.cells}
     kinds = {(c.kind, c.spec["defense"]["name"]) for c in before.cells if c.key in changed}
     # the square cells on jpeg and bit_depth, and the transfer cells of their sets; the
@@ -128,14 +128,14 @@ def test_a_gradient_attack_through_a_non_differentiable_defense_needs_bpda() -> 
         "non-adaptive number on purpose"
     ]
     gradient_free = text.replace("  - name: fgsm\n    eps: 0.1\n", "")
-    assert spec.parse(gradient_free).defenses[1].adaptive == "none"
+    assert loader.parse(gradient_free).defenses[1].adaptive == "none"
 
 
 def test_adaptive_none_on_a_non_differentiable_defense_is_allowed_with_a_note() -> None:
     text = STUDY.replace(
         "{name: jpeg, quality: 75, adaptive: bpda}", "{name: jpeg, adaptive: none}"
     )
-    study = spec.parse(text, "study.yaml")
+    study = loader.parse(text, "study.yaml")
     d = study.defenses[1]
     assert (d.adaptive, d.adaptive_given) == ("none", True)
     assert study.notes == [
@@ -150,7 +150,7 @@ def test_adaptive_none_on_a_non_differentiable_defense_is_allowed_with_a_note() 
         for c in expand(study).cells
         if c.kind == "attack" and "jpeg" in c.spec["defense"]["name"]
     }
-    adapted = {c.key for c in expand(spec.parse(STUDY)).cells if c.kind == "attack"}
+    adapted = {c.key for c in expand(loader.parse(STUDY)).cells if c.kind == "attack"}
     assert len(jpeg) == 2
     assert len(jpeg & adapted) == 1  # fgsm's twin; square without bpda is a new key
 
@@ -219,8 +219,8 @@ def test_notes_say_when_a_number_is_not_adaptive(tmp_path) -> None:
         "true gradient by the identity's, which is usually a weaker attack than plain "
         "autograd through it",
     ]
-    assert spec.parse(text, "study.yaml").notes == notes
-    assert spec.parse(STUDY).notes == []
+    assert loader.parse(text, "study.yaml").notes == notes
+    assert loader.parse(STUDY).notes == []
     path = tmp_path / "adapt.yaml"
     path.write_text(text)
     env = {"ADVGRID_DB": f"sqlite:///{tmp_path / 'index.db'}", "ADVGRID_STORE": str(tmp_path)}

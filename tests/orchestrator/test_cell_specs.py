@@ -11,9 +11,9 @@ import yaml
 from pydantic import ValidationError
 from safetensors.torch import save_file
 
-from orchestrator import spec
-from orchestrator.plan import PlannedCell, canonical_json, expand
-from orchestrator.spec import Execution
+from orchestrator.study import loader
+from orchestrator.study.plan import PlannedCell, canonical_json, expand
+from orchestrator.study.schema import Execution
 from tasks import datasets, models
 from tasks.cells import CELL_KINDS, DefenseModelSpec, TrainSpec, parse_payload, specs
 from tasks.cells.specs import parse
@@ -54,14 +54,14 @@ def _assert_round_trip(cells: list[PlannedCell]) -> None:
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
 def test_planned_specs_round_trip(path: Path) -> None:
-    _assert_round_trip(expand(spec.load(path)).cells)
+    _assert_round_trip(expand(loader.load(path)).cells)
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
 def test_planned_specs_round_trip_in_bf16(path: Path) -> None:
     doc = yaml.safe_load(path.read_text())
     doc.setdefault("execution", {})["precision"] = "bf16"
-    cells = expand(spec.parse(yaml.safe_dump(doc))).cells
+    cells = expand(loader.parse(yaml.safe_dump(doc))).cells
     assert all(c.spec["precision"] == "bf16" for c in cells)
     _assert_round_trip(cells)
 
@@ -78,7 +78,7 @@ def test_specs_with_a_checkpoint_file_round_trip(tmp_path: Path) -> None:
         std=data.std,
     )
     save_file({k: v.contiguous() for k, v in net.net.state_dict().items()}, tmp_path / "m.st")
-    cells = expand(spec.parse(FILES.replace("PATH", str(tmp_path / "m.st")))).cells
+    cells = expand(loader.parse(FILES.replace("PATH", str(tmp_path / "m.st")))).cells
     assert any("source_checkpoint_sha256" in c.spec for c in cells)
     assert any("target_checkpoint_sha256" in c.spec for c in cells)
     _assert_round_trip(cells)
@@ -92,13 +92,13 @@ def test_stored_specs_round_trip(dump: Path) -> None:
 
 
 def test_a_defense_model_is_told_from_a_study_model() -> None:
-    cells = expand(spec.load(EXAMPLES / "defenses.yaml")).cells
+    cells = expand(loader.load(EXAMPLES / "defenses.yaml")).cells
     kinds = {type(parse(c.spec)) for c in cells if c.kind == "train"}
     assert kinds == {TrainSpec, DefenseModelSpec}
 
 
 def test_a_defense_model_takes_only_its_roles_recipe() -> None:
-    cells = expand(spec.load(EXAMPLES / "defenses.yaml")).cells
+    cells = expand(loader.load(EXAMPLES / "defenses.yaml")).cells
     own = next(c.spec for c in cells if isinstance(parse(c.spec), DefenseModelSpec))
     role = parse(own).role
     assert role == "autoencoder"
@@ -109,7 +109,7 @@ def test_a_defense_model_takes_only_its_roles_recipe() -> None:
 
 
 def test_unknown_and_missing_keys_are_refused() -> None:
-    cell = expand(spec.load(EXAMPLES / "quickstart.yaml")).cells[0]
+    cell = expand(loader.load(EXAMPLES / "quickstart.yaml")).cells[0]
     with pytest.raises(ValidationError, match="extra_forbidden|Extra inputs"):
         parse({**cell.spec, "typo": 1})
     with pytest.raises(ValidationError, match="model"):
@@ -119,7 +119,7 @@ def test_unknown_and_missing_keys_are_refused() -> None:
 
 
 def test_a_payload_keeps_what_was_sent() -> None:
-    cell = expand(spec.load(EXAMPLES / "quickstart.yaml")).cells[0]
+    cell = expand(loader.load(EXAMPLES / "quickstart.yaml")).cells[0]
     sent = {"key": cell.key, "kind": cell.kind, "spec": cell.spec, "store": "/s", "batch_size": 8}
     payload = parse_payload({**sent, "allow_imports": "true"})
     assert payload.allow_imports == "true"  # not coerced to True: only True trusts imports

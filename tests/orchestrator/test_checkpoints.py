@@ -69,12 +69,12 @@ def test_checkpoint_models_are_attacked_and_targeted(fmt: str, weights, cli, wor
 
 
 def test_checkpoint_content_enters_the_key(weights, tmp_path: Path) -> None:
-    from orchestrator import spec
-    from orchestrator.plan import expand
+    from orchestrator.study import loader
+    from orchestrator.study.plan import expand
 
-    a = expand(spec.parse(STUDY.format(width=32, path=weights["pt"]), str(tmp_path / "a.yaml")))
+    a = expand(loader.parse(STUDY.format(width=32, path=weights["pt"]), str(tmp_path / "a.yaml")))
     b = expand(
-        spec.parse(STUDY.format(width=32, path=weights["safetensors"]), str(tmp_path / "b.yaml"))
+        loader.parse(STUDY.format(width=32, path=weights["safetensors"]), str(tmp_path / "b.yaml"))
     )
     given = {c.key for c in a.cells if c.spec.get("source") == "given"}
     assert given.isdisjoint(c.key for c in b.cells)  # different file bytes → different keys

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.executors import _ray_hint
+from orchestrator.run.ray_executor import _ray_hint
 from storage import Database
 from tests.conftest import data_env
 from tests.faults.checks import ROOT, assert_consistent, done_count, start_run

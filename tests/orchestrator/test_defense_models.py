@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator import spec
 from orchestrator.errors import ConfigError
-from orchestrator.plan import expand
+from orchestrator.study import loader
+from orchestrator.study.plan import expand
 
 STUDY = """\
 name: wraps
@@ -28,7 +28,7 @@ attacks:
 def _cells(text: str) -> dict[str, tuple]:
     """Key → (kind, source, defense label, target, target defense label) per cell."""
     out = {}
-    for c in expand(spec.parse(text, "study.yaml")).cells:
+    for c in expand(loader.parse(text, "study.yaml")).cells:
         s = c.spec
         out[c.key] = (
             c.kind,
@@ -73,7 +73,7 @@ def test_a_purifier_wrapping_no_source_model_trains_no_autoencoder() -> None:
     text = STUDY.replace(
         "  - {name: jpeg, adaptive: bpda}\n", "  - {name: autoencoder_purify, models: [mlp]}\n"
     )
-    with_source = expand(spec.parse(text))
+    with_source = expand(loader.parse(text))
     assert sum(c.spec.get("autoencoder") is not None for c in with_source.cells) == 1
     assert with_source.counts()["attack"] == 3 + 1
 
@@ -103,5 +103,5 @@ def test_unknown_or_malformed_models_are_refused(models: str, expected: str) -> 
         "{name: jpeg, adaptive: bpda}", f"{{name: jpeg, adaptive: bpda, models: {models}}}"
     )
     with pytest.raises(ConfigError) as info:
-        spec.parse(text, "study.yaml")
+        loader.parse(text, "study.yaml")
     assert info.value.problems == [expected]

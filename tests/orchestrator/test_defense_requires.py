@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator import spec
 from orchestrator.errors import ConfigError
-from orchestrator.plan import expand
+from orchestrator.study import loader
+from orchestrator.study.plan import expand
 from tasks.defenses import Requirement
 from tasks.defenses.purify import AutoencoderPurify
 
@@ -34,7 +34,7 @@ def test_a_defense_needing_an_artifact_nobody_produces_is_refused(
 ) -> None:
     monkeypatch.setattr(AutoencoderPurify, "requires", {"denoiser": Requirement("denoiser")})
     with pytest.raises(ConfigError) as info:
-        spec.parse(STUDY, "study.yaml")
+        loader.parse(STUDY, "study.yaml")
     assert info.value.problems == [
         "line 11: defenses[1].name: autoencoder_purify needs a trained artifact ('denoiser') "
         "that studies cannot produce yet: no cell of the plan trains it; remove this defense "
@@ -43,7 +43,7 @@ def test_a_defense_needing_an_artifact_nobody_produces_is_refused(
 
 
 def _plan(text: str) -> list:
-    return expand(spec.parse(text, "study.yaml")).cells
+    return expand(loader.parse(text, "study.yaml")).cells
 
 
 def test_autoencoder_purify_is_planned_with_one_autoencoder_cell_per_dataset() -> None:
@@ -88,7 +88,7 @@ def test_studies_without_it_keep_their_keys() -> None:
 
 def test_a_model_named_like_the_autoencoder_is_refused() -> None:
     with pytest.raises(ConfigError) as info:
-        spec.parse(STUDY.replace("  - name: mlp\n", "  - name: autoencoder\n"), "study.yaml")
+        loader.parse(STUDY.replace("  - name: mlp\n", "  - name: autoencoder\n"), "study.yaml")
     assert info.value.problems == [
         "line 6: models[0].name: the model name 'autoencoder' is the one autoencoder_purify "
         "(defenses[1]) gives its trained part in results; rename the model"

@@ -32,9 +32,9 @@ Table = dict[tuple[str, str], dict]
 
 def test_the_example_validates_and_plans_its_grid() -> None:
     """Fast: the study file is valid, needs no notes, and makes the grid its header names."""
-    from orchestrator import plan, spec
+    from orchestrator.study import loader, plan
 
-    study = spec.load(EXAMPLE)
+    study = loader.load(EXAMPLE)
     assert study.notes == []
     assert plan.expand(study).counts() == {"train": 5, "attack": 42, "transfer": 160}
 

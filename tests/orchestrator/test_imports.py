@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import save_file
 
-from orchestrator import spec
 from orchestrator.errors import ConfigError
-from orchestrator.plan import PlannedCell, expand
+from orchestrator.study import loader
+from orchestrator.study.plan import PlannedCell, expand
 from tasks import datasets, models
 from tasks.cells import run_cell
 from tasks.errors import FactoryError, ImportNotAllowedError
@@ -48,7 +48,7 @@ def _study(arch: str = PATH, *, allow: bool = True, extra: str = "") -> str:
 
 def _problems(text: str) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        spec.parse(text, "study.yaml")
+        loader.parse(text, "study.yaml")
     return info.value.problems
 
 
@@ -119,10 +119,10 @@ def test_factory_params_must_be_json_data() -> None:
 def test_allow_imports_does_not_enter_keys() -> None:
     plain = TINY_STUDY.format(name="t", lease=60)
     allowed = plain.replace("datasets:\n", ALLOW + "datasets:\n", 1)
-    keys = [c.key for c in expand(spec.parse(plain)).cells]
-    assert keys == [c.key for c in expand(spec.parse(allowed)).cells]
+    keys = [c.key for c in expand(loader.parse(plain)).cells]
+    assert keys == [c.key for c in expand(loader.parse(allowed)).cells]
 
-    study = spec.parse(_study())
+    study = loader.parse(_study())
     plan = expand(study)
     train = _train_cell(plan.cells)
     assert train.spec["model"] == {"name": "mine", "arch": PATH, "params": {"hidden": 24}}
@@ -147,7 +147,7 @@ def _payload(cell: PlannedCell, store: Path, inputs: dict | None = None, **flag:
 
 
 def test_worker_refuses_an_import_path_unless_the_payload_allows_it(tmp_path: Path) -> None:
-    plan = expand(spec.parse(_study()))
+    plan = expand(loader.parse(_study()))
     train = _train_cell(plan.cells)
     sys.modules.pop(MODULE, None)
     refused = f"^refusing to import model factory '{PATH}'"

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from orchestrator import defense_table, masking
+from orchestrator.views import defended, masking, render
 from storage.defense_tables import DefenseEvaluation
 
 PGD = {"eps": 0.1, "norm": "linf", "steps": 10, "step_size": 0.025, "seed": 0}
@@ -117,14 +117,14 @@ def test_the_table_reports_the_gap_and_flags_in_every_format() -> None:
         twin,
         row("pgd", PGD, 0.5, defense=("bit_depth", "bits_2"), oblivious=None),
     ]
-    built = defense_table.build(rows)
+    built = defended.build(rows)
     # the twin is shown in its adapted row, its flag marked as its own
     assert [(r.model, r.gap) for r in built] == [
         ("mlp", 0.0),
         ("mlp+jpeg_75", pytest.approx(0.68)),
         ("mlp+bits_2", None),
     ]
-    assert defense_table.missing_oblivious(built) == ["mlp+bits_2"]
+    assert defended.missing_oblivious(built) == ["mlp+bits_2"]
     first = built[1].to_json()
     assert first["non_adaptive_robust_accuracy"] == 0.93
     assert first["non_adaptive_cell_key"] == "twin"
@@ -132,16 +132,16 @@ def test_the_table_reports_the_gap_and_flags_in_every_format() -> None:
     assert first["adaptive_robust_accuracy"] == 0.25
     assert first["flags"][0]["flag"] == "vanishing_gradient"
     assert first["flags"][0]["reason"].startswith("without adaptation: the input gradient")
-    parsed = list(csv.DictReader(io.StringIO(defense_table.to_csv(built))))
+    parsed = list(csv.DictReader(io.StringIO(render.csv_text(defended.records(built)))))
     assert parsed[1]["gap"] == "0.680000"
     assert parsed[1]["non_adaptive_robust_accuracy"] == "0.930000"
     assert parsed[1]["flags"] == "vanishing_gradient"
     assert parsed[2]["oblivious_robust_accuracy"] == parsed[2]["non_adaptive_robust_accuracy"] == ""
-    md = defense_table.to_markdown(built)
+    md = render.markdown(defended.table(built))
     pgd = "pgd(eps=0.1, norm=linf, steps=10)"
     line = f"| digits | mlp+jpeg_75 | bpda | {pgd} | 95.0 | 93.0 | 80.0 | 25.0 | +68.0 | "
     assert line + "vanishing_gradient |" in md.splitlines()
-    tex = defense_table.to_latex(built)
+    tex = render.latex(defended.table(built))
     line = rf"digits & mlp+jpeg\_75 & bpda & {pgd} & 95.0 & 93.0 & 80.0 & 25.0 & +68.0 & "
     line += r"vanishing\_gradient \\"
     assert line in tex.splitlines()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.plan import expand
-from orchestrator.spec import parse
+from orchestrator.study.loader import parse
+from orchestrator.study.plan import expand
 from tests.conftest import Cli, data_env
 
 STUDY = """\

@@ -25,8 +25,10 @@ import pytest
 import torch
 from markupsafe import escape
 
-from orchestrator import report_data, report_html
-from orchestrator.tables import Entry, Matrix
+from orchestrator.report import data as report_data
+from orchestrator.report import environment
+from orchestrator.report import page as report_html
+from orchestrator.views.transfer import Entry, Matrix
 from storage import Database, NewCell
 from tests.conftest import Cli, data_env, tiny_study
 
@@ -223,7 +225,7 @@ def test_git_commit(tmp_path: Path) -> None:
     git = shutil.which("git")
     if git is None:
         pytest.skip("git not found")
-    assert report_data.git_commit(tmp_path) is None
+    assert environment.git_commit(tmp_path) is None
     (tmp_path / "study.yaml").write_text("name: x\n")
     ident = ["-c", "user.name=t", "-c", "user.email=t@example.org"]
     for args in (["init", "-q"], ["add", "."], [*ident, "commit", "-q", "-m", "x"]):
@@ -231,9 +233,9 @@ def test_git_commit(tmp_path: Path) -> None:
     head = subprocess.run(
         [git, "-C", str(tmp_path), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
     ).stdout.strip()
-    assert report_data.git_commit(tmp_path) == head
+    assert environment.git_commit(tmp_path) == head
     (tmp_path / "study.yaml").write_text("name: y\n")
-    assert report_data.git_commit(tmp_path) == f"{head} + local changes"
+    assert environment.git_commit(tmp_path) == f"{head} + local changes"
 
 
 # -- in a browser ------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from orchestrator import spec
 from orchestrator.errors import ConfigError
+from orchestrator.study import loader
 from storage import ArtifactStore, Database
 from tests.conftest import Cli, data_env
 
@@ -40,14 +40,14 @@ execution:
 
 
 def test_the_study_file_accepts_inference_defenses() -> None:
-    study = spec.parse(STUDY, "study.yaml")
+    study = loader.parse(STUDY, "study.yaml")
     assert [(d.name, d.label, d.params) for d in study.defenses] == [
         ("none", "none", {}),
         ("jpeg", "jpeg", {"quality": 75}),
         ("bit_depth", "bits3", {"bits": 3}),
     ]
     with pytest.raises(ConfigError) as info:
-        spec.parse(STUDY.replace("quality: 75", "quality: 101"), "study.yaml")
+        loader.parse(STUDY.replace("quality: 75", "quality: 101"), "study.yaml")
     assert any("defenses[1].quality" in p for p in info.value.problems)
 
 

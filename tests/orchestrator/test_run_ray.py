@@ -50,6 +50,6 @@ def test_ray_and_inline_agree(ray_cluster: str, tmp_path: Path) -> None:
 def test_inflight_bound_follows_the_cluster_and_the_cells_resources(
     cluster: dict[str, float], needs: list[dict[str, float]], bound: int
 ) -> None:
-    from orchestrator.executors import inflight_bound
+    from orchestrator.run.ray_executor import inflight_bound
 
     assert inflight_bound(cluster, needs) == bound

@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import spec
 from orchestrator.errors import ConfigError
-from orchestrator.plan import expand
+from orchestrator.study import loader
+from orchestrator.study.plan import expand
+from orchestrator.study.schema import Study
 from tests.conftest import TINY_STUDY, data_env, tiny_study
 
 
-def _parse(text: str) -> spec.Study:
-    return spec.parse(text, "study.yaml")
+def _parse(text: str) -> Study:
+    return loader.parse(text, "study.yaml")
 
 
 def _problems(text: str) -> list[str]:

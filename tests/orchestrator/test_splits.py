@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator import spec
 from orchestrator.errors import ConfigError
-from orchestrator.plan import expand
+from orchestrator.study import loader
+from orchestrator.study.plan import expand
 from storage import ArtifactStore, Database
 from tasks import datasets, models, training
 from tests.conftest import TINY_STUDY, Cli, data_env
@@ -42,13 +42,13 @@ execution:
 
 def _problems(text: str, source: str = "study.yaml") -> list[str]:
     with pytest.raises(ConfigError) as info:
-        spec.parse(text, source)
+        loader.parse(text, source)
     return info.value.problems
 
 
 def _keys_digest(text: str) -> str:
     return hashlib.sha256(
-        "".join(c.key for c in expand(spec.parse(text)).cells).encode()
+        "".join(c.key for c in expand(loader.parse(text)).cells).encode()
     ).hexdigest()
 
 
@@ -84,7 +84,7 @@ def test_splits_of_a_checkpoint_are_refused(tmp_path: Path) -> None:
 
 
 def test_a_split_entry_expands_into_named_parts() -> None:
-    study = spec.parse(SPLIT + "sources: [cnn_B, mlp, cnn]\ntargets: [cnn]\n")
+    study = loader.parse(SPLIT + "sources: [cnn_B, mlp, cnn]\ntargets: [cnn]\n")
     assert study.model_names() == ["mlp", "cnn_A", "cnn_B", "cnn_C", "mlp2"]
     assert [(p.name, p.index) for p in study.model_parts()][1:4] == [
         ("cnn_A", 0),
@@ -118,7 +118,7 @@ def test_keys_of_studies_without_splits_do_not_change() -> None:
     assert _keys_digest(restricted) == (
         "5f119334e19e9164a8f2492c4538439343dfc4ea52f31927a7b47a245a6da509"
     )
-    plain, split = expand(spec.parse(BASE)), expand(spec.parse(SPLIT))
+    plain, split = expand(loader.parse(BASE)), expand(loader.parse(SPLIT))
     unsplit = {
         c.key for c in plain.cells if c.kind == "train" and "cnn" not in c.spec["model"]["name"]
     }

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import AdvgridError
-from orchestrator.spec import load
-from orchestrator.submit import check_no_secrets, entrypoint, working_dir
+from orchestrator.run.submit import check_no_secrets, entrypoint, working_dir
+from orchestrator.study.loader import load
 from storage import Database
 from tests.conftest import data_env, tiny_study
 from tests.faults.checks import ROOT, assert_consistent

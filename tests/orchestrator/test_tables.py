@@ -10,8 +10,8 @@ import math
 import pytest
 from scipy.stats import binomtest
 
-from orchestrator import curves, plots, tables
 from orchestrator.errors import AdvgridError
+from orchestrator.views import curves, plots, render, transfer
 from storage.tables import AttackMetrics, TransferCount
 
 NONE, JPEG = ("none", "none"), ("jpeg", "jpeg_75")
@@ -20,13 +20,13 @@ NONE, JPEG = ("none", "none"), ("jpeg", "jpeg_75")
 @pytest.mark.parametrize(("k", "n"), [(0, 1), (0, 30), (7, 30), (30, 30), (1, 2), (512, 1000)])
 def test_wilson_matches_scipy(k: int, n: int) -> None:
     ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    lo, hi = tables.wilson(k, n)
+    lo, hi = transfer.wilson(k, n)
     assert lo == pytest.approx(ref.low, abs=1e-9)
     assert hi == pytest.approx(ref.high, abs=1e-9)
 
 
 def test_wilson_without_samples_has_no_interval() -> None:
-    assert all(math.isnan(v) for v in tables.wilson(0, 0))
+    assert all(math.isnan(v) for v in transfer.wilson(0, 0))
 
 
 def _count(src: str, tgt: str, fooled: int, n: int, tdef=NONE, params=None) -> TransferCount:
@@ -37,7 +37,7 @@ def _count(src: str, tgt: str, fooled: int, n: int, tdef=NONE, params=None) -> T
 
 
 @pytest.fixture
-def matrix() -> tables.Matrix:
+def matrix() -> transfer.Matrix:
     counts = [
         _count("cnn_A", "cnn_A", 40, 40),
         _count("cnn_A", "mlp", 10, 40),
@@ -46,12 +46,12 @@ def matrix() -> tables.Matrix:
         _count("mlp", "cnn_A", 5, 50),
         _count("mlp", "mlp", 1, 9, params={"eps": 0.2, "norm": "linf", "steps": 10}),
     ]
-    ms = tables.matrices(counts, "source_success")
+    ms = transfer.matrices(counts, "source_success")
     assert len(ms) == 2  # one per attack configuration
     return ms[0]
 
 
-def test_matrix_layout_and_json(matrix: tables.Matrix) -> None:
+def test_matrix_layout_and_json(matrix: transfer.Matrix) -> None:
     assert matrix.sources == ["cnn_A", "mlp"]
     assert matrix.targets == ["cnn_A", "mlp", "mlp+jpeg_75"]
     doc = matrix.to_json()
@@ -64,21 +64,21 @@ def test_matrix_layout_and_json(matrix: tables.Matrix) -> None:
     assert doc["eps"] == 0.1
 
 
-def test_csv_has_counts_and_intervals(matrix: tables.Matrix) -> None:
-    rows = list(csv.DictReader(io.StringIO(tables.to_csv([matrix]))))
+def test_csv_has_counts_and_intervals(matrix: transfer.Matrix) -> None:
+    rows = list(csv.DictReader(io.StringIO(render.csv_text(transfer.records([matrix])))))
     assert len(rows) == 6
     entry = next(r for r in rows if r["source"] == "cnn_A" and r["target"] == "mlp")
     assert (entry["rate"], entry["n"], entry["fooled"]) == ("0.250000", "40", "10")
-    assert float(entry["ci95_low"]) == pytest.approx(tables.wilson(10, 40)[0], abs=1e-6)
+    assert float(entry["ci95_low"]) == pytest.approx(transfer.wilson(10, 40)[0], abs=1e-6)
     missing = next(r for r in rows if r["source"] == "mlp" and r["target"] == "mlp+jpeg_75")
     assert missing["rate"] == missing["n"] == ""
 
 
-def test_markdown_and_latex(matrix: tables.Matrix) -> None:
-    md = tables.to_markdown(matrix)
+def test_markdown_and_latex(matrix: transfer.Matrix) -> None:
+    md = render.markdown(transfer.table(matrix))
     assert "| cnn_A | 100.0 [91.2, 100.0] | 25.0 [14.2, 40.2] | 75.0 [59.8, 85.8] |" in md
     assert "denominator source_success (the examples that fooled the source)" in md
-    tex = tables.to_latex(matrix)
+    tex = render.latex(transfer.table(matrix))
     assert all(rule in tex for rule in (r"\toprule", r"\midrule", r"\bottomrule"))
     assert r"cnn\_A & 100.0 {\scriptsize [91.2, 100.0]} & 25.0" in tex
     assert r"mlp+jpeg\_75 \\" in tex
@@ -87,7 +87,7 @@ def test_markdown_and_latex(matrix: tables.Matrix) -> None:
 
 
 def test_latex_escapes_every_special_character() -> None:
-    assert tables.latex_escape(r"a_b%c&d#e$f{g}h~i^j\k") == (
+    assert render.latex_escape(r"a_b%c&d#e$f{g}h~i^j\k") == (
         r"a\_b\%c\&d\#e\$f\{g\}h\textasciitilde{}i\textasciicircum{}j\textbackslash{}k"
     )
 
@@ -153,15 +153,15 @@ def test_curve_renderings() -> None:
         for eps, s, r in ((0.1, 0, 0.5), (0.1, 1, 0.7))
     ]
     found = curves.build(rows, "eps")
-    md = curves.to_markdown(found)
+    md = render.markdown(curves.table(found))
     assert "| digits | cnn | pgd | 100.0 ± 0.0 | 60.0 ± 14.1 |" in md
-    assert r"60.0 $\pm$ 14.1" in curves.to_latex(found)
-    lines = curves.to_csv(found).strip().splitlines()
+    assert r"60.0 $\pm$ 14.1" in render.latex(curves.table(found))
+    lines = render.csv_text(curves.records(found)).strip().splitlines()
     assert lines[0] == "dataset,model,attack,params,x_axis,x,mean,std,seeds"
     assert lines[2].endswith(",eps,0.1,0.600000,0.141421,2")
 
 
-def test_plots_write_png_and_svg(tmp_path, matrix: tables.Matrix) -> None:
+def test_plots_write_png_and_svg(tmp_path, matrix: transfer.Matrix) -> None:
     rows = [
         _attack("a", {"eps": 0.1}, {"clean_accuracy": 0.9, "robust_accuracy": 0.4}),
         _attack("b", {"eps": 0.2}, {"clean_accuracy": 0.9, "robust_accuracy": 0.2}),

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator import report_data, spec
 from orchestrator.errors import ConfigError
-from orchestrator.plan import expand
+from orchestrator.report import environment
+from orchestrator.study import loader
+from orchestrator.study.plan import expand
 from storage import ArtifactStore, Database
 from tasks import datasets, models, training
 from tasks.defenses import DEFENSES
@@ -29,13 +30,13 @@ def _with_defense(defense: str) -> str:
 
 def _train_cells(text: str) -> dict[str, tuple[str, dict]]:
     """Model name → (key, spec) of each train cell."""
-    cells = expand(spec.parse(text, "study.yaml")).cells
+    cells = expand(loader.parse(text, "study.yaml")).cells
     return {c.spec["model"]["name"]: (c.key, c.spec) for c in cells if c.kind == "train"}
 
 
 def _problems(text: str) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        spec.parse(text, "study.yaml")
+        loader.parse(text, "study.yaml")
     return info.value.problems
 
 
@@ -190,7 +191,7 @@ def test_a_run_trains_with_the_recipes_defense(tmp_path: Path) -> None:
     rows = Cli()("results", "robust", "--kind", "train", "--format", "json", env=env)
     (row,) = json.loads(rows.output)
     assert row["defense"] == "pgd_at"  # the train cell's defense column names it
-    (weights,) = report_data.checkpoints(db.cells(db.get_study("robust").id))
+    (weights,) = environment.checkpoints(db.cells(db.get_study("robust").id))
     assert weights.origin == "trained (pgd_at)"  # as the report's weights table shows it
 
 

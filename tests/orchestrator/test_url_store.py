@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from orchestrator.config import Settings
-from orchestrator.driver import Driver
-from orchestrator.plan import expand
-from orchestrator.spec import load
+from orchestrator.run.driver import Driver
+from orchestrator.study.loader import load
+from orchestrator.study.plan import expand
 from storage import ArtifactStore, Database
 from tests.conftest import Cli, data_env, tiny_study
 

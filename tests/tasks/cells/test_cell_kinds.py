@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator import spec
-from orchestrator.plan import expand
+from orchestrator.study import loader
+from orchestrator.study.plan import expand
 from storage.enums import CellKind
 from tasks.cells import CELL_KINDS
 from tasks.errors import UnknownComponentError
@@ -36,7 +36,7 @@ def test_a_kind_is_registered_once_and_an_unknown_one_is_named() -> None:
 
 
 def test_a_kind_parses_the_specs_of_each_of_its_models() -> None:
-    for cell in expand(spec.load(EXAMPLES / "defenses.yaml")).cells:
+    for cell in expand(loader.load(EXAMPLES / "defenses.yaml")).cells:
         typed = CELL_KINDS[cell.kind].parse(cell.spec)
         assert type(typed) in CELL_KINDS[cell.kind].specs
         assert typed.dump() == cell.spec

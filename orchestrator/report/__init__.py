@@ -1,0 +1,1 @@
+"""``advgrid report``: a study as one self-contained HTML page."""

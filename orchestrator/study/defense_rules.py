@@ -1,0 +1,90 @@
+"""Study validation of defenses that need trained artifacts (a defense class's ``requires``),
+and of the ``models:`` a defense entry wraps.
+
+A defense such as ``autoencoder_purify`` cannot be built from its params alone: its class
+declares the artifacts it needs by role, each a :class:`~tasks.defenses.Requirement` with the
+recipe that makes it, and takes them as keywords of its constructor. The planner
+(:mod:`orchestrator.study.plan`) adds the train cell a recipe describes; a defense entry that
+requires an artifact without a recipe is refused here, before anything is written, rather
+than failing in every cell that would build it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from orchestrator.study.problems import Problems
+from orchestrator.study.schema import ModelEntry, Resolved, Study
+from tasks.defenses import DEFENSES, Requirement
+
+
+def requires(name: str) -> Mapping[str, Requirement]:
+    """The trained artifacts the defense ``name`` declares it needs, by role (none for most)."""
+    return getattr(DEFENSES.get(name).obj, "requires", {})
+
+
+def check(defenses: list[tuple[int, Resolved]], models: list[str], problems: Problems) -> None:
+    """Refuse each defense entry that needs an artifact without a recipe (no cell can produce
+    it), or whose producing cell would show under the name of one of the study's ``models``.
+
+    Args:
+        defenses: ``(entry index, resolved defense)`` for every valid defense entry.
+        models: the names of the study's model entries.
+        problems: Where errors go (with the entry's line and path).
+    """
+    for i, d in defenses:
+        needs = requires(d.name)
+        for name in [r.model for r in needs.values() if r.model in models]:
+            problems.add(
+                ("models", models.index(name), "name"),
+                f"the model name {name!r} is the one {d.name} (defenses[{i}]) gives its "
+                "trained part in results; rename the model",
+            )
+        missing = [role for role, r in needs.items() if r.recipe is None]
+        if missing:
+            roles = ", ".join(repr(r) for r in missing)
+            problems.add(
+                ("defenses", i, "name"),
+                f"{d.name} needs a trained artifact ({roles}) that studies cannot produce yet: "
+                "no cell of the plan trains it; remove this defense from the study, or "
+                "evaluate it outside advgrid (see its module's docstring)",
+            )
+
+
+def take_models(values: dict, loc: tuple, problems: Problems) -> tuple[str, ...] | None:
+    """Remove ``models:`` from a defense entry's ``values``: the names of the models the
+    defense wraps (a split entry's name meaning all its parts), or None for all of them.
+    It selects cells, like ``sources:``; it is not a defense parameter and no key holds it."""
+    if "models" not in values:
+        return None
+    given: Any = values.pop("models")
+    if not isinstance(given, list) or not given or not all(isinstance(n, str) for n in given):
+        problems.add(
+            loc + ("models",),
+            f"models must be a non-empty list of model names, e.g. [cnn]; got {given!r}",
+        )
+        return None
+    return tuple(dict.fromkeys(given))
+
+
+def check_models(
+    defenses: list[tuple[int, Resolved]], models: Sequence[ModelEntry], problems: Problems
+) -> None:
+    """Refuse a defense entry's ``models:`` naming a model the study does not have."""
+    known = list(dict.fromkeys(n for m in models for n in [m.name, *m.part_names()]))
+    for i, d in dict(defenses).items():
+        for j, name in enumerate(d.models or ()):
+            if name not in known:
+                problems.add(
+                    ("defenses", i, "models", j),
+                    f"unknown model {name!r}; the study's models are {', '.join(known)}",
+                )
+
+
+def wraps(study: Study, defense: Resolved, model: str) -> bool:
+    """Whether ``defense`` wraps the model (or split part) ``model`` in ``study``."""
+    if defense.models is None:
+        return True
+    groups = {m.name: m.part_names() for m in study.file.models}
+    return any(model == name or model in groups.get(name, ()) for name in defense.models)

@@ -1,0 +1,96 @@
+"""Study files: parsing and complete validation before anything is written.
+
+A study file is YAML. Its structure is checked by pydantic (unknown keys are errors); then
+every component name is resolved in its registry, every parameter validated by the
+component's params model (each point of a parameter grid separately) and every cross
+reference checked. All problems are collected and reported together, each with the line in
+the file and the path of the offending value (``attacks[2].eps[0]: must be ≥ 0``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from orchestrator.errors import ConfigError
+from orchestrator.study import adaptive_rules, defense_rules, model_rules
+from orchestrator.study.problems import Problems
+from orchestrator.study.resolution import resolve
+from orchestrator.study.schema import Resolved, Study, StudyFile
+from tasks.attacks import ATTACKS
+from tasks.datasets import DATASETS
+from tasks.defenses import DEFENSES
+from tasks.train_defenses import TRAINING_DEFENSES
+
+
+def load(path: str | Path) -> Study:
+    """Read and completely validate the study file at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read the study file: {exc.strerror}"]) from exc
+    return parse(text, str(path))
+
+
+def parse(text: str, source: str = "<study>") -> Study:
+    """Validate the study in ``text``; ``source`` names it in error messages."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [f"{where}YAML syntax error: {problem}"]) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(
+            source,
+            [
+                "the study must be a YAML mapping with keys name, datasets, "
+                "models, attacks (see examples/quickstart.yaml)"
+            ],
+        )
+    problems = Problems(source, text)
+    try:
+        spec = StudyFile.model_validate(data)
+    except ValidationError as exc:
+        problems.add_pydantic(exc, (), StudyFile)
+        raise ConfigError(source, problems.items) from exc
+    study = Study(file=spec, path=source, text=text)
+    notes = Problems(source, text)
+    _check_components(study, problems, notes)
+    model_rules.check(study, problems, Path(source).parent)
+    if problems.items:
+        raise ConfigError(source, problems.items)
+    study.notes = notes.items
+    return study
+
+
+def _check_components(study: Study, problems: Problems, notes: Problems) -> None:
+    spec = study.file
+    placed: list[tuple[int, Resolved]] = []
+    for i, entry in enumerate(spec.datasets):
+        study.datasets += resolve(DATASETS, entry, ("datasets", i), problems, grid=False)
+    for i, entry in enumerate(spec.defenses):
+        if entry.name not in DEFENSES and entry.name in TRAINING_DEFENSES:
+            problems.add(
+                ("defenses", i, "name"),
+                f"{entry.name!r} is a training defense; name it in a model's recipe, "
+                f"`train: {{defense: {{name: {entry.name}}}}}`, instead",
+            )
+            continue
+        resolved = resolve(DEFENSES, entry, ("defenses", i), problems, grid=False, defense=True)
+        placed += [(i, d) for d in resolved]
+        study.defenses += resolved
+    for i, entry in enumerate(spec.attacks):
+        study.attacks += resolve(ATTACKS, entry, ("attacks", i), problems, grid=True)
+    known = [(i, a.name) for i, a in enumerate(spec.attacks) if a.name in ATTACKS]
+    adaptive_rules.check(placed, known, problems, notes)
+    defense_rules.check(placed, [m.name for m in spec.models], problems)
+    defense_rules.check_models(placed, spec.models, problems)
+    for kind, items in (("datasets", study.datasets), ("defenses", study.defenses)):
+        labels = [r.label for r in items]
+        for label in {x for x in labels if labels.count(x) > 1}:
+            problems.add((kind,), f"{label!r} appears twice; give one entry a distinct `label:`")

@@ -1,0 +1,253 @@
+"""Grid expansion: a validated study becomes cells with content keys.
+
+A cell key is the SHA-256 of the canonical JSON (sorted keys, no whitespace) of
+``{"schema": SCHEMA_VERSION, "spec": <normalized spec>, "deps": <sorted dependency keys>}``.
+Specs hold normalized params (defaults filled in), the evaluation slice by the hash of its
+sample indices and a checkpoint file by its content hash, so the same work always gets the
+same key and extending a study adds only new keys. Labels (model and dataset names) are part
+of the spec: renaming a model is a new model. A model factory named by import path enters by
+that path and its params as written; ``allow_imports`` does not enter keys (it permits
+work, it does not change results). A model entry with ``splits: K`` is K models (``cnn_A``,
+``cnn_B``, …), each with its own train cell whose spec says which part of the training
+indices it fits (``"train_split": {"index": i, "of": K}``); other train specs have no such key.
+How an attack adapts to a defense (``adaptive``, ``eot_samples``) is part of the attack cell's
+``defense`` only when it does adapt, so non-adaptive keys are as they were; a transfer cell's
+``target_defense`` never carries it (a forward pass does not depend on how an attacker adapted).
+Every attack cell on an adapted defense has a non-adaptive twin, the same attack on the same
+defended model without BPDA/EOT (for gradient attacks, and for any attack under EOT): its
+key is the defense without ``adaptive``, it has no transfer cells, and ``advgrid defenses``
+shows its number beside the adaptive one (:mod:`storage.defense_tables`).
+A defense entry with ``models:`` wraps only those models: attack cells on them as sources,
+transfer cells onto them as targets. A defense whose class ``requires`` a trained artifact
+(``autoencoder_purify``) adds, per dataset and recipe, the train cell that produces it, and
+every attack and transfer cell that builds the defense gets that artifact as an input of the
+role's name (a dependency); keys of other cells are unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.study import adaptive_rules
+from orchestrator.study import defense_rules as spec_defenses
+from orchestrator.study.schema import Resolved, Study
+from tasks import datasets
+
+SCHEMA_VERSION = 1
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def cell_key(spec: dict, deps: list[str] | tuple[str, ...]) -> str:
+    payload = {"schema": SCHEMA_VERSION, "spec": spec, "deps": sorted(deps)}
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PlannedCell:
+    """One unit of work. ``inputs`` maps an input role to where it comes from:
+    ``("cell", key, role)`` — an artifact of another cell — or ``("file", model_name)``."""
+
+    key: str
+    kind: str
+    spec: dict
+    depends_on: tuple[str, ...]
+    inputs: dict[str, tuple[str, ...]]
+
+
+@dataclass
+class Plan:
+    study: Study
+    cells: list[PlannedCell] = field(default_factory=list)
+    _keys: dict[str, PlannedCell] = field(default_factory=dict, repr=False)
+
+    def add(
+        self, kind: str, spec: dict, inputs: dict[str, tuple[str, ...]], *, once: bool = False
+    ) -> PlannedCell:
+        """Add a cell; with ``once``, return the planned cell of the same key if there is one
+        (a cell several others share, such as a defense's autoencoder)."""
+        precision = self.study.file.execution.precision
+        if precision != "fp32":  # it changes the numbers, so it is part of the key
+            spec = {**spec, "precision": precision}
+        deps = tuple(sorted({src[1] for src in inputs.values() if src[0] == "cell"}))
+        cell = PlannedCell(cell_key(spec, deps), kind, spec, deps, inputs)
+        if once and cell.key in self._keys:
+            return self._keys[cell.key]
+        self.cells.append(cell)
+        self._keys.setdefault(cell.key, cell)
+        return cell
+
+    def by_key(self) -> dict[str, PlannedCell]:
+        return {c.key: c for c in self.cells}
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(c.kind for c in self.cells))
+
+
+def _component(r: Resolved) -> dict:
+    return {"name": r.name, "label": r.label, "params": r.params}
+
+
+def _source_defense(d: Resolved) -> dict:
+    """An attack cell's defense: the component, plus how the attack adapts to it when it
+    does (absent otherwise, so the keys of non-adaptive cells stay as they were)."""
+    out = _component(d)
+    if d.adaptive != "none":
+        out["adaptive"] = d.adaptive
+    if d.eot_samples is not None:
+        out["eot_samples"] = d.eot_samples
+    return out
+
+
+def _eval_hash(d: Resolved) -> str:
+    params = datasets.params_of(d.name, d.params)
+    data = datasets.load(d.name, params)
+    return datasets.split(len(data.y), params).eval_hash
+
+
+def expand(study: Study) -> Plan:
+    """All cells of ``study``: train, then attack, then transfer, in a stable order."""
+    plan = Plan(study)
+    sources, targets = study.selected("sources"), study.selected("targets")
+    for d in study.datasets:
+        ds = _component(d)
+        refs = _model_refs(plan, study, ds, d.label)
+        ds_eval = {"dataset": ds, "eval_hash": _eval_hash(d)}
+        placed = [  # (source, defense index): the defended models attacked here
+            (src, i)
+            for src in sources
+            if src in refs
+            for i, defense in enumerate(study.defenses)
+            if spec_defenses.wraps(study, defense, src)
+        ]
+        wrapped = [*sources, *targets]  # a defense no cell here builds needs no artifact
+        used = {
+            i
+            for i, d in enumerate(study.defenses)
+            if placed and any(m in refs and spec_defenses.wraps(study, d, m) for m in wrapped)
+        }
+        extra = [
+            _artifact_inputs(plan, ds, d) if i in used else {} for i, d in enumerate(study.defenses)
+        ]
+        attacks = [
+            _attack(plan, ds_eval, src, {"checkpoint": refs[src], **extra[i]}, defense, attack)
+            for src, i in placed
+            for defense in [study.defenses[i]]
+            for attack in study.attacks
+        ]
+        _transfers(plan, attacks, [t for t in targets if t in refs], refs, extra)
+        for src, i in placed:
+            defense = study.defenses[i]
+            for attack in study.attacks:
+                if _has_twin(defense, attack):
+                    inputs = {"checkpoint": refs[src], **extra[i]}
+                    _attack(plan, ds_eval, src, inputs, _unadapted(defense), attack, once=True)
+    return plan
+
+
+def _has_twin(defense: Resolved, attack: Resolved) -> bool:
+    """Whether an attack cell on an adapted defense gets a non-adaptive twin: for gradient
+    attacks (which BPDA and EOT change), and for any attack under EOT (which changes what
+    a gradient-free attack sees of a randomized defense)."""
+    if defense.adaptive == "none":
+        return False
+    return "eot" in defense.adaptive or adaptive_rules.is_gradient(attack.name)
+
+
+def _unadapted(defense: Resolved) -> Resolved:
+    return dataclasses.replace(defense, adaptive="none", eot_samples=None, adaptive_given=True)
+
+
+def _transfers(
+    plan: Plan,
+    attacks: list[PlannedCell],
+    targets: list[str],
+    refs: dict[str, tuple[str, ...]],
+    extra: list[dict[str, tuple[str, ...]]],
+) -> None:
+    """A transfer cell per attack cell × target × defense that wraps the target."""
+    study = plan.study
+    for cell, tgt, (j, tdef) in (
+        (a, t, (j, td))
+        for a in attacks
+        for t in targets
+        for j, td in enumerate(study.defenses)
+        if spec_defenses.wraps(study, td, t)
+    ):
+        tspec = {**cell.spec, "kind": "transfer", "target": tgt, "target_defense": _component(tdef)}
+        if refs[tgt][0] == "file":
+            tspec["target_checkpoint_sha256"] = refs[tgt][2]
+        inputs = {"adversarial": ("cell", cell.key, "adversarial"), "checkpoint": refs[tgt]}
+        plan.add("transfer", tspec, {**inputs, **extra[j]})
+
+
+def _artifact_inputs(plan: Plan, ds: dict, defense: Resolved) -> dict[str, tuple[str, ...]]:
+    """The extra inputs of a cell that builds ``defense``: one per role its class
+    ``requires``, each the artifact of the train cell its requirement specs (added here, once
+    per dataset and recipe); empty for defenses that need nothing."""
+    inputs: dict[str, tuple[str, ...]] = {}
+    for role, needed in spec_defenses.requires(defense.name).items():
+        # validation refuses a requirement without a recipe, so each one has a train spec
+        train = needed.train_spec(role, ds, defense.name, defense.params)
+        cell = plan.add("train", train, {}, once=True)
+        inputs[role] = ("cell", cell.key, "checkpoint")
+    return inputs
+
+
+def _model_refs(plan: Plan, study: Study, ds: dict, label: str) -> dict[str, tuple[str, ...]]:
+    """Where each model's checkpoint on this dataset comes from; adds the train cells."""
+    refs: dict[str, tuple[str, ...]] = {}
+    for part in study.model_parts():
+        m = part.entry
+        if m.datasets is not None and label not in m.datasets:
+            continue
+        model = {"name": part.name, "arch": m.arch, "params": _arch_params(m.arch, m.params)}
+        if m.train is not None:
+            spec = {
+                "kind": "train",
+                "dataset": ds,
+                "model": model,
+                "train": m.train.model_dump(mode="json"),
+            }
+            if part.index is not None:  # absent otherwise, so existing keys stay as they were
+                spec["train_split"] = {"index": part.index, "of": m.splits}
+            refs[part.name] = ("cell", plan.add("train", spec, {}).key, "checkpoint")
+        else:
+            refs[part.name] = ("file", m.name, study.checkpoints[m.name][1])
+    return refs
+
+
+def _arch_params(arch: str, params: dict) -> dict:
+    from tasks import models
+
+    return models.dump_params(models.params_of(arch, params))
+
+
+def _attack(
+    plan: Plan,
+    ds_eval: dict,
+    src: str,
+    inputs: dict[str, tuple[str, ...]],
+    defense: Resolved,
+    attack: Resolved,
+    *,
+    once: bool = False,
+) -> PlannedCell:
+    ref = inputs["checkpoint"]
+    spec = {
+        "kind": "attack",
+        **ds_eval,
+        "source": src,
+        "defense": _source_defense(defense),
+        "attack": {"name": attack.name, "params": attack.params},
+    }
+    if ref[0] == "file":
+        spec["source_checkpoint_sha256"] = ref[2]
+    return plan.add("attack", spec, inputs, once=once)

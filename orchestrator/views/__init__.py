@@ -1,0 +1,1 @@
+"""What the index holds, as tables and figures: transfer matrices, curves, joins, rows."""

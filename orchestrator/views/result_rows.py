@@ -1,0 +1,125 @@
+"""Result rows of ``advgrid results`` and the tables they print as (transfer matrices:
+:mod:`orchestrator.views.transfer`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from orchestrator.views.labels import fmt_num
+from orchestrator.views.table import Cell, Column, Items, TableView
+from storage import CellRow
+from tasks.cells import CELL_KINDS
+
+
+def _model_label(model: str, defense: dict | None) -> str:
+    if not defense or defense.get("name") == "none":
+        return model
+    return f"{model}+{defense.get('label', defense['name'])}"
+
+
+def row(cell: CellRow) -> dict[str, Any]:
+    """One cell as a plain row (the shape of ``advgrid results --format json``)."""
+    spec = json.loads(cell.spec_json)
+    attack = spec.get("attack") or {}
+    out: dict[str, Any] = {
+        "cell_key": cell.key,
+        "kind": cell.kind,
+        "state": cell.state,
+        "dataset": (spec.get("dataset") or {}).get("label"),
+        "model": spec.get("target") or spec.get("source") or (spec.get("model") or {}).get("name"),
+        "defense": (spec.get("target_defense") or spec.get("defense") or {}).get("name"),
+        "attack": attack.get("name"),
+        "params": attack.get("params", {}),
+        "metrics": dict(cell.metrics),
+        "attempts": cell.attempts,
+        "duration_s": cell.duration_s,
+    }
+    if cell.kind == "train":
+        out["params"] = {"arch": spec["model"]["arch"], **spec["model"]["params"], **spec["train"]}
+        # a training-time defense (adversarial training) is the train cell's defense
+        out["defense"] = (spec["train"].get("defense") or {}).get("name")
+    if cell.kind == "transfer":
+        out["source"] = _model_label(spec["source"], spec.get("defense"))
+        out["target"] = _model_label(spec["target"], spec.get("target_defense"))
+    if cell.error:
+        out["error"] = cell.error
+    return out
+
+
+RESULT_COLUMNS = ("kind", "state", "dataset", "model", "defense", "attack", "params")
+KEY_METRICS = {str(kind): entry.summary_metrics for kind, entry in CELL_KINDS.items()}
+
+
+def _short_params(params: dict) -> str:
+    shown = ("arch", "norm", "eps", "steps", "epochs", "max_queries")
+    text = " ".join(f"{k}={fmt_num(v)}" for k, v in params.items() if k in shown)
+    return text + (" targeted" if params.get("targeted") else "")
+
+
+def table(rows: list[dict[str, Any]]) -> TableView:
+    """One line per cell: what it is, its short params and its kind's key metrics."""
+    return TableView(
+        columns=[Column(c) for c in (*RESULT_COLUMNS, "source→target", "metrics")],
+        rows=[_cells(r) for r in rows],
+    )
+
+
+def _cells(r: dict[str, Any]) -> list[Cell]:
+    names = KEY_METRICS.get(r["kind"], ())
+    metrics = tuple(f"{n}={r['metrics'][n]:.3f}" for n in names if n in r["metrics"])
+    st = f"{r['source']}→{r['target']}" if r["kind"] == "transfer" else ""
+    return [
+        r["kind"],
+        r["state"],
+        r["dataset"] or "",
+        r["model"] or "",
+        r["defense"] or "",
+        r["attack"] or "",
+        _short_params(r["params"]),
+        st,
+        Items(metrics),
+    ]
+
+
+def records(rows: list[dict[str, Any]]) -> TableView:
+    """Every row with all its metrics, one column per metric name (CSV)."""
+    names = sorted({n for r in rows for n in r["metrics"]})
+    heads = ["cell_key", *RESULT_COLUMNS, "source", "target", *names]
+    out = [
+        [
+            r["cell_key"],
+            *(json.dumps(r[c], sort_keys=True) if c == "params" else r[c] for c in RESULT_COLUMNS),
+            r.get("source", ""),
+            r.get("target", ""),
+            *(r["metrics"].get(n, "") for n in names),
+        ]
+        for r in rows
+    ]
+    return TableView(columns=[Column(h) for h in heads], rows=out)
+
+
+ACCURACIES = ("clean (%)", "robust (%)")
+
+
+def accuracy_table(rows: list[dict[str, Any]]) -> TableView:
+    """Attack rows only: clean and robust accuracy (%) per model and attack.
+
+    Only attack cells have these numbers; train and transfer rows are left to the other
+    formats (``advgrid transfer --format latex`` for the matrices).
+    """
+    heads = ["dataset", "model", "defense", "attack"]
+    out: list[list[Cell]] = []
+    for r in rows:
+        m = r["metrics"]
+        if r["kind"] != "attack" or "robust_accuracy" not in m:
+            continue
+        attack = f"{r['attack']} {_short_params(r['params'])}".strip()
+        names = [r["dataset"] or "", r["model"] or "", r["defense"] or "", attack]
+        out.append(
+            [*names, f"{m['clean_accuracy'] * 100:.1f}", f"{m['robust_accuracy'] * 100:.1f}"]
+        )
+    columns = [Column(h) for h in heads] + [
+        Column(f"{h} (%)", numeric=True) for h in ("clean", "robust")
+    ]
+    return TableView(columns=columns, rows=out)
