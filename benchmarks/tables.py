@@ -61,7 +61,7 @@ from orchestrator.study.plan import Plan, PlannedCell, canonical_json, expand
 from orchestrator.views.transfer import Matrix, matrices
 from storage import ArtifactRecord, CellRow, Database, NewCell
 from storage.models import AttemptModel, CellModel, MetricModel
-from storage.tables import AttackFilter
+from storage.spec_json import AttackFilter
 
 
 def _sibling(name: str) -> ModuleType:

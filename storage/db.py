@@ -3,7 +3,9 @@
 Every public method is one transaction (:meth:`DatabaseCore.session_scope`) and returns
 frozen dataclasses from :mod:`storage.rows`, never ORM objects; ``get_*`` raises
 :class:`NotFoundError`, ``find_*`` returns None. Cell queries live in :mod:`storage.cells`,
-leases in :mod:`storage.leases`, results in :mod:`storage.results`, bundle merges in
+leases in :mod:`storage.leases`, the results committed under a lease in
+:mod:`storage.commits`, the table queries in :mod:`storage.table_queries` and
+:mod:`storage.defense_queries`, bundle merges in
 :mod:`storage.merge`, the engine set-up in :mod:`storage.engine`, migrations in
 :mod:`storage.migrate`.
 
@@ -21,23 +23,25 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from storage import migrate
 from storage.cells import CellsMixin
+from storage.commits import CommitsMixin
 from storage.core import error_message
-from storage.defense_tables import DefenseTablesMixin
+from storage.defense_queries import DefenseQueriesMixin
 from storage.engine import mask_url
 from storage.errors import NotFoundError, SchemaOutOfDateError, StorageError
 from storage.leases import LeaseMixin
 from storage.merge import BundleMixin
 from storage.models import TABLES, ArtifactModel, CellArtifactModel, CellModel, StudyModel
-from storage.results import ResultsMixin
 from storage.rows import ArtifactRecord, StudyRow, artifact_record, study_row
-from storage.tables import TablesMixin
+from storage.table_queries import TableQueriesMixin
 
 __all__ = ["Database", "mask_url"]
 
 log = logging.getLogger(__name__)
 
 
-class Database(CellsMixin, LeaseMixin, ResultsMixin, BundleMixin, TablesMixin, DefenseTablesMixin):
+class Database(
+    CellsMixin, LeaseMixin, CommitsMixin, BundleMixin, TableQueriesMixin, DefenseQueriesMixin
+):
     """The SQL index behind one URL.
 
     ``Database(url)`` connects lazily and checks nothing; :meth:`open` is the way in for

@@ -1,7 +1,7 @@
 """Leases: claim runnable cells, renew them, expire them, give quarantined cells another go.
 
 A claim gives a cell a fresh ``lease_token`` and an expiry; results are committed under that
-token (:mod:`storage.results`), so a cell executed twice (Ray retries are at-least-once; a
+token (:mod:`storage.commits`), so a cell executed twice (Ray retries are at-least-once; a
 driver whose lease expired while it was slow) is recorded once. On PostgreSQL the claimed
 rows are locked with ``FOR UPDATE SKIP LOCKED``, so concurrent drivers pass over each
 other's picks; on SQLite every write transaction holds the database's write lock from its

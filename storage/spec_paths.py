@@ -1,7 +1,7 @@
 """Where the index's queries read a cell's spec: every JSON path in one place.
 
 Specs are JSON text in ``cells.spec_json`` (the cell specs of :mod:`tasks.cells.specs`,
-which this layer cannot import). :mod:`storage.tables` and :mod:`storage.defense_tables`
+which this layer cannot import). :mod:`storage.table_queries` and :mod:`storage.defense_queries`
 read the fields below from it in SQL; a path is a tuple of keys, bound as a parameter
 (``$.a.b`` on SQLite, ``{a,b}`` on PostgreSQL). :data:`USED_ON` says on which kinds of cell
 each is read, and ``tests/tasks/test_spec_paths.py`` checks that each resolves to a field

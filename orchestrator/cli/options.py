@@ -24,7 +24,7 @@ from orchestrator.views import render
 from orchestrator.views import transfer as transfer_view
 from orchestrator.views.table import TableView
 from storage import Database, StorageError, mask_secrets
-from storage.tables import AttackFilter
+from storage.spec_json import AttackFilter
 from tasks.errors import TaskError
 
 TABLE_FORMATS = click.Choice(["table", "json", "csv", "markdown", "latex"])

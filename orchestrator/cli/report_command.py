@@ -15,7 +15,7 @@ from orchestrator.cli.options import (
 )
 from orchestrator.report import data as report_data
 from orchestrator.report import page as report_page
-from storage.tables import DENOMINATORS
+from storage.table_queries import DENOMINATORS
 
 
 @click.command()

@@ -28,7 +28,7 @@ from orchestrator.views import curves, defended, plots, result_rows
 from orchestrator.views import samples as samplesmod
 from orchestrator.views import transfer as transfer_view
 from storage import ArtifactStore
-from storage.tables import DENOMINATORS
+from storage.table_queries import DENOMINATORS
 from tasks.cells import CELL_KINDS
 
 

@@ -27,7 +27,7 @@ from storage import (
     StudyRow,
     mask_secrets,
 )
-from storage.tables import AttackMetrics
+from storage.table_queries import AttackMetrics
 from tasks.errors import TaskError
 
 log = logging.getLogger(__name__)

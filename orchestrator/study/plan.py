@@ -16,7 +16,7 @@ How an attack adapts to a defense (``adaptive``, ``eot_samples``) is part of the
 Every attack cell on an adapted defense has a non-adaptive twin, the same attack on the same
 defended model without BPDA/EOT (for gradient attacks, and for any attack under EOT): its
 key is the defense without ``adaptive``, it has no transfer cells, and ``advgrid defenses``
-shows its number beside the adaptive one (:mod:`storage.defense_tables`).
+shows its number beside the adaptive one (:mod:`storage.defense_queries`).
 A defense entry with ``models:`` wraps only those models: attack cells on them as sources,
 transfer cells onto them as targets. A defense whose class ``requires`` a trained artifact
 (``autoencoder_purify``) adds, per dataset and recipe, the train cell that produces it, and

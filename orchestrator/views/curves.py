@@ -16,7 +16,7 @@ from typing import Any
 
 from orchestrator.views.labels import attack_title, fmt_num, model_label
 from orchestrator.views.table import Cell, Column, TableView
-from storage.tables import BUDGET_PREFIX, AttackMetrics
+from storage.table_queries import BUDGET_PREFIX, AttackMetrics
 
 X_AXES = ("eps", "steps", "max_queries")
 

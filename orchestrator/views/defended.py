@@ -29,7 +29,7 @@ from typing import Any
 from orchestrator.views import masking
 from orchestrator.views.labels import attack_title, model_label
 from orchestrator.views.table import Cell, Column, TableView
-from storage.defense_tables import DefenseEvaluation
+from storage.defense_queries import DefenseEvaluation
 
 CAPTION = (
     "clean: M+D on clean inputs; non-adaptive: the attack run on M+D through autograd's "

@@ -43,8 +43,8 @@ from dataclasses import dataclass
 
 from orchestrator.views import curves
 from orchestrator.views.labels import attack_title, fmt_num
-from storage.defense_tables import DefenseEvaluation
-from storage.tables import AttackMetrics
+from storage.defense_queries import DefenseEvaluation
+from storage.table_queries import AttackMetrics
 from tasks.attacks import ATTACKS, MinNormAttack
 
 TOLERANCE = 0.02

@@ -20,7 +20,7 @@ from orchestrator.errors import AdvgridError
 from orchestrator.views.labels import attack_title, model_label
 from orchestrator.views.table import Cell, Column, TableView
 from storage import ArtifactStore
-from storage.tables import TransferOutputs
+from storage.table_queries import TransferOutputs
 
 
 @dataclass

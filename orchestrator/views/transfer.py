@@ -11,7 +11,7 @@ from typing import Any
 
 from orchestrator.views.labels import attack_title, model_label
 from orchestrator.views.table import Cell, Column, Faint, Interval, TableView
-from storage.tables import TransferCount
+from storage.table_queries import TransferCount
 
 Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile
 

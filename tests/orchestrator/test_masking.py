@@ -10,7 +10,7 @@ import json
 import pytest
 
 from orchestrator.views import defended, masking, render
-from storage.defense_tables import DefenseEvaluation
+from storage.defense_queries import DefenseEvaluation
 
 PGD = {"eps": 0.1, "norm": "linf", "steps": 10, "step_size": 0.025, "seed": 0}
 SQUARE = {"eps": 0.1, "norm": "linf", "max_queries": 100, "seed": 0}

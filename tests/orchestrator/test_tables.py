@@ -12,7 +12,7 @@ from scipy.stats import binomtest
 
 from orchestrator.errors import AdvgridError
 from orchestrator.views import curves, plots, render, transfer
-from storage.tables import AttackMetrics, TransferCount
+from storage.table_queries import AttackMetrics, TransferCount
 
 NONE, JPEG = ("none", "none"), ("jpeg", "jpeg_75")
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from storage import Database, NewCell
-from storage.tables import AttackFilter
+from storage.spec_json import AttackFilter
 from tests.storage.storage_builders import k
 
 NONE = {"name": "none", "label": "none", "params": {}}

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from storage import Database, NewCell, StorageError
-from storage.tables import AttackFilter
+from storage.spec_json import AttackFilter
 from tests.storage.storage_builders import k, record
 
 DEF_NONE = {"name": "none", "label": "none", "params": {}}

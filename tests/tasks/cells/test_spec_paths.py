@@ -14,7 +14,7 @@ from storage import spec_paths
 from tasks.cells import CELL_KINDS
 
 ROOT = Path(__file__).resolve().parents[3]
-QUERIES = [ROOT / "storage" / "tables.py", ROOT / "storage" / "defense_tables.py"]
+QUERIES = [ROOT / "storage" / f for f in ("table_queries.py", "defense_queries.py", "spec_json.py")]
 
 
 def _resolves(model: type[BaseModel], path: tuple[str, ...]) -> bool:

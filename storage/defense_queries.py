@@ -15,9 +15,9 @@ Robustness", 2019):
 A study has the second when it lists ``none`` among its defenses and M among its targets.
 The transfer cell is matched to the attack cell by dataset (label and evaluation slice),
 model, the defense's name, label and params, and the attack's name and params. Both sides
-are read in SQL (specs are JSON text, read and filtered as in :mod:`storage.tables`, the metric
-rows joined through their primary key) and matched by a hash lookup, see
-:meth:`DefenseTablesMixin.defense_evaluations`.
+are read in SQL (specs are JSON text, read and filtered as in :mod:`storage.spec_json`, the
+metric rows joined through their primary key) and matched by a hash lookup, see
+:meth:`DefenseQueriesMixin.defense_evaluations`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from sqlalchemy.orm import aliased
 from storage.core import DatabaseCore
 from storage.enums import CellKind, CellState
 from storage.models import CellModel, MetricModel
+from storage.spec_json import AttackFilter, SpecJson, attack_filters, canonical_params
 from storage.spec_paths import (
     ATTACK_NAME,
     ATTACK_PARAMS,
@@ -43,7 +44,6 @@ from storage.spec_paths import (
     TARGET,
     ModelSide,
 )
-from storage.tables import AttackFilter, _filters, _Json, canonical_params
 
 # what an attack cell contributes: its numbers and its gradient-masking diagnostics
 DEFENSE_METRICS = (
@@ -96,7 +96,7 @@ class DefenseEvaluation:
     naive_robust: float | None = None
 
 
-class DefenseTablesMixin(DatabaseCore):
+class DefenseQueriesMixin(DatabaseCore):
     """The adaptive-evaluation query of :class:`storage.Database`."""
 
     def defense_evaluations(
@@ -124,7 +124,7 @@ class DefenseTablesMixin(DatabaseCore):
     def _attacked(self, study_id: int, where: AttackFilter) -> Select[Any]:
         """Done attack cells the filter selects: key, matched heads, ``adaptive``, and one
         row per metric among :data:`DEFENSE_METRICS`."""
-        js = _Json(self.dialect)
+        js = SpecJson(self.dialect)
         q = select(
             CellModel.key,
             *_heads(js, SOURCE),
@@ -139,7 +139,7 @@ class DefenseTablesMixin(DatabaseCore):
                 CellModel.state == CellState.DONE,
                 CellModel.kind == CellKind.ATTACK,
                 MetricModel.name.in_(DEFENSE_METRICS),
-                *_filters(js, where),
+                *attack_filters(js, where),
             )
             .order_by(CellModel.id)
         )
@@ -147,7 +147,7 @@ class DefenseTablesMixin(DatabaseCore):
     def _oblivious(self, study_id: int) -> Select[Any]:
         """Done transfer cells from an undefended source to the same model, defended or
         not: key, matched heads, the target's robust and clean accuracy."""
-        js = _Json(self.dialect)
+        js = SpecJson(self.dialect)
         robust = aliased(MetricModel, name="robust")
         clean = aliased(MetricModel, name="clean")
         q = select(CellModel.key, *_heads(js, TARGET), robust.value, clean.value).select_from(
@@ -176,7 +176,7 @@ class DefenseTablesMixin(DatabaseCore):
 _MATCH = ("dataset", "eval_hash", "model", "defense", "label", "defense_params", "attack", "params")
 
 
-def _heads(js: _Json, side: ModelSide) -> list[Any]:
+def _heads(js: SpecJson, side: ModelSide) -> list[Any]:
     """The :data:`_MATCH` heads of a cell whose defended model is ``side`` of its spec (an
     attack cell's source, a transfer cell's target)."""
     return [

@@ -32,7 +32,7 @@ from storage.rows import ArtifactRecord, artifact_row
 log = logging.getLogger(__name__)
 
 
-class ResultsMixin(DatabaseCore):
+class CommitsMixin(DatabaseCore):
     """Result operations of :class:`storage.Database`."""
 
     def complete(

@@ -9,29 +9,20 @@ index of millions of metric rows returns one row per selected cell. SQLite reads
 
 from __future__ import annotations
 
-import functools
-import json
-import math
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Float,
-    Select,
-    String,
     and_,
-    bindparam,
-    case,
     cast,
     func,
     or_,
     select,
     true,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import aliased
 
 from storage import spec_paths as paths
@@ -39,9 +30,9 @@ from storage.core import DatabaseCore
 from storage.enums import CellKind, CellState
 from storage.errors import StorageError
 from storage.models import CellArtifactModel, CellModel, MetricModel
+from storage.spec_json import AttackFilter, SpecJson, attack_filters, canonical_params
 
 DENOMINATORS = ("source_success", "all", "target_correct")
-_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # the metrics of an attack cell a robustness curve reads (``robust_accuracy_eps_<b>`` too)
 CURVE_METRICS = ("clean_accuracy", "robust_accuracy", "queries_mean", "n")
@@ -107,110 +98,7 @@ class AttackMetrics:
     metrics: dict[str, float]
 
 
-@dataclass(frozen=True)
-class AttackFilter:
-    """Which attack configurations a query selects.
-
-    Attributes:
-        attack: Registry name, or None for every attack.
-        eps: Budget, compared with a relative tolerance of 1e-6; cells whose attack has no
-            ``eps`` are left out when given.
-        params: ``{param: value}`` text as typed on a command line; numbers compare as
-            numbers, ``true``/``false`` as booleans, anything else as text (case-insensitive).
-    """
-
-    attack: str | None = None
-    eps: float | None = None
-    params: tuple[tuple[str, str], ...] = ()
-
-
-class _Json:
-    """JSON access to ``cells.spec_json`` in this database's dialect."""
-
-    def __init__(self, dialect: str) -> None:
-        self.pg = dialect == "postgresql"
-        self.parsed: Any = None
-        self.doc: Any = CellModel.spec_json
-        if self.pg:
-            # parse each row's spec once: a cast inside every path expression parses it
-            # once per path (12 times a row); OFFSET 0 keeps the planner from inlining it back
-            self.parsed = (
-                select(cast(CellModel.spec_json, JSONB).label("doc"))
-                .correlate(CellModel)
-                .offset(0)
-                .lateral("spec")
-            )
-            self.doc = self.parsed.c.doc
-
-    def attach(self, query: Select[Any]) -> Select[Any]:
-        """``query`` (whose FROM starts at ``cells``) with the parsed spec joined in."""
-        return query.join(self.parsed, true()) if self.pg else query
-
-    def _path(self, path: tuple[str, ...]) -> Any:
-        if self.pg:
-            return bindparam(None, list(path), type_=ARRAY(String))
-        return bindparam(None, "$." + ".".join(path), type_=String)
-
-    def text(self, *path: str) -> ColumnElement[Any]:
-        """The value as text (strings unquoted, objects as JSON text)."""
-        if self.pg:
-            return self.doc.op("#>>")(self._path(path))
-        return func.json_extract(self.doc, self._path(path))
-
-    def number(self, *path: str) -> ColumnElement[Any]:
-        """The value as a float (NULL where absent or not a number: a list of budgets)."""
-        return case((self.kind(*path) == "number", cast(self.text(*path), Float)))
-
-    def kind(self, *path: str) -> ColumnElement[Any]:
-        """The JSON type: ``number``, ``string``, ``boolean``, ``null``, ``object``…"""
-        if self.pg:
-            return func.jsonb_typeof(self.doc.op("#>")(self._path(path)))
-        raw = func.json_type(self.doc, self._path(path))
-        return case(
-            (raw.in_(("integer", "real")), "number"),
-            (raw == "text", "string"),
-            (raw.in_(("true", "false")), "boolean"),
-            else_=raw,
-        )
-
-    def boolean_text(self, *path: str) -> ColumnElement[Any]:
-        """``true``/``false`` for a boolean value."""
-        if self.pg:
-            return self.text(*path)
-        return func.json_type(self.doc, self._path(path))
-
-
-def _param_condition(js: _Json, key: str, value: str) -> ColumnElement[bool]:
-    if not _PARAM_NAME.match(key):
-        raise StorageError(f"attack parameter name {key!r} is not a name (letters, digits, _)")
-    path = paths.attack_param(key)
-    lowered = value.strip().lower()
-    if lowered in ("true", "false"):
-        return and_(js.kind(*path) == "boolean", js.boolean_text(*path) == lowered)
-    try:
-        number = float(value)
-    except ValueError:
-        return and_(js.kind(*path) == "string", func.lower(js.text(*path)) == lowered)
-    if not math.isfinite(number):
-        raise StorageError(f"attack parameter {key}={value!r}: expected a finite number")
-    return func.abs(js.number(*path) - number) <= _tol(number)
-
-
-def _tol(value: float) -> float:
-    return 1e-9 + 1e-6 * abs(value)
-
-
-def _filters(js: _Json, f: AttackFilter) -> list[ColumnElement[bool]]:
-    out: list[ColumnElement[bool]] = []
-    if f.attack is not None:
-        out.append(js.text(*paths.ATTACK_NAME) == f.attack)
-    if f.eps is not None:
-        out.append(func.abs(js.number(*paths.ATTACK_EPS) - f.eps) <= _tol(f.eps))
-    out += [_param_condition(js, k, v) for k, v in f.params]
-    return out
-
-
-def _heads(js: _Json) -> tuple[ColumnElement[Any], ...]:
+def _heads(js: SpecJson) -> tuple[ColumnElement[Any], ...]:
     """Dataset label, attack name, attack params, source, source defense name and label."""
     return (
         js.text(*paths.DATASET_LABEL),
@@ -237,13 +125,7 @@ def _transfer_heads(r: Any) -> dict[str, Any]:
     }
 
 
-@functools.lru_cache(maxsize=4096)
-def canonical_params(text: str | None) -> str:
-    """Attack params JSON text (as either backend returns it) in canonical form."""
-    return json.dumps(json.loads(text or "{}"), sort_keys=True, separators=(",", ":"))
-
-
-class TablesMixin(DatabaseCore):
+class TableQueriesMixin(DatabaseCore):
     """Table queries of :class:`storage.Database`."""
 
     def transfer_counts(
@@ -268,7 +150,7 @@ class TablesMixin(DatabaseCore):
             raise StorageError(
                 f"unknown denominator {denominator!r}; use one of {', '.join(DENOMINATORS)}"
             )
-        js = _Json(self.dialect)
+        js = SpecJson(self.dialect)
         fooled, count = aliased(MetricModel), aliased(MetricModel)
         q = (
             select(
@@ -292,7 +174,7 @@ class TablesMixin(DatabaseCore):
                 CellModel.study_id == study_id,
                 CellModel.state == CellState.DONE,
                 CellModel.kind == CellKind.TRANSFER,
-                *_filters(js, where or AttackFilter()),
+                *attack_filters(js, where or AttackFilter()),
             )
             .order_by(CellModel.id)
         )
@@ -314,7 +196,7 @@ class TablesMixin(DatabaseCore):
         The adversarial set is found through the cell's dependencies (the attack cell among
         them), expanded in SQL like the claim query does.
         """
-        js = _Json(self.dialect)
+        js = SpecJson(self.dialect)
         if self.pg:
             deps = func.jsonb_array_elements_text(cast(CellModel.depends_on, JSONB))
         else:
@@ -344,7 +226,7 @@ class TablesMixin(DatabaseCore):
                 CellModel.state == CellState.DONE,
                 CellModel.kind == CellKind.TRANSFER,
                 attack.kind == CellKind.ATTACK,
-                *_filters(js, where or AttackFilter()),
+                *attack_filters(js, where or AttackFilter()),
             )
             .order_by(CellModel.id)
         )
@@ -371,7 +253,7 @@ class TablesMixin(DatabaseCore):
         The metrics are those in :data:`CURVE_METRICS` plus the per-budget robust accuracies
         (``robust_accuracy_eps_<b>``) of minimum-norm attacks.
         """
-        js = _Json(self.dialect)
+        js = SpecJson(self.dialect)
         q = (
             select(
                 CellModel.key,
@@ -396,7 +278,7 @@ class TablesMixin(DatabaseCore):
                 or_(
                     MetricModel.name.in_(CURVE_METRICS), MetricModel.name.like(BUDGET_PREFIX + "%")
                 ),
-                *_filters(js, where or AttackFilter()),
+                *attack_filters(js, where or AttackFilter()),
             )
             .order_by(CellModel.id)
         )
