@@ -40,7 +40,7 @@ from tasks.models import MODELS, Normalized
 RESULTS = Path(__file__).parent / "results"
 
 
-def _model(name: str, device: torch.device) -> nn.Module:
+def load_model(name: str, device: torch.device) -> nn.Module:
     if name == "resnet18":
         import torchvision
 
@@ -295,7 +295,7 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = _model(args.model, device)
+    model = load_model(args.model, device)
     x = torch.rand(args.batch, 3, 32, 32, device=device)
     # labels = the model's own predictions: every sample starts correctly classified, so an
     # implementation that skips misclassified samples (torchattacks' APGD) skips none

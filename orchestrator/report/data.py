@@ -212,7 +212,7 @@ def attack_row(cell: CellRow) -> dict[str, Any]:
         "attack": labels.attack_title(base["attack"] or "", base["params"]),
         "metrics": {
             name: None if name not in metrics else f"{metrics[name] * 100:.1f}"
-            for name in result_rows.KEY_METRICS["attack"]
+            for name in result_rows.key_metrics("attack")
         },
         "n": None if "n" not in metrics else int(metrics["n"]),
         "duration_s": None if cell.duration_s is None else f"{cell.duration_s:.3g}",

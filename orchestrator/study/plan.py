@@ -37,6 +37,7 @@ from orchestrator.study import adaptive_rules
 from orchestrator.study import defense_rules as spec_defenses
 from orchestrator.study.schema import Resolved, Study
 from tasks import datasets
+from tasks.cells import CELL_KINDS
 
 SCHEMA_VERSION = 1
 
@@ -113,7 +114,9 @@ def _eval_hash(d: Resolved) -> str:
 
 
 def expand(study: Study) -> Plan:
-    """All cells of ``study``: train, then attack, then transfer, in a stable order."""
+    """All cells of ``study``: train, then attack, then transfer, in a stable order; then
+    the cells of any other registered kind, which its ``plan`` hook adds
+    (:class:`tasks.cells.CellKindInfo`)."""
     plan = Plan(study)
     sources, targets = study.selected("sources"), study.selected("targets")
     for d in study.datasets:
@@ -149,6 +152,9 @@ def expand(study: Study) -> Plan:
                 if _has_twin(defense, attack):
                     inputs = {"checkpoint": refs[src], **extra[i]}
                     _attack(plan, ds_eval, src, inputs, _unadapted(defense), attack, once=True)
+    for kind in CELL_KINDS.values():  # kinds beyond the three plan their own cells
+        if kind.plan is not None:
+            kind.plan(plan)
     return plan
 
 

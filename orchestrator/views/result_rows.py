@@ -48,7 +48,11 @@ def row(cell: CellRow) -> dict[str, Any]:
 
 
 RESULT_COLUMNS = ("kind", "state", "dataset", "model", "defense", "attack", "params")
-KEY_METRICS = {str(kind): entry.summary_metrics for kind, entry in CELL_KINDS.items()}
+
+
+def key_metrics(kind: str) -> tuple[str, ...]:
+    """The metrics a results line shows for a cell of ``kind`` (its kind's summary)."""
+    return CELL_KINDS[kind].summary_metrics if kind in CELL_KINDS else ()
 
 
 def _short_params(params: dict) -> str:
@@ -66,7 +70,7 @@ def table(rows: list[dict[str, Any]]) -> TableView:
 
 
 def _cells(r: dict[str, Any]) -> list[Cell]:
-    names = KEY_METRICS.get(r["kind"], ())
+    names = key_metrics(r["kind"])
     metrics = tuple(f"{n}={r['metrics'][n]:.3f}" for n in names if n in r["metrics"])
     st = f"{r['source']}→{r['target']}" if r["kind"] == "transfer" else ""
     return [

@@ -28,6 +28,7 @@ from tasks.cells.specs import (
     AttackSpec,
     CellSpec,
     DefenseModelSpec,
+    KindSpec,
     TrainSpec,
     TransferSpec,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "CellResult",
     "CellSpec",
     "DefenseModelSpec",
+    "KindSpec",
     "TrainSpec",
     "TransferSpec",
     "PlanBuilder",

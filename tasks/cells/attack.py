@@ -15,7 +15,7 @@ from tasks import datasets, defenses, training
 from tasks.attacks import ATTACKS, MinNormAttack
 from tasks.cells.payload import CellOutput, CellPayload
 from tasks.cells.specs import AttackSpec
-from tasks.cells.worker import CODE_VERSION, _dataset, _defended, _model, device
+from tasks.cells.worker import CODE_VERSION, behind_defense, device, load_dataset, load_model
 from tasks.defenses import adaptive
 from tasks.metrics import attack_metrics, budget_metrics
 
@@ -39,9 +39,11 @@ def run_attack(cell: CellPayload, store: ArtifactStore) -> CellOutput:
     payload, spec, dev = cell.wire(), cell.spec, device()
     assert isinstance(spec, AttackSpec), spec  # the payload's kind chose this runner
     assert cell.batch_size is not None, "an attack cell's payload names its batch size"
-    data, split = _dataset(spec.dataset.dump())
+    data, split = load_dataset(spec.dataset.dump())
     defense = spec.defense.dump()
-    model = _defended(_model(payload, "checkpoint", store, dev), defense, payload, store, dev)
+    model = behind_defense(
+        load_model(payload, "checkpoint", store, dev), defense, payload, store, dev
+    )
     # BPDA/EOT: the attack runs on a surrogate that makes `passes` model passes per call
     attacked, passes = adaptive.surrogate(model, defense)
     # the attack's own predictions are the defended model's where its forward is that

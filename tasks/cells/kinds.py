@@ -38,9 +38,12 @@ log = logging.getLogger(__name__)
 class PlannedLike(Protocol):
     """A cell already in the plan, as a kind's ``plan`` hook sees it."""
 
-    key: str
-    kind: str
-    spec: dict
+    @property
+    def key(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def spec(self) -> dict: ...
 
 
 class PlanBuilder(Protocol):

@@ -11,7 +11,7 @@ import torch
 from storage import ArtifactStore
 from tasks.cells.kinds import CELL_KINDS
 from tasks.cells.payload import CellPayload, CellResult
-from tasks.cells.worker import _precision, worker_name
+from tasks.cells.worker import precision_context, worker_name
 
 
 def parse_payload(payload: Mapping[str, Any]) -> CellPayload:
@@ -43,7 +43,7 @@ def run_cell(payload: dict[str, Any] | CellPayload) -> dict[str, Any]:
     # same cell gives the same numbers in-process and on any Ray worker
     torch.set_num_threads(max(1, int(cell.num_cpus)))
     try:
-        with _precision(getattr(cell.spec, "precision", "fp32")):
+        with precision_context(getattr(cell.spec, "precision", "fp32")):
             output = CELL_KINDS[cell.kind].run(cell, store)
     finally:
         torch.set_num_threads(threads)

@@ -34,6 +34,14 @@ class SpecModel(BaseModel):
         return self.model_dump(mode="json", exclude_unset=True)
 
 
+class KindSpec(SpecModel):
+    """The base of a spec model for a kind beyond the three built-in ones: a ``kind`` and the
+    ``precision`` the planner adds to every spec of a study that runs in bf16."""
+
+    kind: str
+    precision: Precision = "fp32"
+
+
 class Component(SpecModel):
     """A registry component with the label the study gave it (a dataset, a defense)."""
 

@@ -10,7 +10,7 @@ from storage import ArtifactStore
 from tasks import datasets, defenses, models, training
 from tasks.cells.payload import CellOutput, CellPayload
 from tasks.cells.specs import DefenseModelSpec, TrainSpec
-from tasks.cells.worker import CODE_VERSION, _allow_imports, _dataset, _layout, device
+from tasks.cells.worker import CODE_VERSION, allow_imports_of, device, load_dataset, memory_layout
 
 # what ``advgrid results`` shows of a train cell
 SUMMARY_METRICS = ("train_accuracy", "eval_accuracy")
@@ -41,7 +41,7 @@ def _fit_model(cell: CellPayload, payload: dict, store: ArtifactStore) -> CellOu
     """:func:`run_train` for a study's model (``payload`` is ``cell`` as plain data)."""
     spec = cell.spec
     assert isinstance(spec, TrainSpec), spec  # the payload's kind chose this runner
-    data, split = _dataset(spec.dataset.dump())
+    data, split = load_dataset(spec.dataset.dump())
     train = _train_indices(spec, split)
     recipe, arch = training.TrainParams(**spec.train), spec.model.arch
     net = models.build(
@@ -52,10 +52,10 @@ def _fit_model(cell: CellPayload, payload: dict, store: ArtifactStore) -> CellOu
         mean=data.mean,
         std=data.std,
         seed=recipe.seed,
-        allow_imports=_allow_imports(payload),
+        allow_imports=allow_imports_of(payload),
     )
     dev = device()
-    net = _layout(net.to(dev), payload)
+    net = memory_layout(net.to(dev), payload)
     metrics = training.fit(net, data.x[train].to(dev), data.y[train].to(dev), recipe)
     batch_size = 1024 if cell.batch_size is None else cell.batch_size
     pred = training.predict(net, data.x[split.eval].to(dev), batch_size)
@@ -70,9 +70,9 @@ def _train_artifact(
 ) -> dict:
     """Fit a defense's trained artifact (the input ``role`` of the cells that build the
     defense) by its requirement's recipe; store it like a classifier's checkpoint, so that
-    :func:`~tasks.cells.worker._model` loads it."""
+    :func:`~tasks.cells.worker.load_model` loads it."""
     spec, dev = payload["spec"], device()
-    data, split = _dataset(spec["dataset"])
+    data, split = load_dataset(spec["dataset"])
     net, metrics = requirement.fit(spec[role], data, split, dev)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     record = store.put(state, _checkpoint_meta(spec, data, role))

@@ -8,7 +8,14 @@ from storage import ArtifactStore
 from tasks import training
 from tasks.cells.payload import CellOutput, CellPayload
 from tasks.cells.specs import TransferSpec
-from tasks.cells.worker import CODE_VERSION, _cached, _dataset, _defended, _model, device
+from tasks.cells.worker import (
+    CODE_VERSION,
+    behind_defense,
+    cached,
+    device,
+    load_dataset,
+    load_model,
+)
 from tasks.metrics import transfer_metrics
 
 # what ``advgrid results`` shows of a transfer cell
@@ -24,11 +31,11 @@ def run_transfer(cell: CellPayload, store: ArtifactStore) -> CellOutput:
     payload, spec, dev = cell.wire(), cell.spec, device()
     assert isinstance(spec, TransferSpec), spec  # the payload's kind chose this runner
     assert cell.batch_size is not None, "a transfer cell's payload names its batch size"
-    data, _ = _dataset(spec.dataset.dump())
+    data, _ = load_dataset(spec.dataset.dump())
     adversarial = cell.inputs["adversarial"]
-    adv, _meta = _cached(("artifact", adversarial), lambda: store.get(adversarial))
-    net = _model(payload, "checkpoint", store, dev)
-    model = _defended(net, spec.target_defense.dump(), payload, store, dev)
+    adv, _meta = cached(("artifact", adversarial), lambda: store.get(adversarial))
+    net = load_model(payload, "checkpoint", store, dev)
+    model = behind_defense(net, spec.target_defense.dump(), payload, store, dev)
     bs = cell.batch_size
     pred_adv = training.predict(model, adv["x_adv"].to(dev), bs).cpu()
     pred_clean = training.predict(model, data.x[adv["indices"]].to(dev), bs).cpu()

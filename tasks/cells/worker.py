@@ -4,7 +4,8 @@ the defended model.
 
 These helpers read the payload as the plain data it travels as (``payload["inputs"]``),
 so a caller holding only part of one (a test that rebuilds a stored model) can use them.
-Names with a leading underscore are for the modules of this package, not its users.
+What a kind module needs (:func:`load_dataset`, :func:`load_model`, :func:`behind_defense`,
+:func:`device`) is public: a new kind's module uses the same helpers as the built-in ones.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ _CACHE: OrderedDict[tuple, Any] = OrderedDict()
 _CACHE_SIZE = 32
 
 
-def _cached(key: tuple, load: Any) -> Any:
+def cached(key: tuple, load: Any) -> Any:
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
@@ -65,7 +66,7 @@ def _ray_node_id() -> str | None:
     return str(ray.get_runtime_context().get_node_id())
 
 
-def _dataset(spec: dict) -> tuple[datasets.Data, datasets.Split]:
+def load_dataset(spec: dict) -> tuple[datasets.Data, datasets.Split]:
     name, values = spec["name"], spec["params"]
     params = datasets.params_of(name, values)
 
@@ -73,16 +74,16 @@ def _dataset(spec: dict) -> tuple[datasets.Data, datasets.Split]:
         data = datasets.load(name, params)
         return data, datasets.split(len(data.y), params)
 
-    return _cached(("dataset", name, repr(sorted(values.items()))), load)
+    return cached(("dataset", name, repr(sorted(values.items()))), load)
 
 
-def _allow_imports(payload: dict) -> bool:
+def allow_imports_of(payload: dict) -> bool:
     """Whether the payload says its study trusts model factories named by import path."""
     return payload.get("allow_imports") is True
 
 
-def _model(payload: dict, role: str, store: ArtifactStore, dev: torch.device) -> nn.Module:
-    digest, allow = payload["inputs"][role], _allow_imports(payload)
+def load_model(payload: dict, role: str, store: ArtifactStore, dev: torch.device) -> nn.Module:
+    digest, allow = payload["inputs"][role], allow_imports_of(payload)
 
     def load() -> nn.Module:
         tensors, meta = store.get(digest)
@@ -97,22 +98,22 @@ def _model(payload: dict, role: str, store: ArtifactStore, dev: torch.device) ->
             allow_imports=allow,
         )
         net.load_state_dict(tensors)
-        return _layout(net.to(dev), payload).eval()
+        return memory_layout(net.to(dev), payload).eval()
 
     # the flag is part of the cache key: a payload without it never gets a model that one
     # with it built from an import path
     layout = bool(payload.get("channels_last"))
-    return _cached(("model", digest, str(dev), allow, layout), load)
+    return cached(("model", digest, str(dev), allow, layout), load)
 
 
-def _layout(net: ModuleT, payload: dict) -> ModuleT:
+def memory_layout(net: ModuleT, payload: dict) -> ModuleT:
     """``channels_last`` memory format when the study asks (faster convolutions on GPUs)."""
     if payload.get("channels_last"):
         return net.to(memory_format=torch.channels_last)
     return net
 
 
-def _precision(precision: str) -> contextlib.AbstractContextManager:
+def precision_context(precision: str) -> contextlib.AbstractContextManager:
     """Autocast to bfloat16 when the cell's spec says ``precision: bf16``.
 
     Weights, inputs, gradients with respect to the inputs and the stored examples stay
@@ -126,12 +127,14 @@ def _precision(precision: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def _defended(
+def behind_defense(
     model: nn.Module, spec: dict, payload: dict, store: ArtifactStore, dev: torch.device
 ) -> nn.Module:
     """``model`` behind the defense component ``spec``; a defense whose class ``requires``
     trained artifacts (``autoencoder_purify``) gets each from the cell's input of that role."""
     name = spec["name"]
     entry = defenses.DEFENSES.get(name)
-    given = {role: _model(payload, role, store, dev) for role in getattr(entry.obj, "requires", ())}
+    given = {
+        role: load_model(payload, role, store, dev) for role in getattr(entry.obj, "requires", ())
+    }
     return entry.obj(defenses.DEFENSES.params_of(name, spec["params"]), **given).wrap(model)

@@ -132,13 +132,13 @@ def test_adaptive_cells_store_what_the_real_defended_model_does(finished: dict[s
     """Predictions are the defended model's on the stored x_adv, so the attack cell and the
     diagonal transfer cell (M+D's examples on M+D) agree; pass counts include scoring."""
     from tasks import defenses
-    from tasks.cells.worker import _model
+    from tasks.cells.worker import load_model
 
     db = Database.open(finished["ADVGRID_DB"])
     cells = db.cells(db.get_study("adaptive").id)
     store = ArtifactStore(finished["ADVGRID_STORE"])
     train = next(c for c in cells if c.kind == "train")
-    model = _model({"inputs": train.artifacts}, "checkpoint", store, torch.device("cpu"))
+    model = load_model({"inputs": train.artifacts}, "checkpoint", store, torch.device("cpu"))
     attacks = {c.key: c for c in cells if c.kind == "attack"}
     checked = 0
     for cell in cells:

@@ -75,7 +75,7 @@ def test_transfer_cells_reach_defended_targets(finished, cli: Cli) -> None:
 def test_defended_targets_are_evaluated_behind_their_defense(finished) -> None:
     """Recompute every transfer onto a defended target from the stored artifacts."""
     from tasks import defenses
-    from tasks.cells.worker import _model
+    from tasks.cells.worker import load_model
 
     db = Database.open(finished["ADVGRID_DB"])
     cells = db.cells(db.get_study("defended").id)
@@ -90,7 +90,7 @@ def test_defended_targets_are_evaluated_behind_their_defense(finished) -> None:
         adv, _ = store.get(by_key[attack_key].artifacts["adversarial"])
         stored, _ = store.get(cell.artifacts["predictions"])
         payload = {"inputs": {"checkpoint": by_key[train_key].artifacts["checkpoint"]}}
-        model = _model(payload, "checkpoint", store, torch.device("cpu"))
+        model = load_model(payload, "checkpoint", store, torch.device("cpu"))
         name, values = target_defense["name"], target_defense["params"]
         defended = defenses.wrap(model, name, defenses.DEFENSES.params_of(name, values))
         with torch.inference_mode():

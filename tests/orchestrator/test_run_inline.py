@@ -97,7 +97,7 @@ def _check_entry_against_artifacts(env: dict, doc: dict, i: int, j: int) -> None
     import torch
 
     from storage import ArtifactStore
-    from tasks.cells.worker import _model
+    from tasks.cells.worker import load_model
 
     db = Database.open(env["ADVGRID_DB"])
     cells = db.cells(db.get_study("tiny").id)
@@ -115,7 +115,7 @@ def _check_entry_against_artifacts(env: dict, doc: dict, i: int, j: int) -> None
     store = ArtifactStore(env["ADVGRID_STORE"])
     adv, _ = store.get(by_key[attack_key].artifacts["adversarial"])
     payload = {"inputs": {"checkpoint": by_key[train_key].artifacts["checkpoint"]}}
-    model = _model(payload, "checkpoint", store, torch.device("cpu"))
+    model = load_model(payload, "checkpoint", store, torch.device("cpu"))
     with torch.inference_mode():
         fooled = model(adv["x_adv"]).argmax(1) != adv["labels"]
     mask = adv["success"].bool()

@@ -79,7 +79,7 @@ def on(
     **overrides: object,
 ) -> nn.Module:
     """``name`` over the contract's small random model, built as an attack cell builds it
-    (tasks.cells.worker._defended): the model and each artifact it ``requires`` moved to ``dev``
+    (tasks.cells.worker.defended): the model and each artifact it ``requires`` moved to ``dev``
     first, then wrapped. Same weights on every device (seeded builds)."""
     if name == "jpeg" and _torchvision_error():
         pytest.skip(
