@@ -8,7 +8,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.cli.options import (
+    TABLE_FORMATS,
+    Renderings,
     echo_table,
+    emit,
     open_db,
     out,
     render_json,
@@ -16,6 +19,7 @@ from orchestrator.cli.options import (
     storage_options,
     user_errors,
 )
+from orchestrator.views import artifact_list
 
 
 @click.group()
@@ -59,6 +63,39 @@ def info(db: str | None, store: str | None, mlflow_uri: str | None) -> None:
 @click.group()
 def artifacts() -> None:
     """The content-addressed artifact store."""
+
+
+@artifacts.command(name="ls")
+@storage_options
+@click.option(
+    "--study", "study_name", default=None, help="Only the artifacts this study's cells wrote."
+)
+@click.option(
+    "--kind", default=None, help="Only artifacts of this kind (checkpoint, adversarial…)."
+)
+@click.option("--format", "fmt", type=TABLE_FORMATS, default="table", show_default=True)
+def ls(
+    db: str | None,
+    store: str | None,
+    mlflow_uri: str | None,
+    study_name: str | None,
+    kind: str | None,
+    fmt: str,
+) -> None:
+    """List the indexed artifacts, oldest first: digest, kind, size and what made them.
+
+    \b
+    Examples:
+      advgrid artifacts ls
+      advgrid artifacts ls --study quickstart --kind checkpoint
+      advgrid artifacts ls --format json
+    """
+    with user_errors():
+        records = open_db(resolve_settings(db, store, mlflow_uri).db_url).artifacts(
+            study=study_name, kind=kind
+        )
+    view = artifact_list.table(records)
+    emit(fmt, Renderings(lambda: artifact_list.rows(records), lambda: view, lambda: [view]))
 
 
 @artifacts.command()

@@ -105,8 +105,8 @@ class CellKinds(Mapping[str, CellKindInfo]):
         """Add a kind; a name registered twice is an error."""
         if info.kind in self._kinds:
             raise ValueError(f"cell kind '{info.kind}' is already registered")
-        if not info.kind.replace("_", "").isalnum() or len(info.kind) > 16:
-            raise ValueError(f"cell kind '{info.kind}' must be snake_case, at most 16 characters")
+        if not info.kind.replace("_", "").isalnum() or len(info.kind) > 32:
+            raise ValueError(f"cell kind '{info.kind}' must be snake_case, at most 32 characters")
         self._kinds[info.kind] = info
         return info
 

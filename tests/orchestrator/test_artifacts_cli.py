@@ -1,4 +1,4 @@
-"""``advgrid artifacts verify``: corrupted and missing artifacts are found, by hash."""
+"""``advgrid artifacts``: the listing, and corrupted and missing artifacts found by hash."""
 
 from __future__ import annotations
 
@@ -68,3 +68,48 @@ def test_gc_lists_then_deletes_old_orphans_only(
     assert store.exists(fresh)
     assert all(store.exists(d) for d in indexed)  # nothing the index points at is touched
     assert cli("artifacts", "verify", env=env).exit_code == 0
+
+
+def test_ls_lists_by_study_and_kind(tiny_finished: FinishedStudy, cli) -> None:
+    env = tiny_finished.env
+    every = json.loads(cli("artifacts", "ls", "--format", "json", env=env).output)
+    assert len(every) == 27
+    assert {r["kind"] for r in every} == {"checkpoint", "adversarial", "predictions"}
+    ckpts = cli(
+        "artifacts", "ls", "--study", "tiny", "--kind", "checkpoint", "--format", "json", env=env
+    )
+    assert ckpts.exit_code == 0, ckpts.output
+    rows = json.loads(ckpts.output)
+    assert sorted(r["model"] for r in rows) == ["cnn", "mlp", "mlp2"]
+    table = cli("artifacts", "ls", "--kind", "adversarial", env=env)
+    assert table.exit_code == 0, table.output
+    assert "6 artifacts" in table.output
+    missing = cli("artifacts", "ls", "--study", "nope", env=env)
+    assert missing.exit_code == 1
+    assert missing.output.startswith("Error: no study named 'nope' in ")
+
+
+def test_every_command_a_message_names_exists() -> None:
+    """Messages tell users which command to run; each one they name must be there."""
+    import re
+
+    import click
+
+    from orchestrator.cli import main
+
+    root = Path(__file__).resolve().parents[2]
+    named = {
+        m.groups()
+        for package in ("orchestrator", "storage", "tasks")
+        for f in (root / package).rglob("*.py")
+        for m in re.finditer(r"`advgrid ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?", f.read_text())
+    }
+    assert ("artifacts", "ls") in named
+    missing = []
+    for verb, sub in sorted(named, key=str):
+        command = main.commands.get(verb)
+        if command is None:
+            missing.append(verb)
+        elif isinstance(command, click.Group) and sub and sub not in command.commands:
+            missing.append(f"{verb} {sub}")
+    assert missing == []
