@@ -168,10 +168,10 @@ def plan_once(db: Database, yaml_text: str, batch: int) -> dict[str, Any]:
 
     The claimed batch is released afterwards (untimed), so a second call sees the same study.
     """
-    from orchestrator import VERSION
     from orchestrator.run.leasing import owner_id, release_dead_local_owners
     from orchestrator.study.loader import parse
     from orchestrator.study.plan import canonical_json, expand
+    from storage import __version__
 
     phase = _Phases()
     with phase("parse"):
@@ -179,7 +179,7 @@ def plan_once(db: Database, yaml_text: str, batch: int) -> dict[str, Any]:
     with phase("expand"):
         plan = expand(study)
     with phase("upsert_study"):
-        row = db.upsert_study(study.name, study.text, study.spec_hash, "bench", VERSION)
+        row = db.upsert_study(study.name, study.text, study.spec_hash, "bench", __version__)
     with phase("add_cells"):
         new = db.add_cells(
             row.id,

@@ -1,6 +1,5 @@
-"""advgrid's driver side: study files, runs, views of the index, reports and the CLI."""
+"""advgrid's driver side: study files, runs, views of the index, reports and the CLI.
 
-from storage.version import __version__
-
-VERSION = __version__
-"""advgrid's version (the package metadata's), as studies record it."""
+Its modules import nothing from this ``__init__`` (``tests/test_structure.py``); the version
+is :data:`storage.__version__`, read once from the package metadata.
+"""

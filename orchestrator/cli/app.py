@@ -7,8 +7,7 @@ import logging
 
 import click
 
-from orchestrator import VERSION
-from storage import mask_secrets
+from storage import __version__, mask_secrets
 
 
 class MaskingFormatter(logging.Formatter):
@@ -20,7 +19,7 @@ class MaskingFormatter(logging.Formatter):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-@click.version_option(VERSION, prog_name="advgrid")
+@click.version_option(__version__, prog_name="advgrid")
 def main(verbose: int) -> None:
     """Adversarial-robustness studies as resumable grids.
 

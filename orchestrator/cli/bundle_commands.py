@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from orchestrator import VERSION
 from orchestrator.cli.options import (
     open_db,
     out,
@@ -15,7 +14,7 @@ from orchestrator.cli.options import (
     study_ref,
     user_errors,
 )
-from storage import ArtifactStore, export_bundle, import_bundle
+from storage import ArtifactStore, __version__, export_bundle, import_bundle
 
 
 @click.command(name="export")
@@ -65,7 +64,7 @@ def export(
             ArtifactStore(settings.store_root),
             name,
             bundle,
-            advgrid_version=VERSION,
+            advgrid_version=__version__,
         )
     out.print(
         f"exported study {summary.study!r} to {summary.path}: {summary.cells} {state} cells, "

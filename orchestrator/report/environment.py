@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from orchestrator import VERSION
-from storage import CellRow, mask_secrets, mask_url
+from storage import CellRow, __version__, mask_secrets, mask_url
 
 VERSIONED = ("torch", "torchvision", "ray", "mlflow", "sqlalchemy")
 GIT_TIMEOUT_S = 5.0
@@ -77,7 +76,7 @@ def _version(dist: str) -> str:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         if dist == "advgrid":  # run from a source tree that was never installed
-            return VERSION
+            return __version__
         return "not installed"
 
 

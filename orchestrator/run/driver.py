@@ -18,7 +18,6 @@ from typing import TypeVar
 
 from rich.console import Console
 
-from orchestrator import VERSION
 from orchestrator.config import Settings
 from orchestrator.errors import AdvgridError
 from orchestrator.run.executor import Executor
@@ -35,6 +34,7 @@ from storage import (
     DatabaseUnavailableError,
     NewCell,
     StorageError,
+    __version__,
 )
 from tasks.cells import CELL_KINDS
 
@@ -119,7 +119,7 @@ class Driver:
             self.study.shareable_text,
             self.study.spec_hash,
             getpass.getuser(),
-            VERSION,
+            __version__,
         )
         new = self.db.add_cells(
             row.id,

@@ -18,6 +18,13 @@ def _model_label(model: str, defense: dict | None) -> str:
     return f"{model}+{defense.get('label', defense['name'])}"
 
 
+def _field(spec: dict[str, Any], name: str, key: str = "name") -> Any:
+    """``spec[name]`` when it is a name, ``spec[name][key]`` when it is a component; None
+    when the spec has no such field (a kind beyond the built-in three may not)."""
+    value = spec.get(name)
+    return value.get(key) if isinstance(value, dict) else value
+
+
 def row(cell: CellRow) -> dict[str, Any]:
     """One cell as a plain row (the shape of ``advgrid results --format json``)."""
     spec = json.loads(cell.spec_json)
@@ -26,9 +33,9 @@ def row(cell: CellRow) -> dict[str, Any]:
         "cell_key": cell.key,
         "kind": cell.kind,
         "state": cell.state,
-        "dataset": (spec.get("dataset") or {}).get("label"),
-        "model": spec.get("target") or spec.get("source") or (spec.get("model") or {}).get("name"),
-        "defense": (spec.get("target_defense") or spec.get("defense") or {}).get("name"),
+        "dataset": _field(spec, "dataset", "label"),
+        "model": spec.get("target") or spec.get("source") or _field(spec, "model"),
+        "defense": _field(spec, "target_defense") or _field(spec, "defense"),
         "attack": attack.get("name"),
         "params": attack.get("params", {}),
         "metrics": dict(cell.metrics),
