@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -151,11 +152,60 @@ def tiny_finished(run_study: RunStudy) -> FinishedStudy:
     return run_study(TINY_STUDY.format(name="tiny", lease=60), file="tiny.yaml")
 
 
-@pytest.fixture
+@dataclass(frozen=True)
+class TinyModel:
+    """An ``mlp`` on scikit-learn's digits, as :func:`tasks.models.build` makes it.
+
+    Attributes:
+        net: The model (normalization inside, the network as ``net.net``), in eval mode.
+        data: The digits dataset; ``split`` its training part and evaluation slice.
+    """
+
+    net: Any
+    data: Any
+    split: Any
+
+    def bare_state(self) -> dict[str, Any]:
+        """The network's own state dict, contiguous: what a checkpoint file from outside
+        advgrid holds (no normalization buffers)."""
+        return {k: v.contiguous() for k, v in self.net.net.state_dict().items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Callable[..., TinyModel]:
+    """``tiny_model(hidden=(16,), seed=0, epochs=0)``: a small mlp on digits, trained for
+    ``epochs`` on the training part (0: as initialized by ``seed``)."""
+    from tasks import datasets, models, training
+
+    params = datasets.params_of("digits", {})
+    data = datasets.load("digits", params)
+    split = datasets.split(len(data.y), params)
+
+    def make(hidden: tuple[int, ...] = (16,), *, seed: int = 0, epochs: int = 0) -> TinyModel:
+        net = models.build(
+            "mlp",
+            models.MODELS.params_of("mlp", {"hidden": list(hidden)}),
+            input_shape=data.input_shape,
+            num_classes=data.num_classes,
+            mean=data.mean,
+            std=data.std,
+            seed=seed,
+        )
+        if epochs:
+            recipe = training.TrainParams(epochs=epochs)
+            training.fit(net, data.x[split.train], data.y[split.train], recipe)
+        return TinyModel(net.eval(), data, split)
+
+    return make
+
+
+@pytest.fixture(scope="module")
 def one_thread() -> Iterator[None]:
-    """torch on one thread for the test, as a cell with ``num_cpus: 1`` runs: float sums in
-    the same order, so numbers a test recomputes match the cell's bit for bit. Restored
-    afterwards, so no other test depends on the order tests run in."""
+    """torch on one thread for a module's tests and fixtures, as a cell with ``num_cpus: 1``
+    runs: float sums in the same order, so numbers a test recomputes match the cell's bit for
+    bit. Restored after the module, so no other module depends on the order tests run in.
+    A module asks for it with ``pytestmark = pytest.mark.usefixtures("one_thread")``, which
+    sets it up before the module's other fixtures."""
     import torch
 
     threads = torch.get_num_threads()

@@ -202,3 +202,14 @@ def test_every_module_imports_on_its_own() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [], done.stderr
+
+
+def test_no_test_module_sets_torch_threads_when_imported() -> None:
+    """A thread count set at import lasts for every test after it: results would depend on
+    which modules were collected. The ``one_thread`` fixture sets and restores it."""
+    setting = [
+        str(f.relative_to(ROOT))
+        for f in sorted((ROOT / "tests").rglob("*.py"))
+        if any(line.startswith("torch.set_num_threads(") for line in f.read_text().splitlines())
+    ]
+    assert setting == []

@@ -14,7 +14,6 @@ from safetensors.torch import save_file
 from orchestrator.study import loader
 from orchestrator.study.plan import PlannedCell, canonical_json, expand
 from orchestrator.study.schema import Execution
-from tasks import datasets, models
 from tasks.cells import CELL_KINDS, DefenseModelSpec, TrainSpec, parse_payload, specs
 from tasks.cells.specs import parse
 from tasks.defenses import adaptive
@@ -66,18 +65,8 @@ def test_planned_specs_round_trip_in_bf16(path: Path) -> None:
     _assert_round_trip(cells)
 
 
-def test_specs_with_a_checkpoint_file_round_trip(tmp_path: Path) -> None:
-    p = datasets.params_of("digits", {})
-    data = datasets.load("digits", p)
-    net = models.build(
-        "mlp",
-        models.MODELS.params_of("mlp", {"hidden": [16]}),
-        input_shape=data.input_shape,
-        num_classes=10,
-        mean=data.mean,
-        std=data.std,
-    )
-    save_file({k: v.contiguous() for k, v in net.net.state_dict().items()}, tmp_path / "m.st")
+def test_specs_with_a_checkpoint_file_round_trip(tmp_path: Path, tiny_model) -> None:
+    save_file(tiny_model().bare_state(), tmp_path / "m.st")
     cells = expand(loader.parse(FILES.replace("PATH", str(tmp_path / "m.st")))).cells
     assert any("source_checkpoint_sha256" in c.spec for c in cells)
     assert any("target_checkpoint_sha256" in c.spec for c in cells)

@@ -9,8 +9,6 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tasks import datasets, models, training
-
 STUDY = """\
 name: files
 datasets:
@@ -32,23 +30,10 @@ attacks:
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def weights(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> dict[str, Path]:
     """One mlp trained outside advgrid, saved as safetensors and with torch.save."""
     root = tmp_path_factory.mktemp("weights")
-    p = datasets.params_of("digits", {})
-    data = datasets.load("digits", p)
-    split = datasets.split(len(data.y), p)
-    net = models.build(
-        "mlp",
-        models.MODELS.params_of("mlp", {"hidden": [32]}),
-        input_shape=data.input_shape,
-        num_classes=10,
-        mean=data.mean,
-        std=data.std,
-        seed=7,
-    )
-    training.fit(net, data.x[split.train], data.y[split.train], training.TrainParams(epochs=5))
-    bare = {k: v.contiguous() for k, v in net.net.state_dict().items()}
+    bare = tiny_model((32,), seed=7, epochs=5).bare_state()
     save_file(bare, root / "mlp.safetensors")
     torch.save(bare, root / "mlp.pt")
     return {"safetensors": root / "mlp.safetensors", "pt": root / "mlp.pt"}

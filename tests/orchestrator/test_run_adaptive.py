@@ -12,7 +12,7 @@ import torch
 from storage import ArtifactStore, Database
 from tests.conftest import Cli, data_env
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 STUDY = """\
 name: adaptive

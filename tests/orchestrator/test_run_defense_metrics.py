@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from tests.conftest import Cli, data_env
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 STUDY = """\
 name: measured

@@ -34,21 +34,11 @@ def test_passwords_are_refused_before_anything_is_sent(tmp_path: Path) -> None:
         check_no_secrets(load(path), {})
 
 
-def test_the_working_dir_holds_the_study_and_its_checkpoints(tmp_path: Path) -> None:
+def test_the_working_dir_holds_the_study_and_its_checkpoints(tmp_path: Path, tiny_model) -> None:
     from safetensors.torch import save_file
 
-    from tasks import models
-
-    net = models.build(
-        "mlp",
-        models.params_of("mlp", {"hidden": [8]}),
-        input_shape=(1, 8, 8),
-        num_classes=10,
-        mean=[0.0],
-        std=[1.0],
-    )
     (tmp_path / "ckpt").mkdir()
-    bare = {k: v.contiguous() for k, v in net.net.state_dict().items()}
+    bare = tiny_model((8,)).bare_state()
     save_file(bare, tmp_path / "ckpt" / "m.safetensors")
     text = (
         tiny_study(tmp_path / "s.yaml")

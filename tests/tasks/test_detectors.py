@@ -14,7 +14,7 @@ from tasks.defenses import DEFENSES, detectors, wrap
 from tasks.defenses.detectors import Detected, FeatureSqueezingParams
 from tasks.errors import InputError
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # digits are 8×8: a median window rewrites the digit, so its score would swamp the 1-bit one
 DIGITS = FeatureSqueezingParams(bits=1, median_size=None)

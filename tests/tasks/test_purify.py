@@ -12,7 +12,7 @@ from tasks import datasets, models
 from tasks.defenses import DEFENSES, purify, wrap
 from tasks.defenses.purify import MissingArtifactError, Purified, PurifyParams
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 RECIPE = PurifyParams(width=16, epochs=20, lr=1e-2)
 

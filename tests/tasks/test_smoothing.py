@@ -16,7 +16,7 @@ from tasks.defenses import smoothing, wrap
 from tasks.defenses.smoothing import ABSTAIN, SmoothingParams
 from tasks.errors import InputError
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Constant(nn.Module):
