@@ -126,19 +126,22 @@ RunStudy = Callable[..., FinishedStudy]
 
 @pytest.fixture(scope="session")
 def run_study(tmp_path_factory: pytest.TempPathFactory) -> RunStudy:
-    """``run_study(text, *args, file="study.yaml")``: the study ``text`` run inline with
-    ``advgrid run … --executor inline *args`` in a folder of its own, once per session for
-    each text and arguments; later calls return the same :class:`FinishedStudy`."""
-    done: dict[tuple[str, tuple[str, ...], str], FinishedStudy] = {}
+    """``run_study(text, *args, file="study.yaml", executor="inline")``: the study ``text``
+    run with ``advgrid run FILE --executor EXECUTOR *args`` in a folder of its own, once per
+    session for each text and arguments; later calls return the same :class:`FinishedStudy`.
+    (A study on Ray also needs the ``ray_cluster`` fixture.)"""
+    done: dict[tuple[str, tuple[str, ...], str, str], FinishedStudy] = {}
 
-    def run(text: str, *args: str, file: str = "study.yaml") -> FinishedStudy:
-        key = (text, args, file)
+    def run(
+        text: str, *args: str, file: str = "study.yaml", executor: str = "inline"
+    ) -> FinishedStudy:
+        key = (text, args, file, executor)
         if key not in done:
             root = tmp_path_factory.mktemp(Path(file).stem)
             study = root / file
             study.write_text(text)
             env = data_env(root)
-            result = Cli()("run", study, "--executor", "inline", *args, env=env)
+            result = Cli()("run", study, "--executor", executor, *args, env=env)
             assert result.exit_code == 0, result.output
             done[key] = FinishedStudy(root, env, study, result.output)
         return done[key]

@@ -9,12 +9,11 @@ textbook shape does not appear on 8×8 digits, the test pins what does hold inst
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli, data_env
+from tests.conftest import Cli, RunStudy
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "defenses.yaml"
 TRAINED = ["cnn_fgsm_at", "cnn_pgd_at", "cnn_trades"]
@@ -40,15 +39,11 @@ def test_the_example_validates_and_plans_its_grid() -> None:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str) -> dict[str, str]:
+def finished(run_study: RunStudy, ray_cluster: str) -> dict[str, str]:
     # on the session's Ray, both cores at work: 151 s against about 220 s inline, with the
     # same numbers (a cell pins its thread count, so the executor does not change results)
-    root = tmp_path_factory.mktemp("example")
-    shutil.copy(EXAMPLE, root / "defenses.yaml")
-    env = data_env(root)
-    result = Cli()("run", root / "defenses.yaml", "--executor", "ray", "--no-mlflow", env=env)
-    assert result.exit_code == 0, result.output
-    return env
+    text = EXAMPLE.read_text()
+    return run_study(text, "--no-mlflow", file="defenses.yaml", executor="ray").env
 
 
 @pytest.fixture(scope="module")

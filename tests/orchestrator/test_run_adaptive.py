@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from storage import ArtifactStore, Database
-from tests.conftest import Cli, data_env
+from tests.conftest import Cli, RunStudy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -40,13 +40,8 @@ execution:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("adaptive")
-    env = data_env(root)
-    (root / "adaptive.yaml").write_text(STUDY)
-    result = Cli()("run", root / "adaptive.yaml", "--executor", "inline", "-q", env=env)
-    assert result.exit_code == 0, result.output
-    return env
+def finished(run_study: RunStudy) -> dict[str, str]:
+    return run_study(STUDY, "-q", file="adaptive.yaml").env
 
 
 @pytest.fixture(scope="module")

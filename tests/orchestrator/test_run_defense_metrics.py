@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import Cli, data_env
+from tests.conftest import Cli, RunStudy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -51,13 +51,9 @@ SMOOTHING = (
 
 
 @pytest.fixture(scope="module")
-def attacks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, float]]:
-    root = tmp_path_factory.mktemp("measured")
-    env = data_env(root)
-    (root / "measured.yaml").write_text(STUDY)
+def attacks(run_study: RunStudy) -> dict[str, dict[str, float]]:
+    env = run_study(STUDY, "-q", file="measured.yaml").env
     cli = Cli()
-    result = cli("run", root / "measured.yaml", "--executor", "inline", "-q", env=env)
-    assert result.exit_code == 0, result.output
     out = cli("results", "measured", "--kind", "attack", "--format", "json", env=env)
     assert out.exit_code == 0, out.output
     return {r["defense"]: r["metrics"] for r in json.loads(out.output)}

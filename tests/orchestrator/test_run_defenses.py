@@ -10,7 +10,7 @@ import torch
 from orchestrator.errors import ConfigError
 from orchestrator.study import loader
 from storage import ArtifactStore, Database
-from tests.conftest import Cli, data_env
+from tests.conftest import Cli, RunStudy
 
 # one source: attack cells run on mlp behind each defense; a gradient-free attack, since a
 # gradient attack on a non-differentiable defense needs an adaptive (BPDA) evaluation
@@ -52,13 +52,8 @@ def test_the_study_file_accepts_inference_defenses() -> None:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("defended")
-    env = data_env(root)
-    (root / "defended.yaml").write_text(STUDY)
-    result = Cli()("run", root / "defended.yaml", "--executor", "inline", "-q", env=env)
-    assert result.exit_code == 0, result.output
-    return env
+def finished(run_study: RunStudy) -> dict[str, str]:
+    return run_study(STUDY, "-q", file="defended.yaml").env
 
 
 def test_transfer_cells_reach_defended_targets(finished, cli: Cli) -> None:

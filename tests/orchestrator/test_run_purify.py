@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import Cli, data_env
+from tests.conftest import Cli, RunStudy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,13 +33,8 @@ execution:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("purified")
-    env = data_env(root)
-    (root / "purified.yaml").write_text(STUDY)
-    result = Cli()("run", root / "purified.yaml", "--executor", "inline", "-q", env=env)
-    assert result.exit_code == 0, result.output
-    return env
+def finished(run_study: RunStudy) -> dict[str, str]:
+    return run_study(STUDY, "-q", file="purified.yaml").env
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from orchestrator.study import loader
 from orchestrator.study.plan import expand
 from storage import ArtifactStore, Database
 from tasks import datasets, models, training
-from tests.conftest import TINY_STUDY, Cli, data_env
+from tests.conftest import TINY_STUDY, RunStudy
 
 BASE = TINY_STUDY.format(name="t", lease=60)
 CNN_TRAIN = "    train: {epochs: 10, lr: 0.005, seed: 0}\n"
@@ -126,13 +126,8 @@ def test_keys_of_studies_without_splits_do_not_change() -> None:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("splits")
-    env = data_env(root)
-    (root / "parts.yaml").write_text(SMALL)
-    result = Cli()("run", root / "parts.yaml", "--executor", "inline", "--no-mlflow", "-q", env=env)
-    assert result.exit_code == 0, result.output
-    return env
+def finished(run_study: RunStudy) -> dict[str, str]:
+    return run_study(SMALL, "--no-mlflow", "-q", file="parts.yaml").env
 
 
 def _checkpoints(env: dict[str, str]) -> dict[str, tuple[dict, dict]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ import torch
 
 from storage import ArtifactStore, Database
 from tasks import datasets, models, training
-from tests.conftest import Cli, data_env
+from tests.conftest import Cli, RunStudy
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "transfer.yaml"
 MODELS = [
@@ -37,13 +36,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("example")
-    shutil.copy(EXAMPLE, root / "transfer.yaml")
-    env = data_env(root)
-    result = Cli()("run", root / "transfer.yaml", "--executor", "inline", "--no-mlflow", env=env)
-    assert result.exit_code == 0, result.output
-    return env
+def finished(run_study: RunStudy) -> dict[str, str]:
+    return run_study(EXAMPLE.read_text(), "--no-mlflow", file="transfer.yaml").env
 
 
 def _matrix(cli: Cli, env: dict[str, str], denominator: str) -> dict:
