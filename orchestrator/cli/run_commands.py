@@ -23,6 +23,7 @@ from orchestrator.study import loader
 from orchestrator.study.schema import Study
 from orchestrator.views import render
 from orchestrator.views.table import Column, TableView
+from storage.enums import CellState
 
 
 @click.command()
@@ -173,7 +174,9 @@ def status(
         row = database.get_study(name)
         counts = database.counts(row.id)
         failed = [
-            c for state in ("failed", "quarantined") for c in database.cells(row.id, state=state)
+            c
+            for state in (CellState.FAILED, CellState.QUARANTINED)
+            for c in database.cells(row.id, state=state)
         ]
     if fmt == "json":
         render_json(
@@ -193,7 +196,7 @@ def status(
             }
         )
         return
-    states = ["pending", "running", "done", "failed", "quarantined"]
+    states = list(CellState)
     view = TableView(
         columns=[Column("kind"), *(Column(s, numeric=True) for s in states)],
         rows=[[k, *(str(n.get(s, 0)) for s in states)] for k, n in sorted(counts.items())],

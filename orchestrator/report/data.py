@@ -27,12 +27,13 @@ from storage import (
     StudyRow,
     mask_secrets,
 )
+from storage.enums import CellKind, CellState
 from storage.table_queries import AttackMetrics
 from tasks.errors import TaskError
 
 log = logging.getLogger(__name__)
 
-STATES = ("pending", "running", "done", "failed", "quarantined")
+STATES = tuple(CellState)
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ def collect(database: Database, name: str, options: Options) -> Report:
             database, study.id, options.store_root, with_images=options.example_cells
         ),
         curve_tables=[t for axis in curves.X_AXES if (t := curve_table(rows, axis))],
-        attack_rows=[attack_row(c) for c in cells if c.kind == "attack"],
+        attack_rows=[attack_row(c) for c in cells if c.kind == CellKind.ATTACK],
         examples=examples(cells, options),
         environment=environment(
             cells,
@@ -166,7 +167,7 @@ def failures(cells: list[CellRow]) -> list[Failure]:
     """The failed and quarantined cells, each with the last line of its error."""
     out = []
     for c in cells:
-        if c.state in ("failed", "quarantined"):
+        if c.state in (CellState.FAILED, CellState.QUARANTINED):
             lines = (c.error or "").strip().splitlines()
             last = mask_secrets(lines[-1]) if lines else ""
             out.append(Failure(c.kind, c.key, c.state, c.attempts, last))
@@ -221,7 +222,7 @@ def attack_row(cell: CellRow) -> dict[str, Any]:
 
 def examples(cells: list[CellRow], options: Options) -> list[ExampleSet]:
     """Examples of the first ``options.example_cells`` done attack cells."""
-    chosen = [c for c in cells if c.kind == "attack" and "adversarial" in c.artifacts]
+    chosen = [c for c in cells if c.kind == CellKind.ATTACK and "adversarial" in c.artifacts]
     chosen = chosen[: options.example_cells]
     if not chosen:
         return []

@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 from storage import CellRow, __version__, mask_secrets, mask_url
+from storage.enums import CellKind
 
 VERSIONED = ("torch", "torchvision", "ray", "mlflow", "sqlalchemy")
 GIT_TIMEOUT_S = 5.0
@@ -110,7 +111,7 @@ def checkpoints(cells: list[CellRow]) -> list[Checkpoint]:
     for c in cells:
         spec = json.loads(c.spec_json)
         label = str((spec.get("dataset") or {}).get("label"))
-        if c.kind == "train" and "checkpoint" in c.artifacts:
+        if c.kind == CellKind.TRAIN and "checkpoint" in c.artifacts:
             model = str(spec["model"]["name"])
             accuracy = c.metrics.get("eval_accuracy")
             defense = ((spec.get("train") or {}).get("defense") or {}).get("name")
@@ -131,7 +132,7 @@ def eval_hashes(cells: list[CellRow]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for c in cells:
         spec = json.loads(c.spec_json)
-        if c.kind == "attack" and spec.get("eval_hash"):
+        if c.kind == CellKind.ATTACK and spec.get("eval_hash"):
             found = out.setdefault(str(spec["dataset"]["label"]), [])
             if spec["eval_hash"] not in found:
                 found.append(spec["eval_hash"])

@@ -36,6 +36,7 @@ from storage import (
     StorageError,
     __version__,
 )
+from storage.enums import CellState, Outcome
 from tasks.cells import CELL_KINDS
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class Summary:
 
     @property
     def ok(self) -> bool:
-        bad = {"failed", "quarantined", "pending", "running"}
+        bad = {CellState.FAILED, CellState.QUARANTINED, CellState.PENDING, CellState.RUNNING}
         return not any(n for states in self.counts.values() for s, n in states.items() if s in bad)
 
 
@@ -131,7 +132,7 @@ class Driver:
         if retry_failed:
             self.db.retry_quarantined(row.id)
         release_dead_local_owners(self.db, row.id)
-        done = self.db.cells(row.id, state="done")
+        done = self.db.cells(row.id, state=CellState.DONE)
         self.artifacts = {c.key: dict(c.artifacts) for c in done}
         done_keys = {c.key for c in done}
         to_run = sum(1 for c in self.plan.cells if c.key not in done_keys)
@@ -200,7 +201,9 @@ class Driver:
                 self._commit(cell, outcome, summary, tracker)
                 progress.update(summary, running=len(self.inflight))
             progress.update(summary, running=len(self.inflight))
-        pending = self._db("listing blocked cells", self.db.cells, study_id, state="pending")
+        pending = self._db(
+            "listing blocked cells", self.db.cells, study_id, state=CellState.PENDING
+        )
         summary.blocked = [c.key for c in pending if c.key in self.cells]
 
     def _fill(self, study_id: int, beat: Heartbeat) -> int:
@@ -252,7 +255,7 @@ class Driver:
 
     def _others_running(self, study_id: int) -> bool:
         counts = self.db.counts(study_id)
-        return any(states.get("running", 0) for states in counts.values())
+        return any(states.get(CellState.RUNNING, 0) for states in counts.values())
 
     def _payload(self, study_id: int, cell: PlannedCell) -> dict:
         inputs = {}
@@ -378,7 +381,7 @@ class Driver:
         self.executor.cancel_all()
         for cell, _ in self.inflight.values():
             try:
-                self.db.release(cell.id, cell.token, outcome="killed")
+                self.db.release(cell.id, cell.token, outcome=Outcome.KILLED)
             except Exception:
                 log.warning("could not release cell %s", cell.key[:12], exc_info=True)
         self.inflight.clear()

@@ -17,6 +17,7 @@ from orchestrator.run.ray_executor import RayExecutor
 from orchestrator.study.plan import expand
 from orchestrator.study.schema import Study
 from storage import CellRow, Database
+from storage.enums import CellKind, CellState
 from tasks.cells import CELL_KINDS
 
 
@@ -64,7 +65,7 @@ def run_study(
         if opts.mlflow and db.unlogged_done(study_id):
             driver.run(study_id, summary, InlineExecutor())
         summary.counts = db.counts(study_id)
-        return summary, db.cells(study_id, kind="transfer")
+        return summary, db.cells(study_id, kind=CellKind.TRANSFER)
     start = time.perf_counter()
     executor = make_executor(opts.executor, opts.ray_address)
     console.print(
@@ -77,7 +78,7 @@ def run_study(
     finally:
         executor.shutdown()
     _report(console, summary)
-    return summary, db.cells(study_id, kind="transfer")
+    return summary, db.cells(study_id, kind=CellKind.TRANSFER)
 
 
 def _report(console: Console, s: Summary) -> None:
@@ -89,7 +90,7 @@ def _report(console: Console, s: Summary) -> None:
         state: n
         for states in s.counts.values()
         for state, n in states.items()
-        if state in ("failed", "quarantined") and n
+        if state in (CellState.FAILED, CellState.QUARANTINED) and n
     }
     if bad or s.blocked:
         console.print(
@@ -107,7 +108,7 @@ def plan_only(study: Study, settings: Settings, *, existing: bool) -> list[dict]
         db = Database.open(settings.db_url)
         row = db.find_study(study.name)
         if row is not None:
-            done = {c.key for c in db.cells(row.id, state="done")}
+            done = {c.key for c in db.cells(row.id, state=CellState.DONE)}
     rows = []
     for kind, n in plan.counts().items():
         d = sum(1 for c in plan.cells if c.kind == kind and c.key in done)

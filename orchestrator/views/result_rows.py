@@ -9,6 +9,7 @@ from typing import Any
 from orchestrator.views.labels import fmt_num
 from orchestrator.views.table import Cell, Column, Items, TableView
 from storage import CellRow
+from storage.enums import CellKind
 from tasks.cells import CELL_KINDS
 
 
@@ -42,11 +43,11 @@ def row(cell: CellRow) -> dict[str, Any]:
         "attempts": cell.attempts,
         "duration_s": cell.duration_s,
     }
-    if cell.kind == "train":
+    if cell.kind == CellKind.TRAIN:
         out["params"] = {"arch": spec["model"]["arch"], **spec["model"]["params"], **spec["train"]}
         # a training-time defense (adversarial training) is the train cell's defense
         out["defense"] = (spec["train"].get("defense") or {}).get("name")
-    if cell.kind == "transfer":
+    if cell.kind == CellKind.TRANSFER:
         out["source"] = _model_label(spec["source"], spec.get("defense"))
         out["target"] = _model_label(spec["target"], spec.get("target_defense"))
     if cell.error:
@@ -79,7 +80,7 @@ def table(rows: list[dict[str, Any]]) -> TableView:
 def _cells(r: dict[str, Any]) -> list[Cell]:
     names = key_metrics(r["kind"])
     metrics = tuple(f"{n}={r['metrics'][n]:.3f}" for n in names if n in r["metrics"])
-    st = f"{r['source']}→{r['target']}" if r["kind"] == "transfer" else ""
+    st = f"{r['source']}→{r['target']}" if r["kind"] == CellKind.TRANSFER else ""
     return [
         r["kind"],
         r["state"],
@@ -123,7 +124,7 @@ def accuracy_table(rows: list[dict[str, Any]]) -> TableView:
     out: list[list[Cell]] = []
     for r in rows:
         m = r["metrics"]
-        if r["kind"] != "attack" or "robust_accuracy" not in m:
+        if r["kind"] != CellKind.ATTACK or "robust_accuracy" not in m:
             continue
         attack = f"{r['attack']} {_short_params(r['params'])}".strip()
         names = [r["dataset"] or "", r["model"] or "", r["defense"] or "", attack]
