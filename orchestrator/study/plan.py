@@ -73,10 +73,16 @@ class Plan:
         self, kind: str, spec: dict, inputs: dict[str, tuple[str, ...]], *, once: bool = False
     ) -> PlannedCell:
         """Add a cell; with ``once``, return the planned cell of the same key if there is one
-        (a cell several others share, such as a defense's autoencoder)."""
+        (a cell several others share, such as a defense's autoencoder).
+
+        The spec is checked against its kind's typed model (:mod:`tasks.cells.specs`) and
+        what enters the key is that model's dump, so a spec no worker could read is a bug
+        here, at planning, not in every cell of a run.
+        """
         precision = self.study.file.execution.precision
         if precision != "fp32":  # it changes the numbers, so it is part of the key
             spec = {**spec, "precision": precision}
+        spec = CELL_KINDS[kind].parse(spec).dump()
         deps = tuple(sorted({src[1] for src in inputs.values() if src[0] == "cell"}))
         cell = PlannedCell(cell_key(spec, deps), kind, spec, deps, inputs)
         if once and cell.key in self._keys:
