@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from storage.enums import CellKind
+from tasks.cells import CELL_KINDS
 from tasks.training import TrainParams
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
@@ -76,10 +76,19 @@ class Execution(_Strict):
     db_retry_seconds: float = Field(120.0, ge=0)
     precision: Literal["fp32", "bf16"] = "fp32"
     channels_last: bool = False
-    resources: dict[CellKind, Resources] = Field(default_factory=dict)
+    resources: dict[str, Resources] = Field(default_factory=dict)
+
+    @field_validator("resources")
+    @classmethod
+    def _known_kinds(cls, value: dict[str, Resources]) -> dict[str, Resources]:
+        unknown = [k for k in value if k not in CELL_KINDS]
+        if unknown:
+            kinds = ", ".join(f"'{k}'" for k in CELL_KINDS)
+            raise ValueError(f"unknown cell kind {unknown[0]!r}; the kinds are {kinds}")
+        return value
 
     def resources_for(self, kind: str) -> Resources:
-        return self.resources.get(kind, Resources())  # type: ignore[call-overload]
+        return self.resources.get(kind, Resources())
 
 
 class Storage(_Strict):

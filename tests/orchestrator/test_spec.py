@@ -187,3 +187,20 @@ def test_parameters_that_take_lists_are_not_a_grid() -> None:
     assert [a.params["steps"] for a in deepfool] == [20, 50]
     problems = _problems(text.replace("eps: [0.5, 1.0]", "eps: [0.5, -1]"))
     assert problems == ["line 25: attacks[2].eps[1]: must be ≥ 0 (got -1)"]  # once, not per point
+
+
+def test_resources_name_registered_cell_kinds() -> None:
+    text = BASE.replace(
+        "  batch_size: 32\n", "  batch_size: 32\n  resources:\n    trian: {num_cpus: 1}\n"
+    )
+    (problem,) = _problems(text)
+    assert problem.startswith(
+        "line 27: execution.resources: unknown cell kind 'trian'; the kinds are 'train', "
+        "'attack', 'transfer'"
+    )
+    good = BASE.replace(
+        "  batch_size: 32\n", "  batch_size: 32\n  resources:\n    train: {num_cpus: 2}\n"
+    )
+    execution = _parse(good).file.execution
+    assert execution.resources_for("train").num_cpus == 2
+    assert execution.resources_for("attack").num_cpus == 1
