@@ -1,4 +1,5 @@
-"""Datasets: tensors in [0, 1], deterministic splits and evaluation slices.
+"""Datasets: tensors in [0, 1], deterministic splits and evaluation slices (the registry and
+the shapes every format loads to; one module per format beside this one).
 
 Every dataset loads to a :class:`Data` (``x`` float32 ``(N, C, H, W)`` in [0, 1], ``y``
 int64) and is split by :func:`split` into a training part and an evaluation part with a
@@ -12,7 +13,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from pydantic import Field
 
@@ -60,7 +60,7 @@ class Split:
         return hashlib.sha256(self.eval.numpy().astype("<i8").tobytes()).hexdigest()
 
 
-def _stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     mean = x.mean(dim=(0, 2, 3))
     std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
     return tuple(round(v, 6) for v in mean.tolist()), tuple(round(v, 6) for v in std.tolist())
@@ -99,41 +99,6 @@ def train_part(split: Split, index: int, of: int, *, seed: int) -> torch.Tensor:
         raise InputError(f"cannot cut {n} training samples into {of} non-empty parts")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return split.train[torch.tensor_split(perm, of)[index]].sort().values
-
-
-@DATASETS.register("digits", params=DatasetParams)
-def digits(params: DatasetParams) -> Data:
-    """scikit-learn's bundled 8×8 handwritten digits (1 797 samples, 10 classes; offline)."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = torch.from_numpy((bunch.images / 16.0).astype(np.float32)).unsqueeze(1)
-    y = torch.from_numpy(bunch.target.astype(np.int64))
-    mean, std = _stats(x)
-    return Data(x=x, y=y, num_classes=10, mean=mean, std=std)
-
-
-class SyntheticParams(DatasetParams):
-    n_samples: int = Field(1000, ge=10)
-    num_classes: int = Field(4, ge=2, le=100)
-    channels: int = Field(1, ge=1, le=4)
-    image_size: int = Field(8, ge=2, le=256)
-    noise: float = Field(0.15, ge=0)
-    seed: int = 0
-
-
-@DATASETS.register("synthetic", params=SyntheticParams)
-def synthetic(params: SyntheticParams) -> Data:
-    """Class prototypes plus Gaussian noise, clipped to [0, 1]; any size, generated offline."""
-    g = torch.Generator().manual_seed(params.seed)
-    shape = (params.channels, params.image_size, params.image_size)
-    prototypes = torch.rand((params.num_classes, *shape), generator=g)
-    y = torch.arange(params.n_samples) % params.num_classes
-    y = y[torch.randperm(params.n_samples, generator=g)]
-    noise = torch.randn((params.n_samples, *shape), generator=g) * params.noise
-    x = (prototypes[y] + noise).clamp(0, 1)
-    mean, std = _stats(x)
-    return Data(x=x, y=y.to(torch.int64), num_classes=params.num_classes, mean=mean, std=std)
 
 
 def params_of(name: str, values: dict) -> DatasetParams:
