@@ -37,7 +37,7 @@ from storage import (
     __version__,
 )
 from storage.enums import CellState, Outcome
-from tasks.cells import CELL_KINDS
+from tasks.cells import CELL_KINDS, CellPayload
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -242,8 +242,6 @@ class Driver:
                     max_attempts=self.execution.max_attempts,
                 )
                 continue
-            resources = self.execution.resources_for(cell.kind).model_dump()
-            payload["num_cpus"] = resources["num_cpus"]
             groups.setdefault(_group_key(cell.id, payload), []).append((cell.id, payload))
         for group in groups.values():
             for part in range(0, len(group), GROUP_MAX):
@@ -273,16 +271,19 @@ class Driver:
                     f"{key[:12]} has no {dep_role!r} artifact"
                 )
             inputs[role] = self.artifacts[key][dep_role]
-        return {
-            "key": cell.key,
-            "kind": cell.kind,
-            "spec": cell.spec,
-            "inputs": inputs,
-            "store": self.settings.store_root,
-            "batch_size": self.execution.batch_size,
-            "channels_last": self.execution.channels_last,
-            "allow_imports": self.study.file.allow_imports,
-        }
+        # typed here, so a payload no worker could read fails its cell before it is sent;
+        # what travels is the plain dict (Ray pickles it, tasks.cells reads it back)
+        return CellPayload(
+            key=cell.key,
+            kind=cell.kind,
+            spec=CELL_KINDS[cell.kind].parse(cell.spec),
+            inputs=inputs,
+            store=self.settings.store_root,
+            batch_size=self.execution.batch_size,
+            channels_last=self.execution.channels_last,
+            allow_imports=self.study.file.allow_imports,
+            num_cpus=self.execution.resources_for(cell.kind).num_cpus,
+        ).wire()
 
     def _commit(
         self, cell: ClaimedCell, outcome, summary: Summary, tracker: Tracker | None
