@@ -33,8 +33,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.study import adaptive_rules
-from orchestrator.study import defense_rules as spec_defenses
+from orchestrator.study import adaptive_rules, defense_rules
 from orchestrator.study.schema import Resolved, Study
 from tasks import datasets
 from tasks.cells import CELL_KINDS
@@ -134,13 +133,13 @@ def expand(study: Study) -> Plan:
             for src in sources
             if src in refs
             for i, defense in enumerate(study.defenses)
-            if spec_defenses.wraps(study, defense, src)
+            if defense_rules.wraps(study, defense, src)
         ]
         wrapped = [*sources, *targets]  # a defense no cell here builds needs no artifact
         used = {
             i
             for i, d in enumerate(study.defenses)
-            if placed and any(m in refs and spec_defenses.wraps(study, d, m) for m in wrapped)
+            if placed and any(m in refs and defense_rules.wraps(study, d, m) for m in wrapped)
         }
         extra = [
             _artifact_inputs(plan, ds, d) if i in used else {} for i, d in enumerate(study.defenses)
@@ -191,7 +190,7 @@ def _transfers(
         for a in attacks
         for t in targets
         for j, td in enumerate(study.defenses)
-        if spec_defenses.wraps(study, td, t)
+        if defense_rules.wraps(study, td, t)
     ):
         tspec = {**cell.spec, "kind": "transfer", "target": tgt, "target_defense": _component(tdef)}
         if refs[tgt][0] == "file":
@@ -205,7 +204,7 @@ def _artifact_inputs(plan: Plan, ds: dict, defense: Resolved) -> dict[str, tuple
     ``requires``, each the artifact of the train cell its requirement specs (added here, once
     per dataset and recipe); empty for defenses that need nothing."""
     inputs: dict[str, tuple[str, ...]] = {}
-    for role, needed in spec_defenses.requires(defense.name).items():
+    for role, needed in defense_rules.requires(defense.name).items():
         # validation refuses a requirement without a recipe, so each one has a train spec
         train = needed.train_spec(role, ds, defense.name, defense.params)
         cell = plan.add("train", train, {}, once=True)
