@@ -213,3 +213,38 @@ def test_no_test_module_sets_torch_threads_when_imported() -> None:
         if any(line.startswith("torch.set_num_threads(") for line in f.read_text().splitlines())
     ]
     assert setting == []
+
+
+def _imported_names(path: Path) -> list[tuple[str, str]]:
+    """``(module, name)`` of every ``from advgrid-module import name`` in ``path``."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        ours = isinstance(node, ast.ImportFrom) and node.module and not node.level
+        if ours and node.module.split(".")[0] in PACKAGES:
+            out += [(node.module, a.name) for a in node.names]
+    return out
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")  # __version__ is public
+
+
+def test_no_module_takes_another_modules_private_names() -> None:
+    taken = {
+        m: [f"{mod}.{name}" for mod, name in _imported_names(f) if _private(name)]
+        for m, f in MODULES.items()
+    }
+    assert {m: names for m, names in taken.items() if names} == {}
+
+
+def test_only_the_cli_package_and_main_module_import_the_main_group() -> None:
+    allowed = {"orchestrator.cli", "orchestrator.__main__"}
+    users = [
+        m
+        for m, f in MODULES.items()
+        if m not in allowed
+        and ("orchestrator.cli", "main") in _imported_names(f)
+        or m not in allowed
+        and ("orchestrator.cli.app", "main") in _imported_names(f)
+    ]
+    assert users == []

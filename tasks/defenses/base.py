@@ -162,14 +162,14 @@ class Defended(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_t = self.transform(x)
         if not self.differentiable and x.requires_grad and torch.is_grad_enabled():
-            x_t = _NoGradient.apply(x, x_t.detach(), self.defense.name)
+            x_t = NoGradient.apply(x, x_t.detach(), self.defense.name)
         return self.model(x_t)
 
     def extra_repr(self) -> str:
         return f"defense={self.defense.name}, params={self.defense.params!r}"
 
 
-# set inside masked_gradients(): _NoGradient then gives a zero gradient instead of an error
+# set inside masked_gradients(): NoGradient then gives a zero gradient instead of an error
 _MASKED: ContextVar[bool] = ContextVar("advgrid_masked_gradients", default=False)
 
 
@@ -189,7 +189,7 @@ def masked_gradients() -> Iterator[None]:
         _MASKED.reset(token)
 
 
-class _NoGradient(torch.autograd.Function):
+class NoGradient(torch.autograd.Function):
     """Passes the transformed input forward; refuses to give a gradient backward, or gives
     zero when the forward ran inside :func:`masked_gradients`."""
 

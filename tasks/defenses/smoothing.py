@@ -42,7 +42,7 @@ from scipy import stats
 from torch import nn
 
 from tasks.datasets import Data, Split
-from tasks.defenses.base import Defended, InputTransform, _NoGradient, device_of, register
+from tasks.defenses.base import Defended, InputTransform, NoGradient, device_of, register
 from tasks.errors import InputError
 from tasks.params import Budget, Number
 from tasks.registry import Params
@@ -128,7 +128,7 @@ class Smoothed(Defended):
         )
         scores = torch.log(counts.to(x.dtype).clamp_min(0.5) / params.n)
         if x.requires_grad and torch.is_grad_enabled():
-            scores = _NoGradient.apply(x, scores, self.defense.name)
+            scores = NoGradient.apply(x, scores, self.defense.name)
         return scores
 
 
