@@ -13,12 +13,6 @@ from storage.enums import CellKind
 from tasks.cells import CELL_KINDS
 
 
-def _model_label(model: str, defense: dict | None) -> str:
-    if not defense or defense.get("name") == "none":
-        return model
-    return f"{model}+{defense.get('label', defense['name'])}"
-
-
 def _field(spec: dict[str, Any], name: str, key: str = "name") -> Any:
     """``spec[name]`` when it is a name, ``spec[name][key]`` when it is a component; None
     when the spec has no such field (a kind beyond the built-in three may not)."""
@@ -43,13 +37,9 @@ def row(cell: CellRow) -> dict[str, Any]:
         "attempts": cell.attempts,
         "duration_s": cell.duration_s,
     }
-    if cell.kind == CellKind.TRAIN:
-        out["params"] = {"arch": spec["model"]["arch"], **spec["model"]["params"], **spec["train"]}
-        # a training-time defense (adversarial training) is the train cell's defense
-        out["defense"] = (spec["train"].get("defense") or {}).get("name")
-    if cell.kind == CellKind.TRANSFER:
-        out["source"] = _model_label(spec["source"], spec.get("defense"))
-        out["target"] = _model_label(spec["target"], spec.get("target_defense"))
+    kind = CELL_KINDS.get(cell.kind)
+    if kind is not None and kind.row_fields is not None:
+        out.update(kind.row_fields(spec))
     if cell.error:
         out["error"] = cell.error
     return out

@@ -71,6 +71,9 @@ class CellKindInfo:
         plan: Adds the kind's cells once the study's train, attack and transfer cells are
             planned (it sees them through :class:`PlanBuilder`); None for the built-in
             kinds, which the study planner makes itself.
+        row_fields: The fields of an ``advgrid results`` row that the kind's spec says
+            differently from the common reading (``dataset``, ``model``, ``defense``,
+            ``attack``, ``params``), from the plain spec; None when the common one fits.
     """
 
     kind: str
@@ -79,6 +82,7 @@ class CellKindInfo:
     summary_metrics: tuple[str, ...]
     group_by: str | None = None
     plan: Callable[[PlanBuilder], None] | None = None
+    row_fields: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     _adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -144,7 +148,13 @@ CELL_KINDS = CellKinds()
 """Every kind of cell, in the order plans list them: train, attack, transfer, then others."""
 
 CELL_KINDS.register(
-    CellKindInfo(CellKind.TRAIN, train.run_train, train.SPECS, train.SUMMARY_METRICS)
+    CellKindInfo(
+        CellKind.TRAIN,
+        train.run_train,
+        train.SPECS,
+        train.SUMMARY_METRICS,
+        row_fields=train.row_fields,
+    )
 )
 CELL_KINDS.register(
     CellKindInfo(CellKind.ATTACK, attack.run_attack, attack.SPECS, attack.SUMMARY_METRICS)
@@ -156,5 +166,6 @@ CELL_KINDS.register(
         transfer.SPECS,
         transfer.SUMMARY_METRICS,
         group_by=transfer.GROUP_BY,
+        row_fields=transfer.row_fields,
     )
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 
@@ -15,6 +16,14 @@ from tasks.cells.worker import CODE_VERSION, allow_imports_of, device, load_data
 # what ``advgrid results`` shows of a train cell
 SUMMARY_METRICS = ("train_accuracy", "eval_accuracy")
 SPECS = (TrainSpec, DefenseModelSpec)
+
+
+def row_fields(spec: dict[str, Any]) -> dict[str, Any]:
+    """A results row's params (architecture, its params and the recipe) and defense (a
+    training-time defense, adversarial training, is the train cell's defense)."""
+    model = spec["model"]
+    params = {"arch": model["arch"], **model["params"], **spec["train"]}
+    return {"params": params, "defense": (spec["train"].get("defense") or {}).get("name")}
 
 
 def _train_indices(spec: TrainSpec, split: datasets.Split) -> torch.Tensor:

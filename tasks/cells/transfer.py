@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from storage import ArtifactStore
 from tasks import training
@@ -21,6 +22,22 @@ from tasks.metrics import transfer_metrics
 # what ``advgrid results`` shows of a transfer cell
 SUMMARY_METRICS = ("transfer_rate_source_success", "target_robust_accuracy")
 SPECS = (TransferSpec,)
+
+
+def row_fields(spec: dict[str, Any]) -> dict[str, Any]:
+    """A results row's source and target, each ``model+defense`` when defended."""
+    return {
+        "source": _label(spec["source"], spec.get("defense")),
+        "target": _label(spec["target"], spec.get("target_defense")),
+    }
+
+
+def _label(model: str, defense: dict[str, Any] | None) -> str:
+    if not defense or defense.get("name") == "none":
+        return model
+    return f"{model}+{defense.get('label', defense['name'])}"
+
+
 # the input role whose artifact transfer cells are grouped by: the cells that read one
 # adversarial set run as one task, which reads it once (orchestrator.run.driver._group_key)
 GROUP_BY = "adversarial"
