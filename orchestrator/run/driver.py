@@ -271,12 +271,13 @@ class Driver:
                     f"{key[:12]} has no {dep_role!r} artifact"
                 )
             inputs[role] = self.artifacts[key][dep_role]
-        # typed here, so a payload no worker could read fails its cell before it is sent;
-        # what travels is the plain dict (Ray pickles it, tasks.cells reads it back)
+        # typed here (the spec as the planner typed it), so a payload no worker could read
+        # fails its cell before it is sent; what travels is the plain dict (Ray pickles it,
+        # tasks.cells reads it back)
         return CellPayload(
             key=cell.key,
             kind=cell.kind,
-            spec=CELL_KINDS[cell.kind].parse(cell.spec),
+            spec=cell.typed,
             inputs=inputs,
             store=self.settings.store_root,
             batch_size=self.execution.batch_size,

@@ -36,7 +36,7 @@ from typing import Any
 from orchestrator.study import adaptive_rules, defense_rules
 from orchestrator.study.schema import Resolved, Study
 from tasks import datasets
-from tasks.cells import CELL_KINDS
+from tasks.cells import CELL_KINDS, SpecModel
 
 SCHEMA_VERSION = 1
 
@@ -53,13 +53,15 @@ def cell_key(spec: dict, deps: list[str] | tuple[str, ...]) -> str:
 @dataclass(frozen=True)
 class PlannedCell:
     """One unit of work. ``inputs`` maps an input role to where it comes from:
-    ``("cell", key, role)`` — an artifact of another cell — or ``("file", model_name)``."""
+    ``("cell", key, role)`` — an artifact of another cell — or ``("file", model_name)``.
+    ``typed`` is ``spec`` as its kind's model (the driver sends it without parsing again)."""
 
     key: str
     kind: str
     spec: dict
     depends_on: tuple[str, ...]
     inputs: dict[str, tuple[str, ...]]
+    typed: SpecModel = field(compare=False, repr=False)
 
 
 @dataclass
@@ -81,9 +83,10 @@ class Plan:
         precision = self.study.file.execution.precision
         if precision != "fp32":  # it changes the numbers, so it is part of the key
             spec = {**spec, "precision": precision}
-        spec = CELL_KINDS[kind].parse(spec).dump()
+        typed = CELL_KINDS[kind].parse(spec)
+        spec = typed.dump()
         deps = tuple(sorted({src[1] for src in inputs.values() if src[0] == "cell"}))
-        cell = PlannedCell(cell_key(spec, deps), kind, spec, deps, inputs)
+        cell = PlannedCell(cell_key(spec, deps), kind, spec, deps, inputs, typed)
         if once and cell.key in self._keys:
             return self._keys[cell.key]
         self.cells.append(cell)

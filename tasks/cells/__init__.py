@@ -29,6 +29,7 @@ from tasks.cells.specs import (
     CellSpec,
     DefenseModelSpec,
     KindSpec,
+    SpecModel,
     TrainSpec,
     TransferSpec,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "CellSpec",
     "DefenseModelSpec",
     "KindSpec",
+    "SpecModel",
     "TrainSpec",
     "TransferSpec",
     "PlanBuilder",
