@@ -27,6 +27,8 @@ test: venv
 	$(BIN)/mypy
 	# Debian's chromium + chromedriver for the HTML report's browser test (no-op when present)
 	.ci/install-chromium
+	# Debian's full Fashion-MNIST for the tests on real data (no-op when present)
+	.ci/install-datasets
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv

@@ -45,10 +45,9 @@ def _trained() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
         std=data.std,
         seed=0,
     )
-    training.fit(
-        net, data.x[split.train], data.y[split.train], training.TrainParams(epochs=15, lr=0.005)
-    )
-    return net.eval(), data.x[split.eval], data.y[split.eval]
+    recipe = training.TrainParams(epochs=15, lr=0.005)
+    training.fit(net, data.images(split.train), data.y[split.train], recipe)
+    return net.eval(), data.images(split.eval), data.y[split.eval]
 
 
 # (label, advgrid name, params, torchattacks factory(model, seed), kind, norm, seeded)

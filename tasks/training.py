@@ -16,7 +16,9 @@ from pydantic import (
 )
 from torch import nn
 
-from tasks import train_defenses
+from tasks import augmentation, train_defenses
+from tasks.batches import batches
+from tasks.datasets import ImageSource, to_float
 from tasks.registry import Params
 
 StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], train_defenses.Step]
@@ -38,9 +40,13 @@ class DefenseChoice(BaseModel):
         return dict(self.model_extra or {})
 
 
+Augment = Literal["crop", "flip"]
+
+
 class TrainParams(Params):
-    """A training recipe; every field enters the train cell's key (``defense`` only when
-    set, so recipes without one keep the keys they had before defenses existed)."""
+    """A training recipe; every field enters the train cell's key (``defense``, ``schedule``
+    and ``augment`` only when set, so recipes without them keep the keys they had before
+    they existed)."""
 
     epochs: int = Field(10, ge=1, le=10_000)
     batch_size: int = Field(64, ge=1)
@@ -49,6 +55,16 @@ class TrainParams(Params):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     seed: int = 0
+    schedule: Literal["constant", "cosine", "step"] = Field(
+        "constant",
+        description="learning rate per step: constant; cosine decay to 0; or step (×0.1 at "
+        "half and at three quarters of the epochs, Madry et al.'s and Rice et al.'s recipe)",
+    )
+    augment: tuple[Augment, ...] = Field(
+        (),
+        description="per-batch augmentation: crop (pad 4 and crop back, per sample), flip "
+        "(horizontal, half the samples)",
+    )
     defense: DefenseChoice | None = None
 
     @field_validator("defense", mode="before")
@@ -68,6 +84,10 @@ class TrainParams(Params):
         data = handler(self)
         if self.defense is None:
             data.pop("defense", None)
+        if self.schedule == "constant":
+            data.pop("schedule", None)
+        if not self.augment:
+            data.pop("augment", None)
         return data
 
 
@@ -103,39 +123,79 @@ def _step_fn(params: TrainParams, device: torch.device) -> StepFn:
 
 
 def fit(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: TrainParams
+    model: nn.Module,
+    x: torch.Tensor | ImageSource,
+    y: torch.Tensor,
+    params: TrainParams,
+    *,
+    indices: torch.Tensor | None = None,
+    workers: int = 0,
 ) -> dict[str, float]:
     """Train ``model`` in place on ``(x, y)``; same inputs and seed give the same weights.
 
-    With ``params.defense`` each minibatch's loss is the defense's (adversarial examples
-    against the current weights, noise, …), its randomness drawn from a generator seeded
-    from ``params.seed``. Returns the final epoch's mean loss and accuracy on the inputs
-    trained on (see :class:`tasks.train_defenses.Step`); the model is left in eval mode.
+    With ``indices``, only those samples of ``x`` are trained on (none is copied out).
+    ``x`` stays where it is (uint8 or float on the CPU, or a lazy :class:`ImageSource`):
+    each minibatch is converted to float and moved to the model's device on its own, read
+    by ``workers`` DataLoader processes when asked (pinned memory on a GPU). With
+    ``params.defense`` each minibatch's loss is the defense's (adversarial examples against
+    the current weights, noise, …), its randomness drawn from a generator seeded from
+    ``params.seed``; augmentation draws from its own stream. Returns the final epoch's mean
+    loss and accuracy on the inputs trained on (see :class:`tasks.train_defenses.Step`);
+    the model is left in eval mode.
     """
+    dev = _device_of(model, x)
     gen = torch.Generator().manual_seed(params.seed)
     opt = _optimizer(model, params)
-    step_fn = _step_fn(params, x.device)
+    n = len(y) if indices is None else len(indices)
+    steps = params.epochs * -(-n // params.batch_size)
+    schedule = _schedule(opt, params, steps)
+    step_fn = _step_fn(params, dev)
+    augment = augmentation.Augmenter(params.augment, params.seed, dev)
     model.train()
     loss_sum = correct = 0.0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(params.seed)  # dropout and other in-model randomness
         for _ in range(params.epochs):
             loss_sum = correct = 0.0
-            order = torch.randperm(len(x), generator=gen).to(x.device)
-            for batch in order.split(params.batch_size):
-                step = step_fn(model, x[batch], y[batch])
+            order = torch.randperm(n, generator=gen)
+            if indices is not None:
+                order = indices[order]
+            for xb, yb in batches(x, y, order.split(params.batch_size), dev, workers=workers):
+                step = step_fn(model, augment(xb), yb)
                 opt.zero_grad(set_to_none=True)
                 step.loss.backward()
                 opt.step()
-                loss_sum += float(step.loss.detach()) * len(batch)
-                correct += float((step.logits.argmax(1) == y[batch]).sum())
+                if schedule is not None:
+                    schedule.step()
+                loss_sum += float(step.loss.detach()) * len(yb)
+                correct += float((step.logits.argmax(1) == yb).sum())
     opt.zero_grad(set_to_none=True)  # a checkpoint carries no stale gradients
     model.eval()
-    return {"train_loss": loss_sum / len(x), "train_accuracy": correct / len(x)}
+    return {"train_loss": loss_sum / n, "train_accuracy": correct / n}
+
+
+def _device_of(model: nn.Module, x: object) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
+
+
+def _schedule(
+    opt: torch.optim.Optimizer, params: TrainParams, steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The recipe's learning-rate schedule, stepped once per minibatch."""
+    if params.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+    if params.schedule == "step":
+        marks = sorted({max(1, steps // 2), max(1, (3 * steps) // 4)})
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=marks, gamma=0.1)
+    return None
 
 
 @torch.inference_mode()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Predicted labels of ``x`` in eval mode, batched."""
+    """Predicted labels of ``x`` in eval mode, batched (uint8 images converted per batch,
+    each batch moved to the model's device)."""
     model.eval()
-    return torch.cat([model(b).argmax(1) for b in x.split(batch_size)])
+    dev = _device_of(model, x)
+    return torch.cat([model(to_float(b).to(dev)).argmax(1) for b in x.split(batch_size)])

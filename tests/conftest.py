@@ -49,6 +49,36 @@ execution:
 """
 
 
+# Fashion-MNIST as Debian's dataset-fashion-mnist installs it (`.ci/install-datasets`)
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_HINT = ".ci/install-datasets (run by `make test`) installs Debian's dataset-fashion-mnist"
+
+
+def need_fashion_mnist() -> Path:
+    """The real Fashion-MNIST's folder; skips (fails under CI) when it is not installed."""
+    if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        reason = f"the real Fashion-MNIST is not at {FASHION_MNIST}: {FASHION_HINT}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (CI requires it)")
+        pytest.skip(reason)
+    return FASHION_MNIST
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _data_folders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Datasets and the file-digest cache in folders of the session's own: no test reads a
+    developer's ~/.advgrid/data or writes their ~/.cache/advgrid."""
+    saved = {k: os.environ.get(k) for k in ("ADVGRID_DATA", "ADVGRID_CACHE")}
+    os.environ["ADVGRID_DATA"] = str(tmp_path_factory.mktemp("advgrid-data"))
+    os.environ["ADVGRID_CACHE"] = str(tmp_path_factory.mktemp("advgrid-cache"))
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def tiny_study(path: Path, name: str = "tiny", lease: float = 60) -> Path:
     """Write a 3-model × 2-attack study (3 train, 6 attack, 18 transfer cells)."""
     path.write_text(TINY_STUDY.format(name=name, lease=lease))

@@ -288,4 +288,4 @@ def _inputs(dataset: dict, indices: torch.Tensor, loaded: dict) -> torch.Tensor:
     if key not in loaded:
         params = datasets.params_of(dataset["name"], dataset["params"])
         loaded[key] = datasets.load(dataset["name"], params)
-    return _unit(loaded[key].x[indices])
+    return loaded[key].images(indices)

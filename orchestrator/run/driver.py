@@ -284,6 +284,7 @@ class Driver:
             channels_last=self.execution.channels_last,
             allow_imports=self.study.file.allow_imports,
             num_cpus=self.execution.resources_for(cell.kind).num_cpus,
+            data_workers=self.execution.data_workers,
         ).wire()
 
     def _commit(

@@ -19,9 +19,11 @@ from orchestrator.study import adaptive_rules, defense_rules, model_rules
 from orchestrator.study.problems import Problems
 from orchestrator.study.resolution import resolve
 from orchestrator.study.schema import Resolved, Study, StudyFile
+from tasks import datasets
 from tasks.attacks import ATTACKS
 from tasks.datasets import DATASETS
 from tasks.defenses import DEFENSES
+from tasks.errors import TaskError
 from tasks.train_defenses import TRAINING_DEFENSES
 
 
@@ -61,11 +63,30 @@ def parse(text: str, source: str = "<study>") -> Study:
     study = Study(file=spec, path=source, text=text)
     notes = Problems(source, text)
     _check_components(study, problems, notes)
+    if not problems.items:
+        _describe_datasets(study, problems, Path(source).parent)
     model_rules.check(study, problems, Path(source).parent)
     if problems.items:
         raise ConfigError(source, problems.items)
     study.notes = notes.items
     return study
+
+
+def _describe_datasets(study: Study, problems: Problems, base: Path) -> None:
+    """Find every dataset's files (a relative ``root:`` is relative to the study file) and
+    read what planning needs of them: sizes, official split, the digest of their bytes."""
+    for i, d in enumerate(list(study.datasets)):
+        root = d.params.get("root")
+        if isinstance(root, str):
+            path = Path(root).expanduser()
+            d.params["root"] = str(path if path.is_absolute() else (base / path).resolve())
+        try:
+            study.data_info[d.label] = datasets.describe(
+                d.name, datasets.params_of(d.name, d.params)
+            )
+        except TaskError as exc:
+            where = ("datasets", i, "root") if root is not None else ("datasets", i, "name")
+            problems.add(where, str(exc))
 
 
 def _check_components(study: Study, problems: Problems, notes: Problems) -> None:

@@ -42,6 +42,12 @@ def check(study: Study, problems: Problems, base: Path) -> None:
             problems.add(loc, "give exactly one of `train:` (a recipe) or `checkpoint:` (a file)")
         if m.checkpoint is not None:
             _check_checkpoint(study, m, base, loc, problems)
+        else:
+            for key in ("normalization", "expected_clean_accuracy"):
+                if getattr(m, key) is not None:
+                    problems.add(
+                        loc + (key,), f"`{key}:` is for a model loaded from a `checkpoint:` file"
+                    )
         _check_train_defense(m, loc, problems)
         for j, d in enumerate(m.datasets or []):
             if d not in dataset_labels:

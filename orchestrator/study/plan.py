@@ -3,8 +3,10 @@
 A cell key is the SHA-256 of the canonical JSON (sorted keys, no whitespace) of
 ``{"schema": SCHEMA_VERSION, "spec": <normalized spec>, "deps": <sorted dependency keys>}``.
 Specs hold normalized params (defaults filled in), the evaluation slice by the hash of its
-sample indices and a checkpoint file by its content hash, so the same work always gets the
-same key and extending a study adds only new keys. Labels (model and dataset names) are part
+sample indices, a checkpoint file by its content hash and a dataset read from files by the
+digest of its files (its ``root`` is left out of the key: where the files are does not change
+what they hold), so the same work always gets the same key and extending a study adds only
+new keys. Labels (model and dataset names) are part
 of the spec: renaming a model is a new model. A model factory named by import path enters by
 that path and its params as written; ``allow_imports`` does not enter keys (it permits
 work, it does not change results). A model entry with ``splits: K`` is K models (``cnn_A``,
@@ -46,8 +48,18 @@ def canonical_json(value: Any) -> str:
 
 
 def cell_key(spec: dict, deps: list[str] | tuple[str, ...]) -> str:
-    payload = {"schema": SCHEMA_VERSION, "spec": spec, "deps": sorted(deps)}
+    payload = {"schema": SCHEMA_VERSION, "spec": identity(spec), "deps": sorted(deps)}
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+def identity(spec: dict) -> dict:
+    """What of ``spec`` a key hashes: all of it but a dataset's ``root``, which says where
+    its files are on this machine, not what they hold (the ``digest`` beside it does)."""
+    dataset = spec.get("dataset")
+    if not isinstance(dataset, dict) or "root" not in dataset.get("params", {}):
+        return spec
+    params = {k: v for k, v in dataset["params"].items() if k != "root"}
+    return {**spec, "dataset": {**dataset, "params": params}}
 
 
 @dataclass(frozen=True)
@@ -115,10 +127,20 @@ def _source_defense(d: Resolved) -> dict:
     return out
 
 
-def _eval_hash(d: Resolved) -> str:
-    params = datasets.params_of(d.name, d.params)
-    data = datasets.load(d.name, params)
-    return datasets.split(len(data.y), params).eval_hash
+def _eval_hash(study: Study, d: Resolved) -> str:
+    """The evaluation slice's hash, from the dataset's sizes (no image is read)."""
+    info = study.data_info[d.label]
+    return datasets.split(info.size, datasets.params_of(d.name, d.params), info.n_train).eval_hash
+
+
+def _dataset(study: Study, d: Resolved) -> dict:
+    """A cell spec's dataset: the component, and the digest of its files when it is read
+    from files (absent otherwise, so the keys of generated datasets stay as they were)."""
+    out = _component(d)
+    digest = study.data_info[d.label].digest
+    if digest is not None:
+        out["digest"] = digest
+    return out
 
 
 def expand(study: Study) -> Plan:
@@ -128,9 +150,9 @@ def expand(study: Study) -> Plan:
     plan = Plan(study)
     sources, targets = study.selected("sources"), study.selected("targets")
     for d in study.datasets:
-        ds = _component(d)
+        ds = _dataset(study, d)
         refs = _model_refs(plan, study, ds, d.label)
-        ds_eval = {"dataset": ds, "eval_hash": _eval_hash(d)}
+        ds_eval = {"dataset": ds, "eval_hash": _eval_hash(study, d)}
         placed = [  # (source, defense index): the defended models attacked here
             (src, i)
             for src in sources
@@ -197,7 +219,7 @@ def _transfers(
     ):
         tspec = {**cell.spec, "kind": "transfer", "target": tgt, "target_defense": _component(tdef)}
         if refs[tgt][0] == "file":
-            tspec["target_checkpoint_sha256"] = refs[tgt][2]
+            tspec.update(checkpoint_fields(study, tgt, "target", check=False))
         inputs = {"adversarial": ("cell", cell.key, "adversarial"), "checkpoint": refs[tgt]}
         plan.add("transfer", tspec, {**inputs, **extra[j]})
 
@@ -263,5 +285,23 @@ def _attack(
         "attack": {"name": attack.name, "params": attack.params},
     }
     if ref[0] == "file":
-        spec["source_checkpoint_sha256"] = ref[2]
+        spec.update(checkpoint_fields(plan.study, src, "source"))
     return plan.add("attack", spec, inputs, once=once)
+
+
+def checkpoint_fields(study: Study, name: str, role: str, *, check: bool = True) -> dict:
+    """What a cell spec says of model ``name`` loaded from a checkpoint file, as ``role``
+    (``source``, ``target``): the file's hash; its normalization unless it is the dataset's
+    (the default, so the keys of existing studies stay as they were); with ``check``, the
+    clean accuracy it must show."""
+    entry = next(m for m in study.file.models if m.name == name)
+    out: dict[str, Any] = {f"{role}_checkpoint_sha256": study.checkpoints[name][1]}
+    norm = entry.normalization
+    if norm is not None and norm != "dataset":
+        out[f"{role}_normalization"] = norm if isinstance(norm, str) else norm.model_dump()
+    if check and entry.expected_clean_accuracy is not None:
+        out[f"{role}_expected_accuracy"] = {
+            "accuracy": entry.expected_clean_accuracy,
+            "tolerance": entry.accuracy_tolerance,
+        }
+    return out

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from tasks.cells import CELL_KINDS
+from tasks.datasets import Info
 from tasks.training import TrainParams
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
@@ -30,12 +31,35 @@ class Component(BaseModel):
         return dict(self.model_extra or {})
 
 
+class Normalization(_Strict):
+    """Per-channel constants a checkpoint's network expects its inputs normalized by."""
+
+    mean: list[float] = Field(min_length=1)
+    std: list[float] = Field(min_length=1)
+
+    @field_validator("std")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if any(v <= 0 for v in value):
+            raise ValueError("every std must be > 0")
+        return value
+
+
 class ModelEntry(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     arch: str
     params: dict[str, Any] = Field(default_factory=dict)
     train: TrainParams | None = None
     checkpoint: str | None = None
+    # a checkpoint's input normalization: the dataset's statistics (the default, as a model
+    # trained here), none (`inside`: the network takes [0, 1] inputs or normalizes itself,
+    # as RobustBench's do), or the constants its code applies
+    normalization: Literal["dataset", "inside"] | Normalization | None = None
+    # a checkpoint's clean accuracy on the evaluation slice, as published: attack cells on it
+    # fail before attacking when it is further off than the tolerance (a wrong file or
+    # normalization)
+    expected_clean_accuracy: float | None = Field(None, ge=0, le=1)
+    accuracy_tolerance: float = Field(0.02, ge=0, le=1)
     datasets: list[str] | None = None
     # cross-training-set models: the recipe trained once per disjoint part of the training
     # indices, as ``<name>_A``, ``<name>_B``, … (Papernot et al.'s models A…E)
@@ -76,6 +100,9 @@ class Execution(_Strict):
     db_retry_seconds: float = Field(120.0, ge=0)
     precision: Literal["fp32", "bf16"] = "fp32"
     channels_last: bool = False
+    # DataLoader processes per train cell gathering minibatches (worth it for images decoded
+    # from files, such as an ImageFolder); 0: the cell's own process
+    data_workers: int = Field(0, ge=0, le=64)
     resources: dict[str, Resources] = Field(default_factory=dict)
 
     @field_validator("resources")
@@ -152,6 +179,8 @@ class Study:
     defenses: list[Resolved] = field(default_factory=list)
     attacks: list[Resolved] = field(default_factory=list)
     checkpoints: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (path, sha256)
+    # dataset label -> what planning reads of it (sizes, official split, digest of its files)
+    data_info: dict[str, Info] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # worth saying, not errors: `advgrid plan`
 
     @property

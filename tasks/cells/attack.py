@@ -17,6 +17,7 @@ from tasks.cells.payload import CellOutput, CellPayload
 from tasks.cells.specs import AttackSpec
 from tasks.cells.worker import CODE_VERSION, behind_defense, device, load_dataset, load_model
 from tasks.defenses import adaptive
+from tasks.errors import InputError
 from tasks.metrics import attack_metrics, budget_metrics
 
 # what ``advgrid results`` shows of an attack cell
@@ -41,16 +42,16 @@ def run_attack(cell: CellPayload, store: ArtifactStore) -> CellOutput:
     assert cell.batch_size is not None, "an attack cell's payload names its batch size"
     data, split = load_dataset(spec.dataset.dump())
     defense = spec.defense.dump()
-    model = behind_defense(
-        load_model(payload, "checkpoint", store, dev), defense, payload, store, dev
-    )
+    source = load_model(payload, "checkpoint", store, dev)
+    checked = _checked_source(spec, source, data, split, cell.batch_size)
+    model = behind_defense(source, defense, payload, store, dev)
     # BPDA/EOT: the attack runs on a surrogate that makes `passes` model passes per call
     attacked, passes = adaptive.surrogate(model, defense)
     # the attack's own predictions are the defended model's where its forward is that
     own = attacked is model or isinstance(attacked, adaptive.Naive)
     name, bs = spec.attack.name, cell.batch_size
     attack = ATTACKS.get(name).obj(ATTACKS.params_of(name, spec.attack.params))
-    x_all, y_all = data.x[split.eval], data.y[split.eval]
+    x_all, y_all = data.images(split.eval), data.y[split.eval]
     run = _perturb(attack, attacked, data, split, bs=bs, dev=dev)
     seed = attack.params.seed
     tensors = _scored(run.outs, model, x_all, y_all, split, own=own, seed=seed, bs=bs, dev=dev)
@@ -58,6 +59,7 @@ def run_attack(cell: CellPayload, store: ArtifactStore) -> CellOutput:
     # last: a randomized defense's draws here change nothing stored above
     metrics.update(_masking_metrics(defense, model, attacked, x_all, y_all, bs, dev))
     metrics.update(defenses.extra_metrics(defense, model, data, split, tensors))
+    metrics.update(checked)
     meta = {
         "kind": "adversarial",
         "source": spec.source,
@@ -71,6 +73,31 @@ def run_attack(cell: CellPayload, store: ArtifactStore) -> CellOutput:
     return CellOutput(metrics=metrics, artifacts=_stored(store, tensors, meta, attack, run))
 
 
+def _checked_source(
+    spec: AttackSpec, source: nn.Module, data: datasets.Data, split: datasets.Split, bs: int
+) -> dict[str, float]:
+    """A source loaded from a checkpoint file: its clean accuracy on the evaluation slice
+    (undefended), checked against the one the study expects before any attack runs."""
+    if spec.source_checkpoint_sha256 is None:
+        return {}
+    pred = training.predict(source, data.x[split.eval], bs).cpu()
+    accuracy = float((pred == data.y[split.eval]).float().mean())
+    expected = spec.source_expected_accuracy
+    if expected is not None and abs(accuracy - expected.accuracy) > expected.tolerance:
+        hint = (
+            "the `normalization:` is the dataset's statistics; zoo checkpoints (RobustBench) "
+            "usually take [0, 1] inputs: `normalization: inside`"
+            if spec.source_normalization is None
+            else "check the file and the model's `normalization:`"
+        )
+        raise InputError(
+            f"source {spec.source!r} (checkpoint file {spec.source_checkpoint_sha256[:12]}…): "
+            f"clean accuracy {accuracy:.4f} on the evaluation slice, expected "
+            f"{expected.accuracy:.4f} ± {expected.tolerance:.4f}; {hint}"
+        )
+    return {"checkpoint_clean_accuracy": accuracy}
+
+
 def _perturb(
     attack: Any,
     attacked: nn.Module,
@@ -82,13 +109,13 @@ def _perturb(
 ) -> _Attacked:
     """Fit a universal attack on training samples, then attack the eval slice batch by
     batch; every random draw comes from one generator seeded by the attack's seed."""
-    x_all, y_all = data.x[split.eval], data.y[split.eval]
+    x_all, y_all = data.images(split.eval), data.y[split.eval]
     gen = torch.Generator(device=dev).manual_seed(attack.params.seed)
     start = time.perf_counter()
     fit_metrics, fit_indices = {}, None
     if attack.universal:  # one perturbation, fit on training samples
         fit_indices = _fit_indices(split.train, attack.params.fit_size, attack.params.seed)
-        fit_metrics = attack.fit(attacked, data.x[fit_indices].to(dev), generator=gen)
+        fit_metrics = attack.fit(attacked, data.images(fit_indices).to(dev), generator=gen)
     outs = []
     for xb, yb in zip(x_all.split(bs), y_all.split(bs), strict=True):
         outs.append(attack(attacked, xb.to(dev), yb.to(dev), generator=gen))

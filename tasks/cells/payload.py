@@ -33,6 +33,8 @@ class CellPayload(BaseModel):
             as sent: only ``True`` itself trusts them, never a truthy stand-in such as
             ``"true"``, so the value is not coerced to a bool.
         num_cpus: The cell's CPU share; torch uses that many threads.
+        data_workers: DataLoader worker processes that gather a train cell's minibatches
+            (``execution.data_workers``); 0 gathers them in the cell's own process.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -46,6 +48,7 @@ class CellPayload(BaseModel):
     channels_last: bool = False
     allow_imports: Any = False
     num_cpus: float = 1
+    data_workers: int = 0
 
     def wire(self) -> dict[str, Any]:
         """The plain payload, as the driver sent it (keys it left out stay out)."""

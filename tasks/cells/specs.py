@@ -50,6 +50,32 @@ class Component(SpecModel):
     params: dict[str, Any]
 
 
+class DatasetRef(Component):
+    """A cell's dataset: the component, and for a dataset read from files the SHA-256 over
+    its files (:func:`tasks.datasets.files.digest`); absent for generated data."""
+
+    digest: str | None = None
+
+
+class Constants(SpecModel):
+    """Per-channel normalization constants."""
+
+    mean: list[float]
+    std: list[float]
+
+
+# how a checkpoint file's network normalizes its inputs, when not by the dataset's statistics
+Normalization = Literal["inside"] | Constants
+
+
+class ExpectedAccuracy(SpecModel):
+    """A checkpoint's published clean accuracy on the evaluation slice and how far off it may
+    be before its attack cells fail (a wrong file or normalization)."""
+
+    accuracy: float
+    tolerance: float
+
+
 class SourceDefense(Component):
     """An attack cell's defense, with how the attack adapts to it when it does.
 
@@ -96,7 +122,7 @@ class TrainSpec(SpecModel):
     """
 
     kind: Literal["train"]
-    dataset: Component
+    dataset: DatasetRef
     model: ModelRef
     train: dict[str, Any]
     train_split: TrainSplit | None = None
@@ -128,7 +154,7 @@ class DefenseModelSpec(SpecModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     kind: Literal["train"]
-    dataset: Component
+    dataset: DatasetRef
     model: ModelRef
     train: TrainedFor
     precision: Precision = "fp32"
@@ -154,12 +180,14 @@ class DefenseModelSpec(SpecModel):
 class _Evaluated(SpecModel):
     """What attack and transfer cells share: the adversarial examples' origin."""
 
-    dataset: Component
+    dataset: DatasetRef
     eval_hash: str
     source: str
     defense: SourceDefense
     attack: AttackRef
     source_checkpoint_sha256: str | None = None
+    source_normalization: Normalization | None = None
+    source_expected_accuracy: ExpectedAccuracy | None = None
     precision: Precision = "fp32"
 
 
@@ -170,6 +198,10 @@ class AttackSpec(_Evaluated):
         eval_hash: The hash of the evaluation slice's sample indices.
         source_checkpoint_sha256: The SHA-256 of the source's checkpoint file; absent for
             a source trained by the study.
+        source_normalization: How the checkpoint's network normalizes its inputs; absent
+            when by the dataset's statistics (the default).
+        source_expected_accuracy: The checkpoint's published clean accuracy, checked before
+            the attack; absent unless the study gave it.
     """
 
     kind: Literal["attack"]
@@ -182,12 +214,14 @@ class TransferSpec(_Evaluated):
     Attributes:
         target_checkpoint_sha256: The SHA-256 of the target's checkpoint file; absent for
             a target trained by the study.
+        target_normalization: As ``source_normalization``, for the target.
     """
 
     kind: Literal["transfer"]
     target: str
     target_defense: Component
     target_checkpoint_sha256: str | None = None
+    target_normalization: Normalization | None = None
 
 
 def _tag(value: Any) -> str | None:

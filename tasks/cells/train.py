@@ -65,9 +65,9 @@ def _fit_model(cell: CellPayload, payload: dict, store: ArtifactStore) -> CellOu
     )
     dev = device()
     net = memory_layout(net.to(dev), payload)
-    metrics = training.fit(net, data.x[train].to(dev), data.y[train].to(dev), recipe)
+    metrics = training.fit(net, data.x, data.y, recipe, indices=train, workers=cell.data_workers)
     batch_size = 1024 if cell.batch_size is None else cell.batch_size
-    pred = training.predict(net, data.x[split.eval].to(dev), batch_size)
+    pred = training.predict(net, data.x[split.eval], batch_size)
     metrics["eval_accuracy"] = float((pred.cpu() == data.y[split.eval]).float().mean())
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     record = store.put(state, _checkpoint_meta(spec.dump(), data))

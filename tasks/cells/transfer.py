@@ -55,7 +55,7 @@ def run_transfer(cell: CellPayload, store: ArtifactStore) -> CellOutput:
     model = behind_defense(net, spec.target_defense.dump(), payload, store, dev)
     bs = cell.batch_size
     pred_adv = training.predict(model, adv["x_adv"].to(dev), bs).cpu()
-    pred_clean = training.predict(model, data.x[adv["indices"]].to(dev), bs).cpu()
+    pred_clean = training.predict(model, data.images(adv["indices"]).to(dev), bs).cpu()
     # per-sample outcomes, for joins across targets (how many targets each example fools)
     predictions = {
         "indices": adv["indices"].clone(),

@@ -22,6 +22,7 @@ from torch import nn
 
 from storage import ArtifactStore, __version__
 from tasks import datasets, defenses, models
+from tasks.errors import InputError
 
 CODE_VERSION = __version__
 
@@ -67,14 +68,27 @@ def _ray_node_id() -> str | None:
 
 
 def load_dataset(spec: dict) -> tuple[datasets.Data, datasets.Split]:
+    """The dataset a cell spec names, and its split; once per process. For a dataset read
+    from files, the files found here must be the ones the study was planned with (the
+    spec's ``digest``): a worker with another copy fails the cell, naming both digests."""
     name, values = spec["name"], spec["params"]
     params = datasets.params_of(name, values)
+    expected = spec.get("digest")
 
     def load() -> tuple[datasets.Data, datasets.Split]:
+        if expected is not None:
+            found = datasets.describe(name, params).digest
+            if found != expected:
+                raise InputError(
+                    f"dataset {spec.get('label', name)!r}: the files found on this worker "
+                    f"(digest {str(found)[:12]}…) are not the ones the study was planned with "
+                    f"({expected[:12]}…); give every machine the same copy (the same "
+                    "`root:` or $ADVGRID_DATA)"
+                )
         data = datasets.load(name, params)
-        return data, datasets.split(len(data.y), params)
+        return data, datasets.split(len(data.y), params, data.n_train)
 
-    return cached(("dataset", name, repr(sorted(values.items()))), load)
+    return cached(("dataset", name, repr(sorted(values.items())), expected), load)
 
 
 def allow_imports_of(payload: dict) -> bool:

@@ -4,27 +4,40 @@ Importing this package registers every built-in dataset in :data:`DATASETS`; a n
 one module here and its line below.
 """
 
-from tasks.datasets import digits, synthetic  # noqa: F401  (registration)
+from tasks.datasets import digits, idx, synthetic  # noqa: F401  (registration)
 from tasks.datasets.base import (
     DATASETS,
     Data,
     DatasetParams,
+    FileParams,
+    ImageSource,
     Split,
     load,
     params_of,
     split,
     stats,
+    to_float,
     train_part,
+    uint8_stats,
 )
+from tasks.datasets.files import FileFormat, Info, MissingDataError, describe
 
 __all__ = [
     "DATASETS",
     "Data",
     "DatasetParams",
+    "FileFormat",
+    "FileParams",
+    "ImageSource",
+    "Info",
+    "MissingDataError",
     "Split",
+    "describe",
     "load",
     "params_of",
     "split",
     "stats",
+    "to_float",
     "train_part",
+    "uint8_stats",
 ]

@@ -139,8 +139,8 @@ class FeatureSqueezingDetector(InputTransform):
         ``detector_n_success``.
         """
         dev = device_of(defended)
-        x_fit = data.x[fit_indices(split.train, params.fit_size)].to(dev)
-        x_eval, x_adv = data.x[split.eval].to(dev), tensors["x_adv"].to(dev)
+        x_fit = data.images(fit_indices(split.train, params.fit_size)).to(dev)
+        x_eval, x_adv = data.images(split.eval).to(dev), tensors["x_adv"].to(dev)
         # Xu et al. count the adversarial examples of seeds the model classified correctly
         success = tensors["success"] & (tensors["pred_clean"] == tensors["labels"])
         found = detector_metrics(defended, x_fit, x_eval, x_adv, success, params)

@@ -92,9 +92,9 @@ class AutoencoderRecipe(Recipe):
         dae = build_autoencoder(
             params, input_shape=data.input_shape, mean=data.mean, std=data.std
         ).to(device)
-        metrics = fit_autoencoder(dae, data.x[split.train].to(device), params)
+        metrics = fit_autoencoder(dae, data.images(split.train).to(device), params)
         with torch.no_grad():
-            x_eval = data.x[split.eval].to(device)
+            x_eval = data.images(split.eval).to(device)
             metrics["eval_mse"] = float(F.mse_loss(dae(x_eval), x_eval))
         return dae, metrics
 

@@ -108,7 +108,7 @@ class RandomizedSmoothing(InputTransform):
         ``abstain_rate``, ``certify_abstain_rate``, ``average_certified_radius``,
         ``certified_accuracy_r_<r>`` and ``smoothing_n``."""
         dev = device_of(defended)
-        x, y = data.x[split.eval].to(dev), data.y[split.eval]
+        x, y = data.images(split.eval).to(dev), data.y[split.eval]
         metrics = smoothing_metrics(defended, x, y, params.radii)
         metrics["smoothing_n"] = metrics.pop("n")
         return metrics

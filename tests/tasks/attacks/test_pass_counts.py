@@ -1,9 +1,16 @@
-"""Forward and backward passes every attack reports, pinned per case.
+"""Forward and backward passes every attack reports, against an independent count.
 
-The numbers were recorded on the session's digits CNN (``trained``) before the base class
-took over the counting from the attacks, so a pass the base misses or counts twice shows
-here as a changed number. Totals are over the first ``N`` evaluation samples; a pass
-through the model on a batch of 8 counts 8.
+Every case runs on the session's digits CNN (``trained``) wrapped in :class:`Tally`, which
+counts the passes through the network with module hooks (a forward hook, and a full
+backward hook that fires once per gradient carried back through a call), a mechanism apart
+from the one the attack base uses (a hook on each call's output). A pass the base misses or
+counts twice shows as a difference. Totals are over the first ``N`` evaluation samples; a
+pass through the model on a batch of 8 counts 8.
+
+How many passes an attack with early stopping makes depends on which samples it has
+already broken, so on the trained weights, and those differ in their last bits between
+CPUs: the counts are compared with what the same run made, never pinned as numbers, except
+for attacks whose counts follow from their parameters alone (:data:`FIXED`).
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import torch
+from torch import nn
 
 from tasks.attacks import ATTACKS, AttackOutput
 
@@ -54,51 +63,57 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "uap_deepfool": ("uap", {"eps": 2.0, "norm": "l2", "method": "deepfool", "max_passes": 1}),
 }
 
-# case id -> (forward, backward): totals over N samples, recorded before the change
-EXPECTED: dict[str, tuple[int, int]] = {
+# case id -> (forward, backward) over N samples, for attacks whose counts follow from their
+# parameters: fgsm one gradient and a scoring pass, bim/pgd steps + 1 forward and steps
+# backward, noise a scoring pass
+FIXED: dict[str, tuple[int, int]] = {
     "fgsm": (64, 32),
     "fgsm_targeted": (96, 32),
     "bim": (192, 160),
-    "illc": (224, 160),
-    "mim": (192, 160),
     "pgd": (192, 160),
-    "pgd_l2_restarts": (608, 480),
-    "pgd_early_stop": (173, 141),
     "pgd_targeted": (224, 160),
     "noise": (32, 0),
     "noise_gaussian": (32, 0),
-    "apgd_ce": (296, 264),
-    "apgd_dlr": (224, 192),
-    "apgd_t": (412, 348),
-    "apgd_t_targeted": (256, 192),
-    "autoattack": (4662, 472),
-    "fab": (672, 3200),
-    "fab_targeted": (384, 160),
-    "fab_t": (704, 320),
-    "cw_l2": (1312, 1280),
-    "cw_l2_targeted": (384, 320),
-    "deepfool": (303, 2629),
-    "deepfool_linf": (215, 755),
-    "ead": (672, 320),
-    "lbfgs": (512, 448),
-    "jsma": (95, 630),
-    "jsma_targeted": (128, 640),
-    "one_pixel": (2272, 0),
-    "spsa": (2144, 0),
-    "square": (1463, 0),
-    "square_l2_targeted": (6363, 0),
-    "uap": (192, 64),
-    "uap_deepfool": (341, 1639),
 }
 
 
-def run(case: str, trained: Any) -> AttackOutput:
+class Tally(nn.Module):
+    """``model`` with its per-sample passes counted by module hooks (removed on exit)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.forward_passes = self.backward_passes = 0
+        self.train(model.training)
+        self.hooks = [
+            model.register_forward_hook(self._forward),
+            model.register_full_backward_hook(self._backward),
+        ]
+
+    def __enter__(self) -> Tally:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for hook in self.hooks:  # the session's model is shared: leave it as it was
+            hook.remove()
+
+    def _forward(self, module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        self.forward_passes += len(args[0])
+
+    def _backward(self, module: nn.Module, grad_in: tuple, grad_out: tuple) -> None:
+        self.backward_passes += len(grad_out[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def run(case: str, model: nn.Module, trained: Any) -> AttackOutput:
     name, overrides = CASES[case]
     entry = ATTACKS.get(name)
     values = {**SMALL, **overrides}
     values = {k: v for k, v in values.items() if k in entry.params.model_fields}
     attack = entry.obj(entry.params.model_validate(values))
-    return attack(trained.model, trained.x[:N], trained.y[:N])
+    return attack(model, trained.x[:N], trained.y[:N])
 
 
 def test_every_registered_attack_has_a_case() -> None:
@@ -106,15 +121,21 @@ def test_every_registered_attack_has_a_case() -> None:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_pass_counts_are_what_they_were(case: str, trained: Any) -> None:
-    out = run(case, trained)
-    assert (out.forward, out.backward) == EXPECTED[case]
+def test_reported_passes_are_the_passes_made(case: str, trained: Any) -> None:
+    with Tally(trained.model) as tally:
+        out = run(case, tally, trained)
+    assert (out.forward, out.backward) == (tally.forward_passes, tally.backward_passes)
+    assert out.forward > 0
+    if case in FIXED:
+        assert (out.forward, out.backward) == FIXED[case]
 
 
-@pytest.mark.parametrize(("method", "expected"), [("sgd", (240, 96)), ("deepfool", (657, 3201))])
-def test_uap_fit_counts_its_own_passes(method: str, expected: tuple[int, int], trained) -> None:
+@pytest.mark.parametrize("method", ["sgd", "deepfool"])
+def test_uap_fit_counts_its_own_passes(method: str, trained) -> None:
     """A cell calls ``fit`` outside ``__call__``: its passes are reported as ``fit_*``."""
     params = {"eps": 2.0, "norm": "l2", "method": method, "max_passes": 2, "fit_batch": 8}
     uap = ATTACKS.get("uap").obj(ATTACKS.params_of("uap", {**params, "steps": 5}))
-    info = uap.fit(trained.model, trained.x[:48])
-    assert (info["forward"], info["backward"]) == expected
+    with Tally(trained.model) as tally:
+        info = uap.fit(tally, trained.x[:48])
+    assert (info["forward"], info["backward"]) == (tally.forward_passes, tally.backward_passes)
+    assert info["backward"] > 0
