@@ -1,12 +1,23 @@
 """Model architectures. Inputs live in [0, 1]; normalization happens inside the model.
 
 Importing this package registers every built-in architecture in :data:`MODELS`:
-:mod:`~tasks.models.simple` holds ``mlp``, ``small_cnn`` and ``dae``.
-:mod:`tasks.models.base` holds the registry and :func:`build`; modules inside this package
-import it, never this package, so there is no import cycle.
+
+- :mod:`~tasks.models.simple`: ``mlp``, ``small_cnn``, ``dae``;
+- :mod:`~tasks.models.resnet`: ``resnet18``, ``resnet34``, ``resnet50`` (CIFAR variant);
+- :mod:`~tasks.models.preact_resnet`: ``preact_resnet18``;
+- :mod:`~tasks.models.wide_resnet`: ``wide_resnet`` (WRN-``depth``-``widen``).
+
+The ResNets keep the parameter names of RobustBench's model zoo, so its checkpoint files
+load strictly. :mod:`tasks.models.base` holds the registry and :func:`build`; modules inside
+this package import it, never this package, so there is no import cycle.
 """
 
-from tasks.models import simple  # noqa: F401  (registration)
+from tasks.models import (  # noqa: F401  (registration)
+    preact_resnet,
+    resnet,
+    simple,
+    wide_resnet,
+)
 from tasks.models.base import (
     IMPORT_PATH,
     MODELS,
@@ -18,7 +29,10 @@ from tasks.models.base import (
     is_import_path,
     params_of,
 )
+from tasks.models.preact_resnet import PreActResNet18, PreActResNetParams
+from tasks.models.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNetParams
 from tasks.models.simple import DAE, MLP, DAEParams, MLPParams, SmallCNN, SmallCNNParams
+from tasks.models.wide_resnet import WideResNet, WideResNetParams
 
 __all__ = [
     "DAE",
@@ -29,8 +43,17 @@ __all__ = [
     "DAEParams",
     "MLPParams",
     "Normalized",
+    "PreActResNet18",
+    "PreActResNetParams",
+    "ResNet",
+    "ResNet18",
+    "ResNet34",
+    "ResNet50",
+    "ResNetParams",
     "SmallCNN",
     "SmallCNNParams",
+    "WideResNet",
+    "WideResNetParams",
     "build",
     "dump_params",
     "factory",
