@@ -3,6 +3,7 @@
 Importing this package registers every built-in architecture in :data:`MODELS`:
 
 - :mod:`~tasks.models.simple`: ``mlp``, ``small_cnn``, ``dae``;
+- :mod:`~tasks.models.small_nets`: ``lenet5``, ``madry_cnn``;
 - :mod:`~tasks.models.resnet`: ``resnet18``, ``resnet34``, ``resnet50`` (CIFAR variant);
 - :mod:`~tasks.models.preact_resnet`: ``preact_resnet18``;
 - :mod:`~tasks.models.wide_resnet`: ``wide_resnet`` (WRN-``depth``-``widen``).
@@ -16,6 +17,7 @@ from tasks.models import (  # noqa: F401  (registration)
     preact_resnet,
     resnet,
     simple,
+    small_nets,
     wide_resnet,
 )
 from tasks.models.base import (
@@ -32,6 +34,7 @@ from tasks.models.base import (
 from tasks.models.preact_resnet import PreActResNet18, PreActResNetParams
 from tasks.models.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNetParams
 from tasks.models.simple import DAE, MLP, DAEParams, MLPParams, SmallCNN, SmallCNNParams
+from tasks.models.small_nets import LeNet5, LeNet5Params, MadryCNN, MadryCNNParams
 from tasks.models.wide_resnet import WideResNet, WideResNetParams
 
 __all__ = [
@@ -41,7 +44,11 @@ __all__ = [
     "MODELS",
     "SIGNATURE",
     "DAEParams",
+    "LeNet5",
+    "LeNet5Params",
     "MLPParams",
+    "MadryCNN",
+    "MadryCNNParams",
     "Normalized",
     "PreActResNet18",
     "PreActResNetParams",

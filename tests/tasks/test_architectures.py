@@ -11,8 +11,10 @@ from orchestrator.errors import ConfigError
 from orchestrator.study import loader
 from tasks import models
 
-# (arch, params): every zoo architecture at its defaults, WRN also small
+# (arch, params): every new architecture at its defaults, WRN also small
 ARCHS = [
+    ("lenet5", {}),
+    ("madry_cnn", {}),
     ("resnet18", {}),
     ("resnet34", {}),
     ("resnet50", {}),
@@ -71,6 +73,11 @@ def test_forward_gives_one_logit_per_class(arch: str, params: dict, shape) -> No
         # Carmon2019Unlabeled's file: WRN-28-10 with the unused copy of block1
         ("wide_resnet", {"sub_block1": True}, (3, 32, 32), 38_119_866),
         ("wide_resnet", {"depth": 16, "widen": 4}, (3, 32, 32), 2_748_890),
+        # LeNet-5 on 32×32 grayscale: the 61,706 of LeCun et al.'s C1…F6 with a 10-way output
+        ("lenet5", {}, (1, 32, 32), 61_706),
+        ("lenet5", {}, (1, 28, 28), 61_706),
+        # the MNIST challenge model of Madry et al.
+        ("madry_cnn", {}, (1, 28, 28), 3_274_634),
     ],
 )
 def test_parameter_counts_are_the_published_ones(arch, params, shape, count) -> None:
@@ -218,7 +225,7 @@ def test_build_wraps_the_zoo_names_in_normalization() -> None:
     assert keys[-2:] == ["net.fc.weight", "net.fc.bias"]
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "wide_resnet"])
+@pytest.mark.parametrize("arch", ["resnet18", "wide_resnet", "lenet5", "madry_cnn"])
 def test_the_seed_decides_the_weights(arch: str) -> None:
     params = {"depth": 10, "widen": 1} if arch == "wide_resnet" else {}
     a, b, c = (_build(arch, params, (1, 28, 28), seed=s).state_dict() for s in (1, 1, 2))
