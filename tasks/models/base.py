@@ -2,15 +2,17 @@
 
 Inputs live in [0, 1]; normalization happens inside the model.
 
-An architecture is a registered name (``small_cnn``) or a factory named by import path
-(``mylab.nets:resnet_tiny``). Both are called the same way::
+An architecture is a registered name (``small_cnn``), one of torchvision's by name
+(``torchvision:resnet50``, see :mod:`tasks.models.torchvision_nets`) or a factory named by
+import path (``mylab.nets:resnet_tiny``). All are called the same way::
 
     factory(params, input_shape, num_classes) -> torch.nn.Module
 
 with ``input_shape`` a ``(channels, height, width)`` tuple. A registered architecture gets
-its validated params model; a factory gets the study's ``params`` as a plain dict (no params
-model is known for it, so it checks them itself). Either way the network is wrapped in the
-dataset's normalization and its weights are initialised under the seed.
+its validated params model; torchvision's and a factory get the study's ``params`` as a plain
+dict (no params model is known for them, so they check them themselves). Either way the
+network is wrapped in the dataset's normalization and its weights are initialised under the
+seed.
 
 Importing a module runs its code, so an import path is only followed when the caller says
 the data naming it is trusted (a study with ``allow_imports: true``); otherwise
@@ -30,6 +32,7 @@ import torch
 from torch import nn
 
 from tasks.errors import FactoryError, ImportNotAllowedError
+from tasks.models import torchvision_nets
 from tasks.registry import Params, Registry
 
 MODELS: Registry = Registry("model", "models")
@@ -56,19 +59,25 @@ SIGNATURE = "factory(params: dict, input_shape: tuple, num_classes: int) -> torc
 
 
 def is_import_path(arch: str) -> bool:
-    """Whether ``arch`` names a factory by import path rather than a registered name."""
-    return ":" in arch
+    """Whether ``arch`` names a factory by import path (``package.module:factory``).
+
+    Registered names and torchvision's (``torchvision:NAME``) are not import paths.
+    """
+    return ":" in arch and not torchvision_nets.is_torchvision(arch)
 
 
 def factory(arch: str, *, allow_imports: bool = False) -> Callable[..., Any]:
     """The callable behind ``arch``: a registered architecture or an imported factory.
 
     Raises:
-        UnknownComponentError: ``arch`` is neither registered nor an import path.
+        UnknownComponentError: ``arch`` is neither registered nor an import path, or names
+            no torchvision model.
         ImportNotAllowedError: ``arch`` is an import path and ``allow_imports`` is false.
         FactoryError: the import path cannot be imported, lacks the attribute, or names
             something that is not callable.
     """
+    if torchvision_nets.is_torchvision(arch):
+        return torchvision_nets.factory(arch)
     if not is_import_path(arch):
         return MODELS.get(arch).obj
     if not allow_imports:
@@ -117,10 +126,10 @@ def _import(path: str) -> Callable[..., Any]:
 def params_of(arch: str, values: Mapping[str, Any]) -> Params | dict[str, Any]:
     """The params ``arch`` is called with.
 
-    A registered architecture's params model validates ``values`` and fills in defaults; a
-    factory named by import path gets a copy of ``values`` as they are.
+    A registered architecture's params model validates ``values`` and fills in defaults;
+    torchvision's and a factory named by import path get a copy of ``values`` as they are.
     """
-    if is_import_path(arch):
+    if is_import_path(arch) or torchvision_nets.is_torchvision(arch):
         return copy.deepcopy(dict(values))
     return MODELS.params_of(arch, dict(values))
 

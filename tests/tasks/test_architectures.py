@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from orchestrator.errors import ConfigError
 from orchestrator.study import loader
 from tasks import models
+from tasks.errors import FactoryError, ImportNotAllowedError, UnknownComponentError
 
 # (arch, params): every new architecture at its defaults, WRN also small
 ARCHS = [
@@ -22,6 +23,7 @@ ARCHS = [
     ("preact_resnet18", {"bn_before_fc": True, "shortcut_from": "activation"}),
     ("wide_resnet", {"depth": 16, "widen": 4, "dropout": 0.3}),
     ("wide_resnet", {}),
+    ("torchvision:resnet18", {}),
 ]
 
 
@@ -239,6 +241,43 @@ def test_wide_resnet_depth_must_be_six_n_plus_four() -> None:
     assert models.params_of("wide_resnet", {"depth": 40}).depth == 40
 
 
+def test_torchvision_names_are_not_import_paths() -> None:
+    assert not models.is_import_path("torchvision:resnet50")
+    assert models.is_torchvision("torchvision:resnet50")
+    assert models.is_import_path("mylab.nets:resnet_tiny")
+    assert models.params_of("torchvision:resnet18", {"zero_init_residual": True}) == {
+        "zero_init_residual": True
+    }
+    models.factory("torchvision:resnet50")  # allow_imports is not needed
+    with pytest.raises(ImportNotAllowedError):
+        models.factory("torchvision.models:resnet50")  # an import path still is one
+
+
+def test_torchvision_params_reach_get_model() -> None:
+    net = _build("torchvision:resnet18", {"zero_init_residual": True}, (3, 32, 32)).net
+    assert set(net.state_dict()) >= {"conv1.weight", "layer1.0.bn2.weight", "fc.weight"}
+    assert torch.count_nonzero(net.state_dict()["layer1.0.bn2.weight"]) == 0
+    assert tuple(net.state_dict()["fc.weight"].shape) == (10, 512)
+    with pytest.raises(FactoryError, match="torchvision could not build 'torchvision:resnet18'"):
+        _build("torchvision:resnet18", {"no_such_option": 1}, (3, 32, 32))
+
+
+def test_unknown_torchvision_name_lists_close_matches() -> None:
+    with pytest.raises(UnknownComponentError) as info:
+        models.factory("torchvision:resnet5")
+    message = str(info.value)
+    assert message.startswith("unknown torchvision model 'resnet5'; did you mean")
+    assert "'torchvision:resnet50'" in message
+    assert "list_models" in message
+
+
+def test_torchvision_weights_are_never_asked_for() -> None:
+    with pytest.raises(FactoryError, match="may not set 'weights'"):
+        _build("torchvision:resnet18", {"weights": "DEFAULT"}, (3, 32, 32))
+    with pytest.raises(FactoryError, match="3-channel"):
+        _build("torchvision:resnet18", {}, (2, 32, 32))
+
+
 STUDY = """\
 name: tv
 datasets:
@@ -253,6 +292,18 @@ attacks:
   - name: fgsm
     eps: 0.1
 """
+
+
+def test_a_study_names_torchvision_models_without_allow_imports() -> None:
+    loader.parse(STUDY.format(arch="torchvision:resnet18", params="{}"), "s.yaml")
+    with pytest.raises(ConfigError) as info:
+        loader.parse(STUDY.format(arch="torchvision:resnet5", params="{}"), "s.yaml")
+    assert info.value.problems[0].startswith(
+        "line 7: models[0].arch: unknown torchvision model 'resnet5'; did you mean"
+    )
+    with pytest.raises(ConfigError) as info:
+        loader.parse(STUDY.format(arch="torchvision:resnet18", params="{weights: x}"), "s.yaml")
+    assert info.value.problems[0].startswith("line 8: models[0].params: params of")
 
 
 def test_a_study_checks_wide_resnet_depth() -> None:
