@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -27,7 +28,9 @@ class MLP(nn.Sequential):
 
     def __init__(self, params: MLPParams, input_shape: Sequence[int], num_classes: int) -> None:
         layers: list[nn.Module] = [nn.Flatten()]
-        width = int(torch.tensor(input_shape).prod())
+        # plain integers, not a tensor: the size must also be readable while building on the
+        # meta device (see tasks.checkpoint_io)
+        width = math.prod(int(n) for n in input_shape)
         for hidden in params.hidden:
             layers += [nn.Linear(width, hidden), nn.ReLU()]
             if params.dropout:
