@@ -72,9 +72,9 @@ class MadryCNNParams(Params):
 
 @MODELS.register("madry_cnn")
 class MadryCNN(nn.Module):
-    """The MNIST challenge CNN (Madry et al. 2018): conv 5×5 32, pool, conv 5×5 64, pool,
-    dense 1024, dense classes.
+    """The MNIST challenge CNN (Madry et al. 2018): 5×5 convs of 32 and 64, dense 1024.
 
+    Conv 5×5 32, 2×2 max pool, conv 5×5 64, 2×2 max pool, dense 1024, dense classes.
     "Same" padding and 2×2 max pooling, so a 28×28 image leaves a 7×7×64 map; any size and
     number of channels works.
     """
