@@ -1,30 +1,14 @@
-"""Checkpoint files named in a study: loaded without pickle, checked, imported to the store."""
+"""Checkpoint files named in a study: read without running their code
+(:mod:`tasks.checkpoint_io`), checked against their architecture, imported to the store."""
 
 from __future__ import annotations
-
-from pathlib import Path
-
-import torch
 
 from orchestrator.errors import ConfigError
 from orchestrator.study.schema import Study
 from storage import ArtifactStore
-from tasks import datasets, models
+from tasks import checkpoint_io, datasets, models
+from tasks.checkpoint_io import CheckpointError, LoadError
 from tasks.errors import TaskError
-
-
-def read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """A state dict from ``.safetensors`` or a ``torch.save`` file (``weights_only=True``)."""
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError("expected a state dict (parameter name -> tensor)")
-    return state
 
 
 def import_all(study: Study, store_root: str) -> dict[str, str]:
@@ -57,15 +41,24 @@ def import_all(study: Study, store_root: str) -> dict[str, str]:
         except TaskError as exc:
             raise ConfigError(study.path, [f"models[{i}].arch: {exc}"]) from exc
         try:
-            state = read_state_dict(path)
-            target = net if any(k.startswith("net.") for k in state) else net.net
-            target.load_state_dict(state)
-        except Exception as exc:
+            state = checkpoint_io.read_state_dict(path)
+        except CheckpointError as exc:
+            raise ConfigError(study.path, [f"models[{i}].checkpoint: {exc}"]) from exc
+        try:
+            checkpoint_io.load_strict(
+                net,
+                state,
+                arch=m.arch,
+                path=path,
+                input_shape=data.input_shape,
+                num_classes=data.num_classes,
+            )
+        except LoadError as exc:
             raise ConfigError(
                 study.path,
                 [
-                    f"models[{i}].checkpoint: {Path(path).name} does not load into "
-                    f"{m.arch} for dataset {d.label!r}: {exc}"
+                    f"models[{i}].checkpoint: {exc.file} does not load into {m.arch} for "
+                    f"dataset {d.label!r}: {exc.detail}"
                 ],
             ) from exc
         meta = {

@@ -1,6 +1,6 @@
 """Checks of a study's model entries: architecture and params, a recipe or a checkpoint file
-(hashed here), a training defense, split parts, model factories by import path, and the
-names ``datasets:``, ``sources:`` and ``targets:`` refer to."""
+(hashed here), a training defense, split parts, torchvision's models, model factories by
+import path, and the names ``datasets:``, ``sources:`` and ``targets:`` refer to."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from orchestrator.study.problems import Problems
 from orchestrator.study.schema import ModelEntry, Study, StudyFile
 from tasks import models
 from tasks.defenses import DEFENSES
-from tasks.errors import FactoryError
+from tasks.errors import FactoryError, UnknownComponentError
 from tasks.models import MODELS
 from tasks.train_defenses import TRAINING_DEFENSES
 from tasks.training import DefenseChoice
@@ -103,7 +103,9 @@ def _check_splits(spec: StudyFile, problems: Problems) -> None:
 
 
 def _check_arch(spec: StudyFile, m: ModelEntry, loc: tuple, problems: Problems) -> None:
-    if models.is_import_path(m.arch):
+    if models.is_torchvision(m.arch):
+        _check_torchvision(m, loc, problems)
+    elif models.is_import_path(m.arch):
         _check_factory(spec, m, loc, problems)
     elif m.arch not in MODELS:
         problems.add(loc + ("arch",), MODELS.unknown_message(m.arch))
@@ -112,6 +114,19 @@ def _check_arch(spec: StudyFile, m: ModelEntry, loc: tuple, problems: Problems) 
             MODELS.params_of(m.arch, m.params)
         except ValidationError as exc:
             problems.add_pydantic(exc, loc + ("params",), MODELS.get(m.arch).params)
+
+
+def _check_torchvision(m: ModelEntry, loc: tuple, problems: Problems) -> None:
+    """One of torchvision's models (no import path: no ``allow_imports`` needed): a known
+    name, and JSON params that leave weights and classes to advgrid."""
+    try:
+        models.check_torchvision(m.arch, m.params)
+    except UnknownComponentError as exc:
+        problems.add(loc + ("arch",), str(exc))
+    except FactoryError as exc:
+        problems.add(loc + ("params",), str(exc))
+    for where, message in _not_json(m.params, ()):
+        problems.add(loc + ("params", *where), message)
 
 
 def _check_factory(spec: StudyFile, m: ModelEntry, loc: tuple, problems: Problems) -> None:

@@ -85,3 +85,31 @@ def test_missing_checkpoint_file(cli, workdir) -> None:
     assert f"line 13: models[1].checkpoint: no such file: {workdir}/nowhere.safetensors" in (
         result.output
     )
+
+
+def test_a_failed_download_is_named_before_anything_is_written(cli, workdir) -> None:
+    page = workdir / "mlp.pt"
+    page.write_text("<!DOCTYPE html><html><title>Google Drive - Virus scan warning</title>")
+    study = workdir / "s.yaml"
+    study.write_text(STUDY.format(width=32, path=page))
+    result = cli("run", study, "--executor", "inline")
+    assert result.exit_code == 1
+    assert (
+        f"Error: {study}: models[1].checkpoint: mlp.pt is an HTML page, not a checkpoint: "
+        "most likely a failed download"
+    ) in result.output
+    assert not (workdir / "data" / "advgrid.db").exists()
+
+
+def test_a_checkpoint_of_another_architecture_names_the_closest(weights, cli, workdir) -> None:
+    study = workdir / "s.yaml"
+    given = "arch: mlp\n    params: {hidden: [32]}\n    checkpoint"
+    text = STUDY.format(width=32, path=weights["pt"])
+    study.write_text(text.replace(given, "arch: small_cnn\n    params: {}\n    checkpoint"))
+    result = cli("run", study, "--executor", "inline")
+    assert result.exit_code == 1
+    assert "models[1].checkpoint: mlp.pt does not load into small_cnn for dataset 'digits': " in (
+        result.output
+    )
+    # the names are mlp's; of its shapes only the output bias is that of the default widths
+    assert "these keys match mlp best (100% of names and 25% of shapes agree)" in result.output

@@ -1,14 +1,18 @@
-"""Model architectures. Inputs live in [0, 1]; normalization happens inside the model.
+"""The model registry and the functions that resolve and build an architecture.
 
-An architecture is a registered name (``small_cnn``) or a factory named by import path
-(``mylab.nets:resnet_tiny``). Both are called the same way::
+Inputs live in [0, 1]; normalization happens inside the model.
+
+An architecture is a registered name (``small_cnn``), one of torchvision's by name
+(``torchvision:resnet50``, see :mod:`tasks.models.torchvision_nets`) or a factory named by
+import path (``mylab.nets:resnet_tiny``). All are called the same way::
 
     factory(params, input_shape, num_classes) -> torch.nn.Module
 
 with ``input_shape`` a ``(channels, height, width)`` tuple. A registered architecture gets
-its validated params model; a factory gets the study's ``params`` as a plain dict (no params
-model is known for it, so it checks them itself). Either way the network is wrapped in the
-dataset's normalization and its weights are initialised under the seed.
+its validated params model; torchvision's and a factory get the study's ``params`` as a plain
+dict (no params model is known for them, so they check them themselves). Either way the
+network is wrapped in the dataset's normalization and its weights are initialised under the
+seed.
 
 Importing a module runs its code, so an import path is only followed when the caller says
 the data naming it is trusted (a study with ``allow_imports: true``); otherwise
@@ -22,13 +26,13 @@ import difflib
 import importlib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field
 from torch import nn
 
 from tasks.errors import FactoryError, ImportNotAllowedError
+from tasks.models import torchvision_nets
 from tasks.registry import Params, Registry
 
 MODELS: Registry = Registry("model", "models")
@@ -50,124 +54,30 @@ class Normalized(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
-class MLPParams(Params):
-    hidden: list[int] = Field(default_factory=lambda: [128], description="hidden layer widths")
-    dropout: float = Field(0.0, ge=0, lt=1)
-
-
-@MODELS.register("mlp")
-class MLP(nn.Sequential):
-    """Fully connected ReLU network over flattened pixels."""
-
-    Params = MLPParams
-
-    def __init__(self, params: MLPParams, input_shape: Sequence[int], num_classes: int) -> None:
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = int(torch.tensor(input_shape).prod())
-        for hidden in params.hidden:
-            layers += [nn.Linear(width, hidden), nn.ReLU()]
-            if params.dropout:
-                layers.append(nn.Dropout(params.dropout))
-            width = hidden
-        layers.append(nn.Linear(width, num_classes))
-        super().__init__(*layers)
-
-
-class SmallCNNParams(Params):
-    width: int = Field(16, ge=1, le=512, description="channels of the first conv layer")
-    hidden: int = Field(64, ge=1, description="width of the dense layer")
-
-
-@MODELS.register("small_cnn")
-class SmallCNN(nn.Module):
-    """Two 3×3 conv blocks, adaptive pooling to 4×4 and two dense layers; any image size."""
-
-    Params = SmallCNNParams
-
-    def __init__(
-        self, params: SmallCNNParams, input_shape: Sequence[int], num_classes: int
-    ) -> None:
-        super().__init__()
-        w, (h, wd) = params.width, tuple(input_shape[1:3])
-        # a fixed-window average pool when the size allows it: the same numbers as adaptive
-        # pooling, and its CUDA backward is deterministic (adaptive pooling's is not)
-        pool = nn.AvgPool2d((h // 4, wd // 4)) if h % 4 == 0 and wd % 4 == 0 else None
-        self.features = nn.Sequential(
-            nn.Conv2d(input_shape[0], w, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(w, 2 * w, 3, padding=1),
-            nn.ReLU(),
-            pool or nn.AdaptiveAvgPool2d(4),
-        )
-        self.head = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(2 * w * 16, params.hidden),
-            nn.ReLU(),
-            nn.Linear(params.hidden, num_classes),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
-class DAEParams(Params):
-    """MagNet's reformer is ``width: 3, activation: sigmoid``; the defaults differ because it
-    trains slowly: on digits, 30 epochs of the default recipe leave its reconstructions of
-    noisy held-out inputs further from the clean ones (MSE 0.012) than the noisy inputs are
-    (0.0065), where width 16 with ReLU reaches 0.004 in the same time."""
-
-    width: int = Field(16, ge=1, le=512, description="channels of the hidden layers (MagNet: 3)")
-    activation: Literal["relu", "sigmoid"] = Field(
-        "relu", description="of the hidden layers (MagNet: sigmoid); the output is a sigmoid"
-    )
-
-
-@MODELS.register("dae")
-class DAE(nn.Module):
-    """Convolutional denoising autoencoder: image in, image in [0, 1] out (MagNet 2017).
-
-    The ``autoencoder_purify`` defense's network (:mod:`tasks.defenses.purify` trains it);
-    registered here with the other architectures so that a stored one loads in any process,
-    whatever that process imported first.
-    """
-
-    Params = DAEParams
-
-    def __init__(self, params: DAEParams, input_shape: Sequence[int], num_classes: int) -> None:
-        super().__init__()
-        c, w = int(input_shape[0]), params.width
-        act = nn.ReLU if params.activation == "relu" else nn.Sigmoid
-        self.net = nn.Sequential(
-            nn.Conv2d(c, w, 3, padding=1),
-            act(),
-            nn.Conv2d(w, w, 3, padding=1),
-            act(),
-            nn.Conv2d(w, c, 3, padding=1),
-            nn.Sigmoid(),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
 IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 SIGNATURE = "factory(params: dict, input_shape: tuple, num_classes: int) -> torch.nn.Module"
 
 
 def is_import_path(arch: str) -> bool:
-    """Whether ``arch`` names a factory by import path rather than a registered name."""
-    return ":" in arch
+    """Whether ``arch`` names a factory by import path (``package.module:factory``).
+
+    Registered names and torchvision's (``torchvision:NAME``) are not import paths.
+    """
+    return ":" in arch and not torchvision_nets.is_torchvision(arch)
 
 
 def factory(arch: str, *, allow_imports: bool = False) -> Callable[..., Any]:
     """The callable behind ``arch``: a registered architecture or an imported factory.
 
     Raises:
-        UnknownComponentError: ``arch`` is neither registered nor an import path.
+        UnknownComponentError: ``arch`` is neither registered nor an import path, or names
+            no torchvision model.
         ImportNotAllowedError: ``arch`` is an import path and ``allow_imports`` is false.
         FactoryError: the import path cannot be imported, lacks the attribute, or names
             something that is not callable.
     """
+    if torchvision_nets.is_torchvision(arch):
+        return torchvision_nets.factory(arch)
     if not is_import_path(arch):
         return MODELS.get(arch).obj
     if not allow_imports:
@@ -216,10 +126,10 @@ def _import(path: str) -> Callable[..., Any]:
 def params_of(arch: str, values: Mapping[str, Any]) -> Params | dict[str, Any]:
     """The params ``arch`` is called with.
 
-    A registered architecture's params model validates ``values`` and fills in defaults; a
-    factory named by import path gets a copy of ``values`` as they are.
+    A registered architecture's params model validates ``values`` and fills in defaults;
+    torchvision's and a factory named by import path get a copy of ``values`` as they are.
     """
-    if is_import_path(arch):
+    if is_import_path(arch) or torchvision_nets.is_torchvision(arch):
         return copy.deepcopy(dict(values))
     return MODELS.params_of(arch, dict(values))
 
