@@ -154,8 +154,7 @@ def class_names(root: Path, params: ImageFolderParams) -> list[str]:
 
 
 class ImageFolder(FileFormat):
-    """Images in class folders (PNG or JPEG; optional train/ and test/ or val/ splits),
-    decoded on demand."""
+    """PNG/JPEG images in class folders (optional train/ and test/ or val/), decoded on demand."""
 
     name = "imagefolder"
 

@@ -66,8 +66,7 @@ def read_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 class SVHN(FileFormat):
-    """SVHN house-number digits, 32×32 colour (73 257 train, 26 032 test; `extra: true` adds
-    531 131 training samples; MATLAB files)."""
+    """SVHN house-number digits, 32×32 colour (73 257 train, 26 032 test, 531 131 extra)."""
 
     name = "svhn"
 
