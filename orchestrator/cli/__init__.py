@@ -6,6 +6,7 @@ with what they share in :mod:`orchestrator.cli.options`.
 
 from orchestrator.cli import (
     bundle_commands,
+    data_commands,
     list_command,
     report_command,
     run_commands,
@@ -31,6 +32,7 @@ for command in (
     list_command.list_,
     store_commands.db,
     store_commands.artifacts,
+    data_commands.data,
 ):
     main.add_command(command)
 

@@ -4,7 +4,7 @@ Importing this package registers every built-in dataset in :data:`DATASETS`; a n
 one module here and its line below.
 """
 
-from tasks.datasets import digits, idx, synthetic  # noqa: F401  (registration)
+from tasks.datasets import cifar, digits, idx, imagefolder, svhn, synthetic  # noqa: F401  (registration)
 from tasks.datasets.base import (
     DATASETS,
     Data,
