@@ -29,6 +29,8 @@ def list_(kind: str, fmt: str) -> None:
 
     Defenses come in two stages: `inference` defenses wrap a model (the study's
     `defenses:` axis); `training` defenses train one (a recipe's `train: {defense: ...}`).
+    Models: besides those listed, `arch: torchvision:NAME` builds one of torchvision's
+    classifiers (weights never downloaded), and `arch: package.module:factory` your own.
 
     \b
     Examples:
@@ -58,6 +60,11 @@ def list_(kind: str, fmt: str) -> None:
         fields = ", ".join(f"{n}={_default(f)}" for n, f in e.params.model_fields.items())
         table.add_row(e.name, *([stage] if staged else []), escape(e.summary), escape(fields))
     echo_table(table)
+    if kind == "models" and fmt == "table":
+        click.echo(
+            "Also: torchvision:NAME (torchvision's classifiers, e.g. torchvision:resnet50) and "
+            "package.module:factory (your own code, with `allow_imports: true`)."
+        )
 
 
 def _listed(kind: str) -> list[tuple[Any, str]]:

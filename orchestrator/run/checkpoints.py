@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from orchestrator.errors import ConfigError
-from orchestrator.study.schema import Study
+from orchestrator.study.schema import Resolved, Study
 from storage import ArtifactStore
 from tasks import checkpoint_io, datasets, models
 from tasks.checkpoint_io import CheckpointError, LoadError
@@ -15,8 +15,9 @@ def import_all(study: Study, store_root: str) -> dict[str, str]:
     """Import every checkpoint file of ``study``; returns model name → artifact digest.
 
     A checkpoint may hold the bare network's state dict or advgrid's own (with ``net.``
-    prefixes and normalization buffers). It must load into the model's architecture for
-    every dataset the model is used on; otherwise nothing is written.
+    prefixes and normalization buffers). It must load into the model's architecture for the
+    first dataset the model is used on; otherwise nothing is written. Its inputs are
+    normalized as its ``normalization:`` says (default: the dataset's statistics).
     """
     if not study.checkpoints:
         return {}
@@ -26,16 +27,17 @@ def import_all(study: Study, store_root: str) -> dict[str, str]:
             continue
         path, sha = study.checkpoints[m.name]
         d = next(d for d in study.datasets if m.datasets is None or d.label in m.datasets)
-        data = datasets.load(d.name, datasets.params_of(d.name, d.params))
+        info = study.data_info[d.label]
+        mean, std = _normalization(study, i, d, info.input_shape[0])
         arch_params = models.params_of(m.arch, m.params)
         try:
             net = models.build(
                 m.arch,
                 arch_params,
-                input_shape=data.input_shape,
-                num_classes=data.num_classes,
-                mean=data.mean,
-                std=data.std,
+                input_shape=info.input_shape,
+                num_classes=info.num_classes,
+                mean=mean,
+                std=std,
                 allow_imports=study.file.allow_imports,
             )
         except TaskError as exc:
@@ -50,8 +52,8 @@ def import_all(study: Study, store_root: str) -> dict[str, str]:
                 state,
                 arch=m.arch,
                 path=path,
-                input_shape=data.input_shape,
-                num_classes=data.num_classes,
+                input_shape=info.input_shape,
+                num_classes=info.num_classes,
             )
         except LoadError as exc:
             raise ConfigError(
@@ -65,10 +67,10 @@ def import_all(study: Study, store_root: str) -> dict[str, str]:
             "kind": "checkpoint",
             "arch": m.arch,
             "params": models.dump_params(arch_params),
-            "input_shape": list(data.input_shape),
-            "num_classes": data.num_classes,
-            "mean": list(data.mean),
-            "std": list(data.std),
+            "input_shape": list(info.input_shape),
+            "num_classes": info.num_classes,
+            "mean": list(mean),
+            "std": list(std),
             "model": m.name,
             "source_file_sha256": sha,
         }
@@ -77,3 +79,23 @@ def import_all(study: Study, store_root: str) -> dict[str, str]:
         )
         out[m.name] = record.digest
     return out
+
+
+def _normalization(
+    study: Study, i: int, d: Resolved, channels: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean and std model ``i``'s checkpoint normalizes its inputs by on dataset ``d``."""
+    norm = study.file.models[i].normalization
+    if norm == "inside":
+        return (0.0,) * channels, (1.0,) * channels
+    if norm is None or norm == "dataset":
+        return datasets.normalization_stats(d.name, datasets.params_of(d.name, d.params))
+    if len(norm.mean) != channels or len(norm.std) != channels:
+        raise ConfigError(
+            study.path,
+            [
+                f"models[{i}].normalization: {len(norm.mean)} means and {len(norm.std)} stds "
+                f"for dataset {d.label!r}, whose images have {channels} channel(s)"
+            ],
+        )
+    return tuple(norm.mean), tuple(norm.std)

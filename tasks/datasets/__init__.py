@@ -20,7 +20,13 @@ from tasks.datasets.base import (
     train_part,
     uint8_stats,
 )
-from tasks.datasets.files import FileFormat, Info, MissingDataError, describe
+from tasks.datasets.files import (
+    FileFormat,
+    Info,
+    MissingDataError,
+    describe,
+    normalization_stats,
+)
 
 __all__ = [
     "DATASETS",
@@ -33,6 +39,7 @@ __all__ = [
     "MissingDataError",
     "Split",
     "describe",
+    "normalization_stats",
     "load",
     "params_of",
     "split",

@@ -195,14 +195,7 @@ class _DigestCache:
     def save(self) -> None:
         if not self.dirty:
             return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".digests-")
-            with os.fdopen(fd, "w") as fh:
-                json.dump(self.entries, fh)
-            os.replace(tmp, self.path)
-        except OSError:  # a read-only home: digests are recomputed next time
-            return
+        _write_json(self.path, self.entries)  # a read-only home: recomputed next time
         self.dirty = False
 
 
@@ -220,3 +213,46 @@ def describe(name: str, params: DatasetParams) -> Info:
         input_shape=data.input_shape,
         num_classes=data.num_classes,
     )
+
+
+def normalization_stats(
+    name: str, params: DatasetParams
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-channel mean and std a model trained here normalizes dataset ``name`` by.
+
+    For a dataset read from files they are computed once per digest (reading its images)
+    and kept beside the file digests (``dataset-stats.json``), so the driver reads no image
+    to import a checkpoint on a dataset it has seen; other datasets are loaded.
+    """
+    obj = DATASETS.get(name).obj
+    if not isinstance(obj, FileFormat):
+        data = obj(params)
+        return data.mean, data.std
+    assert isinstance(params, FileParams), params
+    identity = {k: v for k, v in params.model_dump(mode="json").items() if k != "root"}
+    key = f"{name}:{obj.describe(params).digest}:{json.dumps(identity, sort_keys=True)}"
+    path = _cache_path().with_name("dataset-stats.json")
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    hit = known.get(key) if isinstance(known, dict) else None
+    if isinstance(hit, dict) and "mean" in hit and "std" in hit:
+        return tuple(hit["mean"]), tuple(hit["std"])
+    data = obj(params)
+    known = known if isinstance(known, dict) else {}
+    known[key] = {"mean": list(data.mean), "std": list(data.std)}
+    _write_json(path, known)
+    return data.mean, data.std
+
+
+def _write_json(path: Path, value: object) -> None:
+    """``value`` as JSON at ``path``, atomically; silently not where the folder is read-only."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(value, fh)
+        os.replace(tmp, path)
+    except OSError:
+        return

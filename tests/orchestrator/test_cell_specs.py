@@ -17,7 +17,8 @@ from orchestrator.study.schema import Execution
 from tasks.cells import CELL_KINDS, DefenseModelSpec, TrainSpec, parse_payload, specs
 from tasks.cells.specs import parse
 from tasks.defenses import adaptive
-from tests.orchestrator.golden_keys import EXAMPLES
+from tests.conftest import need_fashion_mnist
+from tests.orchestrator.golden_keys import EXAMPLES, example_data, needs_real_data
 from tests.storage.stored_db import DATA, STUDY_FILE
 
 STUDIES = [*sorted(EXAMPLES.glob("*.yaml")), STUDY_FILE]
@@ -51,13 +52,23 @@ def _assert_round_trip(cells: list[PlannedCell]) -> None:
         assert canonical_json(typed.dump()) == canonical_json(cell.spec), cell.key
 
 
+@pytest.fixture(autouse=True)
+def _example_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The examples' datasets in place: small CIFAR-10 files, and the real Fashion-MNIST."""
+    monkeypatch.setenv("ADVGRID_DATA", str(example_data(tmp_path)))
+
+
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
 def test_planned_specs_round_trip(path: Path) -> None:
+    if needs_real_data(path):
+        need_fashion_mnist()
     _assert_round_trip(expand(loader.load(path)).cells)
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
 def test_planned_specs_round_trip_in_bf16(path: Path) -> None:
+    if needs_real_data(path):
+        need_fashion_mnist()
     doc = yaml.safe_load(path.read_text())
     doc.setdefault("execution", {})["precision"] = "bf16"
     cells = expand(loader.parse(yaml.safe_dump(doc))).cells

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.orchestrator.golden_keys import EXAMPLES, GOLDEN, planned
+from tests.conftest import need_fashion_mnist
+from tests.orchestrator.golden_keys import EXAMPLES, GOLDEN, needs_real_data, planned
 from tests.storage.stored_db import DATA, STUDY_FILE
 
 RECORDED = json.loads(GOLDEN.read_text())
@@ -20,6 +21,8 @@ def test_every_example_is_recorded() -> None:
 
 @pytest.mark.parametrize("name", sorted(RECORDED))
 def test_example_keys_are_unchanged(name: str) -> None:
+    if needs_real_data(EXAMPLES / name):
+        need_fashion_mnist()
     now, before = planned(EXAMPLES / name), RECORDED[name]
     changed = [i for i, (a, b) in enumerate(zip(now, before, strict=False)) if a != b]
     assert len(now) == len(before), f"{name}: {len(now)} cells planned, {len(before)} recorded"
