@@ -241,7 +241,7 @@ targets: []
 """
 
 SLICE = """\
-import resource, sys
+import sys
 from tasks import datasets
 if sys.argv[1] == "slice":
     n = int(sys.argv[3])
@@ -250,22 +250,34 @@ if sys.argv[1] == "slice":
     split = datasets.split(len(data.y), params, data.n_train)
     x = data.images(split.eval)
     assert x.shape[0] == n
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
+
+# A child's own peak: VmHWM of its address space, printed at exit. Not wait4's ru_maxrss:
+# Linux carries the parent's high-water mark over fork and exec into the child's, so every
+# child of this (large) process would report at least this process's peak.
+PEAK = """import atexit, sys
+def _peak():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            sys.stderr.write("PEAK_KB " + line.split()[1] + "\\n")
+atexit.register(_peak)
+"""
+CLI = PEAK + "import sys\nfrom orchestrator.cli import main\nsys.argv[0] = 'advgrid'\nmain()\n"
 
 
 def child_rss_mb(cmd: list[str], env: dict[str, str]) -> float:
-    """Peak RSS of the command's process tree's largest process, MB (wait4's ru_maxrss)."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    _, status, usage = os.wait4(proc.pid, 0)
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    if os.waitstatus_to_exitcode(status) != 0:
+    """Peak RSS of a Python child, MB: the VmHWM it prints at exit (see :data:`PEAK`)."""
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    out = proc.stdout + proc.stderr
+    if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out[-3000:]}")
-    return usage.ru_maxrss / 1024
+    peaks = [line.split()[1] for line in proc.stderr.splitlines() if line.startswith("PEAK_KB ")]
+    if not peaks:
+        raise RuntimeError(f"{' '.join(cmd)} printed no peak:\n{out[-3000:]}")
+    return int(peaks[-1]) / 1024
 
 
 def memory(tmp: Path, cifar: Path, folder: Path, n_cifar: int, n_folder: int) -> list[dict]:
-    exe = Path(sys.executable).parent / "advgrid"
     rows = []
     for label, dataset, uint8 in (
         ("train cell, cifar10", f"{{name: cifar10, root: {cifar}, eval_size: 256}}", n_cifar),
@@ -281,7 +293,8 @@ def memory(tmp: Path, cifar: Path, folder: Path, n_cifar: int, n_folder: int) ->
             "ADVGRID_STORE": str(work / "store"),
             "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'm.db'}",
         }
-        cmd = [str(exe), "run", str(study), "--executor", "inline", "--no-mlflow", "--quiet"]
+        cmd = [sys.executable, "-c", CLI, "run", str(study), "--executor", "inline"]
+        cmd += ["--no-mlflow", "--quiet"]
         rows.append({"process": label, "peak_rss_mb": round(child_rss_mb(cmd, env), 1)})
         rows[-1]["data_uint8_mb"] = round(uint8 * 3072 / 2**20, 1)
     env = dict(os.environ)
@@ -294,7 +307,7 @@ def memory(tmp: Path, cifar: Path, folder: Path, n_cifar: int, n_folder: int) ->
         ),
         ("import only (baseline)", ["none"], 0),
     ):
-        rss = child_rss_mb([sys.executable, "-c", SLICE, *args], env)
+        rss = child_rss_mb([sys.executable, "-c", PEAK + SLICE, *args], env)
         rows.append(
             {"process": label, "peak_rss_mb": round(rss, 1), "data_uint8_mb": uint8 * 3072 / 2**20}
         )
