@@ -9,6 +9,7 @@ index of millions of metric rows returns one row per selected cell. SQLite reads
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -83,6 +84,27 @@ class TransferOutputs:
     attack_key: str
     adversarial: str
     predictions: str | None
+
+
+@dataclass(frozen=True)
+class AttackOutputs:
+    """Where one done attack cell's adversarial set is, with what it attacked.
+
+    Attributes:
+        dataset_spec: The cell spec's dataset component (what reloads its images).
+        adaptive: The defense entry's ``adaptive`` (None where the attack did not adapt).
+        adversarial: Digest of the cell's ``adversarial`` artifact.
+    """
+
+    cell_key: str
+    dataset: str
+    dataset_spec: dict[str, Any]
+    source: str
+    defense: tuple[str, str]
+    adaptive: str | None
+    attack: str
+    params_json: str
+    adversarial: str
 
 
 @dataclass(frozen=True)
@@ -237,6 +259,51 @@ class TableQueriesMixin(DatabaseCore):
                     attack_key=r[10],
                     adversarial=r[11],
                     predictions=r[12],
+                )
+                for r in s.execute(q)
+            ]
+
+    def attack_outputs(
+        self, study_id: int, *, where: AttackFilter | None = None
+    ) -> list[AttackOutputs]:
+        """Every done attack cell the filter selects with its adversarial set, by cell id."""
+        js = SpecJson(self.dialect)
+        adv = aliased(CellArtifactModel, name="adv")
+        q = select(
+            CellModel.key,
+            js.text(*paths.DATASET_LABEL),
+            js.text(*paths.SOURCE.model),
+            js.text(*paths.SOURCE.defense_name),
+            js.text(*paths.SOURCE.defense_label),
+            js.text(*paths.DEFENSE_ADAPTIVE),
+            js.text(*paths.ATTACK_NAME),
+            js.text(*paths.ATTACK_PARAMS),
+            adv.digest,
+            CellModel.spec_json,
+        ).select_from(CellModel)
+        q = (
+            js.attach(q)
+            .join(adv, and_(adv.cell_id == CellModel.id, adv.role == "adversarial"))
+            .where(
+                CellModel.study_id == study_id,
+                CellModel.state == CellState.DONE,
+                CellModel.kind == CellKind.ATTACK,
+                *attack_filters(js, where or AttackFilter()),
+            )
+            .order_by(CellModel.id)
+        )
+        with self.session_scope(write=False) as s:
+            return [
+                AttackOutputs(
+                    cell_key=r[0],
+                    dataset=r[1],
+                    dataset_spec=json.loads(r[9])["dataset"],
+                    source=r[2],
+                    defense=(r[3], r[4] or r[3]),
+                    adaptive=r[5],
+                    attack=r[6],
+                    params_json=canonical_params(r[7]),
+                    adversarial=r[8],
                 )
                 for r in s.execute(q)
             ]

@@ -58,6 +58,9 @@ def run_attack(cell: CellPayload, store: ArtifactStore) -> CellOutput:
     metrics = _metrics(attack, run, x_all, tensors, passes=passes, own=own)
     # last: a randomized defense's draws here change nothing stored above
     metrics.update(_masking_metrics(defense, model, attacked, x_all, y_all, bs, dev))
+    if defenses.DEFENSES.get(defense["name"]).obj.randomized:
+        x_adv = tensors["x_adv"].to(dev)
+        metrics.update(adaptive.resubmitted(model, x_adv, y_all, bs, seed=seed))
     metrics.update(defenses.extra_metrics(defense, model, data, split, tensors))
     metrics.update(checked)
     meta = {

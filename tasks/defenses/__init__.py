@@ -7,6 +7,7 @@ it import :mod:`tasks.defenses.base`, never this package, so there is no import 
 
 from tasks.defenses import (  # noqa: F401  (registration)
     detectors,
+    mlvgm,
     purify,
     smoothing,
     transforms,

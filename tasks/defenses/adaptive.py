@@ -195,6 +195,42 @@ def evaluate(
     return pred_adv, pred_clean
 
 
+RESUBMISSIONS = 10  # fresh evaluations of a randomized defense in `resubmitted`
+
+
+def resubmitted(
+    defended: nn.Module,
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    *,
+    seed: int,
+    n: int = RESUBMISSIONS,
+) -> dict[str, float]:
+    """The adversarial examples scored on ``n`` fresh draws of a randomized defense.
+
+    An attacker may submit an example again until one draw is fooled (DiffHammer's
+    N-evaluation; Lee & Kim 2023 vote over 10 purification runs): a sample is robust in the
+    worst case only if all ``n`` evaluations classify it correctly. The draws come from
+    generators seeded from :func:`evaluation_seed` of ``seed`` and the evaluation's index,
+    none of them the single draw the stored predictions were scored on.
+
+    Returns:
+        ``robust_accuracy_worst_of_<n>`` and ``robust_accuracy_mean_of_<n>``.
+    """
+    correct = torch.zeros(len(y), dtype=torch.int64)
+    defended.eval()
+    for i in range(1, n + 1):
+        generator = torch.Generator().manual_seed(evaluation_seed(seed) ^ (i * 0x9E3779B1))
+        with _drawing_from(defended, generator), torch.inference_mode():
+            pred = torch.cat([defended(b).argmax(1).cpu() for b in x_adv.split(batch_size)])
+        correct += (pred == y.cpu()).to(torch.int64)
+    return {
+        f"robust_accuracy_worst_of_{n}": float((correct == n).double().mean()),
+        f"robust_accuracy_mean_of_{n}": float(correct.double().mean() / n),
+    }
+
+
 def naive(defended: nn.Module) -> nn.Module:
     """What a plain gradient attack follows through ``defended``: its very forward, and the
     gradient autograd gives through it (zero through a rounding, a codec or a vote; see

@@ -60,10 +60,15 @@ class Requirement:
             checkpoint listings; a study model of that name is refused.
         recipe: How the planner specs that cell and a worker fits it; None where no study
             can produce the artifact (validation then refuses the defense).
+        owner: The defense the train cell says it is trained for, when several defenses
+            share one artifact (``vae_purify`` and ``mlvgm_purify`` share their generator:
+            both name ``mlvgm_purify``, so one recipe is one cell); None: the defense that
+            asks. The owner must declare the same role with the same recipe.
     """
 
     model: str
     recipe: Recipe | None = None
+    owner: str | None = None
 
     def train_spec(
         self, role: str, dataset: dict[str, Any], defense: str, params: Mapping[str, Any]
@@ -81,7 +86,7 @@ class Requirement:
             "kind": "train",
             "dataset": dataset,
             "model": {"name": self.model, "arch": arch, "params": arch_params},
-            "train": {"defense": {"name": defense}},
+            "train": {"defense": {"name": self.owner or defense}},
             role: recipe.values(params),
         }
 

@@ -1,5 +1,5 @@
 """Input-transform defenses: JPEG, bit-depth reduction, median and Gaussian smoothing, random
-resizing and padding. Each is registered in :data:`tasks.defenses.DEFENSES`.
+resizing and padding, Gaussian noise. Each is registered in :data:`tasks.defenses.DEFENSES`.
 
 Every transform takes float ``(N, C, H, W)`` images in [0, 1] and returns new ones of the same
 shape, dtype and device in [0, 1]; none modifies its input. Which ones autograd can see
@@ -240,3 +240,35 @@ def _canvas(side: int, scale: float) -> int:
 def _draw(low: int, high: int, generator: torch.Generator | None) -> int:
     """A uniform integer in ``[low, high]`` (both included) from ``generator``."""
     return int(torch.randint(low, high + 1, (1,), generator=generator))
+
+
+class GaussianNoiseParams(Params):
+    l2: Number = Field(1.0, gt=0, description="L2 norm of the noise added to each image")
+    seed: int = 0
+
+
+@register("gaussian_noise")
+class GaussianNoise(InputTransform):
+    """Gaussian noise rescaled to a fixed L2 norm per image: the noise-only control.
+
+    The ablation of generative purification (Serez et al., WACV 2025, whose purifier adds
+    such noise before encoding): ``clip(x + l2·ε/‖ε‖₂)``, ``ε ~ N(0, I)`` per image.
+    Randomized and differentiable given the draw. ``per_batch_draws`` (an EOT surrogate turns
+    it on while it runs): one ``ε`` per call for the whole batch.
+    """
+
+    Params = GaussianNoiseParams
+    params: GaussianNoiseParams
+    differentiable = True
+    randomized = True
+
+    def __init__(self, params: GaussianNoiseParams) -> None:
+        super().__init__(params)
+        self.per_batch_draws = False
+
+    def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        where = generator.device if generator is not None else x.device
+        shape = (1, *x.shape[1:]) if self.per_batch_draws else tuple(x.shape)
+        eps = torch.randn(shape, generator=generator, device=where, dtype=x.dtype).to(x.device)
+        norm = eps.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
+        return (x + self.params.l2 * eps / norm).clamp(0, 1)

@@ -3,6 +3,7 @@
 Importing this package registers every built-in architecture in :data:`MODELS`:
 
 - :mod:`~tasks.models.simple`: ``mlp``, ``small_cnn``, ``dae``;
+- :mod:`~tasks.models.generative`: ``hvae`` (hierarchical VAE), ``vae``;
 - :mod:`~tasks.models.small_nets`: ``lenet5``, ``madry_cnn``;
 - :mod:`~tasks.models.resnet`: ``resnet18``, ``resnet34``, ``resnet50`` (CIFAR variant);
 - :mod:`~tasks.models.preact_resnet`: ``preact_resnet18``;
@@ -16,6 +17,7 @@ this package import it, never this package, so there is no import cycle.
 """
 
 from tasks.models import (  # noqa: F401  (registration)
+    generative,
     preact_resnet,
     resnet,
     simple,

@@ -57,7 +57,20 @@ def artifacts(model: nn.Module) -> dict[str, nn.Module]:
         std=[0.25] * c,
         seed=0,
     )
-    return {"autoencoder": dae.to(dtype).eval()}
+    vae = models.build(
+        "hvae",
+        models.MODELS.params_of("hvae", {"width": 4, "top_dim": 3, "latent_channels": 2}),
+        input_shape=(c, 8, 8),
+        num_classes=0,
+        mean=[0.5] * c,
+        std=[0.25] * c,
+        seed=0,
+    )
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # its posterior and prior heads start at zero: make them see x
+        for p in vae.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    return {"autoencoder": dae.to(dtype).eval(), "vae": vae.to(dtype).eval()}
 
 
 def needs(name: str) -> tuple[str, ...]:
@@ -101,6 +114,7 @@ def shape(request: pytest.FixtureRequest) -> tuple[int, ...]:
 def test_registry_lists_the_input_transforms() -> None:
     expected = {"none", "jpeg", "bit_depth", "median_filter", "gaussian_blur", "random_resize_pad"}
     expected |= {"randomized_smoothing", "feature_squeezing_detector", "autoencoder_purify"}
+    expected |= {"vae_purify", "mlvgm_purify"}
     assert expected <= set(NAMES)
     for entry in DEFENSES:
         assert entry.summary
@@ -222,8 +236,11 @@ def test_forward_is_the_model_after_the_transform(name: str, shape) -> None:
         votes = F.one_hot(logits.argmax(1), 10).view(n, len(x), 10).sum(0)
         assert torch.equal(a(x).argmax(1), votes.argmax(1))
         return
+    # logits averaged over `draws` calls of the transform (mlvgm_purify), or one call
+    draws = getattr(getattr(getattr(a, "defense", None), "params", None), "draws", 1)
     with torch.no_grad():
-        assert torch.equal(a(x), inner(b)(transform(b, x)))
+        expected = torch.stack([inner(b)(transform(b, x)) for _ in range(draws)]).mean(0)
+        assert torch.equal(a(x), expected)
 
 
 def test_deterministic_under_a_seed(name: str, shape) -> None:
@@ -344,3 +361,16 @@ def test_gradient_attacks_fail_clearly_and_gradient_free_ones_run() -> None:
     square = ATTACKS.get("square")
     out = square.obj(square.params.model_validate({"eps": 0.1, "max_queries": 20}))(defended, x, y)
     assert out.x_adv.shape == x.shape
+
+
+def test_gaussian_noise_has_the_l2_norm_it_is_given() -> None:
+    defended = defend("gaussian_noise", build(SHAPES["rgb"]), l2=0.5)
+    x = torch.full((5, *SHAPES["rgb"]), 0.5)
+    with torch.no_grad():
+        noise = transform(defended, x) - x
+        norms = noise.flatten(1).norm(dim=1)
+        assert torch.allclose(norms, torch.full((5,), 0.5), atol=1e-5)
+        assert not torch.equal(noise[0], noise[1])  # one draw per image
+        defended.defense.per_batch_draws = True
+        shared = transform(defended, x) - x
+        assert torch.equal(shared[0], shared[4])

@@ -10,7 +10,7 @@ from tasks import datasets, models
 from tasks.defenses import DEFENSES, Requirement, extra_metrics, requirement_of, wrap
 from tasks.errors import TaskError
 
-OWN_METRICS = {"feature_squeezing_detector", "randomized_smoothing"}
+OWN_METRICS = {"feature_squeezing_detector", "randomized_smoothing", "vae_purify", "mlvgm_purify"}
 DETECTOR = {"bits": 1, "median_size": None, "fit_size": 50}
 DIGITS = {"name": "digits", "label": "digits", "params": {"eval_size": 16}}
 SMOOTHING = {"sigma": 0.25, "n": 4, "n0": 4, "n_certify": 20, "radii": [0.25, 0.5]}
@@ -53,7 +53,7 @@ def test_defenses_without_numbers_of_their_own_add_none(name: str, cell: tuple) 
     assert extra_metrics(component, defended, data, split, tensors) == {}
 
 
-def test_only_the_detector_and_smoothing_declare_metrics() -> None:
+def test_only_the_detector_smoothing_and_generative_purifiers_declare_metrics() -> None:
     base = DEFENSES.get("none").obj.extra_metrics.__func__
     declared = {e.name for e in DEFENSES if e.obj.extra_metrics.__func__ is not base}
     assert declared == OWN_METRICS
@@ -85,14 +85,15 @@ def test_smoothing_reports_certified_accuracy_at_its_radii(cell: tuple) -> None:
 
 def test_every_built_in_requirement_has_a_recipe_the_worker_finds_again() -> None:
     needing = [e for e in DEFENSES if e.obj.requires]
-    assert [e.name for e in needing] == ["autoencoder_purify"]
+    assert [e.name for e in needing] == ["autoencoder_purify", "mlvgm_purify", "vae_purify"]
     for entry in needing:
         params = entry.params().model_dump(mode="json")
         for role, needed in entry.obj.requires.items():
             assert needed.recipe is not None
             spec = needed.train_spec(role, DIGITS, entry.name, params)
             assert spec["model"]["name"] == needed.model
-            assert spec["train"] == {"defense": {"name": entry.name}}
+            # the owner: the purifiers that share one generator name the same one
+            assert spec["train"] == {"defense": {"name": needed.owner or entry.name}}
             assert requirement_of(spec) == (role, needed)
 
 

@@ -1,0 +1,150 @@
+"""Generative purifiers end to end on digits: one generator trained by a cell of its own and
+shared by vae_purify and mlvgm_purify, attack and transfer cells on the purified models,
+bad params refused with the line, and `advgrid defenses` over the result."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import Cli, RunStudy
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+STUDY = """\
+name: generative
+datasets:
+  - name: digits
+    eval_size: 48
+models:
+  - name: cnn
+    arch: small_cnn
+    train: {epochs: 10, lr: 0.003, seed: 0}
+defenses:
+  - name: none
+  - {name: vae_purify, generator: {width: 16, epochs: 6}}
+  - {name: mlvgm_purify, generator: {width: 16, epochs: 6}, alpha: [0, 1, 1], draws: 2,
+     adaptive: eot, eot_samples: 2}
+attacks:
+  - {name: pgd, norm: l2, eps: 1.0, steps: 5}
+execution:
+  batch_size: 48
+"""
+
+
+@pytest.fixture(scope="module")
+def finished(run_study: RunStudy) -> dict[str, str]:
+    return run_study(STUDY, "-q", "--no-mlflow", file="generative.yaml").env
+
+
+@pytest.fixture(scope="module")
+def rows(finished: dict[str, str]) -> list[dict]:
+    out = Cli()("results", "generative", "--format", "json", env=finished)
+    assert out.exit_code == 0, out.output
+    return json.loads(out.output)
+
+
+def test_one_generator_serves_both_purifiers(rows: list[dict]) -> None:
+    assert all(r["state"] == "done" for r in rows)
+    trains = [r for r in rows if r["kind"] == "train"]
+    assert sorted(r["model"] for r in trains) == ["cnn", "generator"]
+    (gen,) = [r for r in trains if r["model"] == "generator"]
+    assert gen["params"]["arch"] == "hvae"
+    assert gen["defense"] == "mlvgm_purify"
+    metrics = gen["metrics"]
+    assert metrics["eval_elbo"] < 0
+    assert 0 < metrics["eval_recon_mse"] < 0.1
+    assert {f"eval_kl_level_{i}" for i in range(3)} <= set(metrics)
+
+
+def test_attack_cells_record_the_generator_metrics(rows: list[dict]) -> None:
+    attacks = [r for r in rows if r["kind"] == "attack"]
+    # none, vae_purify, mlvgm_purify (EOT) and its non-adaptive twin
+    assert len(attacks) == 4
+    for r in attacks:
+        if r["defense"] in ("vae_purify", "mlvgm_purify"):
+            m = r["metrics"]
+            assert 0 <= m["generator_recon_accuracy"] <= 1
+            assert {"generator_keep_0_accuracy", "generator_keep_1_accuracy"} <= set(m)
+            assert 0 <= m["robust_accuracy"] <= m["clean_accuracy"] + 1e-9
+        # a randomized purifier is also scored on 10 fresh draws, worst case per sample
+        worst = r["metrics"].get("robust_accuracy_worst_of_10")
+        if r["defense"] == "mlvgm_purify":
+            assert worst <= r["metrics"]["robust_accuracy_mean_of_10"]
+        else:
+            assert worst is None
+    eot = [r for r in attacks if r["metrics"].get("adaptive_eot")]
+    assert len(eot) == 1
+    assert eot[0]["metrics"]["eot_samples"] == 2
+
+
+def test_advgrid_defenses_shows_both_purifiers(finished: dict[str, str]) -> None:
+    out = Cli()("defenses", "generative", "--format", "json", env=finished)
+    assert out.exit_code == 0, out.output
+    table = {(r["model"], r["defense"]): r for r in json.loads(out.output)}
+    for name in ("vae_purify", "mlvgm_purify"):
+        row = table[(f"cnn+{name}", name)]
+        assert row["oblivious_robust_accuracy"] is not None
+        assert row["adaptive_robust_accuracy"] is not None
+    assert table[("cnn+mlvgm_purify", "mlvgm_purify")]["non_adaptive_robust_accuracy"] is not None
+
+
+def test_min_norm_is_the_worst_case_over_the_attack_cells(
+    finished: dict[str, str], rows: list[dict]
+) -> None:
+    out = Cli()(
+        "min-norm",
+        "generative",
+        "--format",
+        "json",
+        "--budget",
+        "0",
+        "--budget",
+        "0.5",
+        "--budget",
+        "1",
+        "--budget",
+        "10",
+        env=finished,
+    )
+    assert out.exit_code == 0, out.output
+    table = {r["model"]: r for r in json.loads(out.output)}
+    assert set(table) == {"cnn", "cnn+vae_purify", "cnn+mlvgm_purify"}
+    attacks = [r for r in rows if r["kind"] == "attack"]
+    for model, row in table.items():
+        defense = model.partition("+")[2] or "none"
+        cells = [r for r in attacks if r["defense"] == defense]
+        assert row["cells"] == len(cells)
+        assert row["n"] == 48 == len(row["minimum"])
+        acc = [row["accuracy"][b] for b in ("0", "0.5", "1", "10")]
+        assert acc == sorted(acc, reverse=True)
+        # every cell attacked within L2 1.0: none leaves more robust than the worst case
+        assert acc[2] <= min(c["metrics"]["robust_accuracy"] for c in cells) + 1e-6
+        assert acc[0] <= max(c["metrics"]["clean_accuracy"] for c in cells) + 1e-6
+        assert row["clean_errors"] == sum(1 for m in row["minimum"] if m == 0)
+        assert all(m is None or 0 <= m <= 1.0 + 1e-5 for m in row["minimum"])
+    csv = Cli()("min-norm", "generative", "--format", "csv", env=finished)
+    assert csv.exit_code == 0, csv.output
+    assert len(csv.output.strip().splitlines()) == 1 + 3 * 48
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("{name: mlvgm_purify, alpha: [0, 1]}", "alpha lists 2 values but the generator has 3"),
+        ("{name: mlvgm_purify, draws: 0}", "draws"),
+        ("{name: mlvgm_purify, alpha: [0, 0.5, 2]}", "alpha[2] is 2"),
+    ],
+)
+def test_bad_purifier_params_are_refused_with_the_line(tmp_path, entry: str, message: str) -> None:
+    text = STUDY.replace(
+        "  - {name: vae_purify, generator: {width: 16, epochs: 6}}", f"  - {entry}"
+    )
+    study = tmp_path / "bad.yaml"
+    study.write_text(text)
+    out = Cli()("run", study, "--dry-run")
+    assert out.exit_code != 0
+    assert message in out.output
+    assert "bad.yaml" in out.output
+    assert "line 11: defenses[1]" in out.output
