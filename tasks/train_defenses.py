@@ -71,15 +71,16 @@ class TrainingDefense(ABC):
         """The loss of ``(x, y)``; see the module docstring for the contract."""
 
 
-def build(name: str, values: Mapping[str, Any]) -> TrainingDefense:
-    """Training defense ``name`` with ``values`` validated by its params model.
+def build(name: str, values: Mapping[str, Any], **artifacts: nn.Module) -> TrainingDefense:
+    """Training defense ``name`` with ``values`` validated by its params model, and the
+    trained artifacts its class ``requires`` (by role) as keywords.
 
     Raises:
         UnknownComponentError: no training defense is called ``name``.
         pydantic.ValidationError: ``values`` break the params model.
     """
     entry = TRAINING_DEFENSES.get(name)
-    return entry.obj(entry.params.model_validate(dict(values)))
+    return entry.obj(entry.params.model_validate(dict(values)), **artifacts)
 
 
 def _attack(name: str, **values: Any) -> Attack:

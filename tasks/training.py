@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import torch
@@ -16,7 +16,7 @@ from pydantic import (
 )
 from torch import nn
 
-from tasks import augmentation, train_defenses
+from tasks import augmentation, gat, train_defenses  # noqa: F401  (gat: registration)
 from tasks.batches import batches
 from tasks.datasets import ImageSource, to_float
 from tasks.registry import Params
@@ -113,11 +113,13 @@ def defense_seed(seed: int) -> int:
     return (seed * 0x9E3779B97F4A7C15 + 0x5EED) % 2**63
 
 
-def _step_fn(params: TrainParams, device: torch.device) -> StepFn:
+def _step_fn(
+    params: TrainParams, device: torch.device, artifacts: Mapping[str, nn.Module]
+) -> StepFn:
     """The per-minibatch loss: plain cross-entropy, or the recipe's defense."""
     if params.defense is None:
         return _plain
-    defense = train_defenses.build(params.defense.name, params.defense.values)
+    defense = train_defenses.build(params.defense.name, params.defense.values, **artifacts)
     gen = torch.Generator(device=device).manual_seed(defense_seed(params.seed))
     return lambda model, x, y: defense.loss(model, x, y, gen)
 
@@ -130,6 +132,7 @@ def fit(
     *,
     indices: torch.Tensor | None = None,
     workers: int = 0,
+    artifacts: Mapping[str, nn.Module] | None = None,
 ) -> dict[str, float]:
     """Train ``model`` in place on ``(x, y)``; same inputs and seed give the same weights.
 
@@ -139,7 +142,8 @@ def fit(
     by ``workers`` DataLoader processes when asked (pinned memory on a GPU). With
     ``params.defense`` each minibatch's loss is the defense's (adversarial examples against
     the current weights, noise, …), its randomness drawn from a generator seeded from
-    ``params.seed``; augmentation draws from its own stream. Returns the final epoch's mean
+    ``params.seed``, built with the trained ``artifacts`` its class ``requires`` (``gat``'s
+    generator, by role); augmentation draws from its own stream. Returns the final epoch's mean
     loss and accuracy on the inputs trained on (see :class:`tasks.train_defenses.Step`);
     the model is left in eval mode.
     """
@@ -149,7 +153,7 @@ def fit(
     n = len(y) if indices is None else len(indices)
     steps = params.epochs * -(-n // params.batch_size)
     schedule = _schedule(opt, params, steps)
-    step_fn = _step_fn(params, dev)
+    step_fn = _step_fn(params, dev, artifacts or {})
     augment = augmentation.Augmenter(params.augment, params.seed, dev)
     model.train()
     loss_sum = correct = 0.0

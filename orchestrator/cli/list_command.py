@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import click
+from pydantic import BaseModel
 from rich.markup import escape
 from rich.table import Table
 
@@ -85,4 +86,7 @@ def _default(field: Any) -> str:
         return f"{value:g}"
     if isinstance(value, list):
         return "[" + ", ".join(map(str, value)) + "]"
+    if isinstance(value, BaseModel):  # a nested recipe (a generator's): its own defaults
+        inner = ", ".join(f"{n}={_default(f)}" for n, f in type(value).model_fields.items())
+        return "{" + inner + "}"
     return repr(value)

@@ -39,6 +39,7 @@ from orchestrator.study import adaptive_rules, defense_rules
 from orchestrator.study.schema import Resolved, Study
 from tasks import datasets
 from tasks.cells import CELL_KINDS, SpecModel
+from tasks.train_defenses import TRAINING_DEFENSES
 
 SCHEMA_VERSION = 1
 
@@ -237,6 +238,22 @@ def _artifact_inputs(plan: Plan, ds: dict, defense: Resolved) -> dict[str, tuple
     return inputs
 
 
+def _training_artifacts(plan: Plan, ds: dict, choice: Any) -> dict[str, tuple[str, ...]]:
+    """The inputs of a train cell whose training defense ``requires`` trained artifacts
+    (``gat``'s generator): one per role, each the artifact of the train cell its
+    requirement specs (added here once per dataset and recipe, shared with the purifiers of
+    the same recipe); empty for plain training and for the other defenses."""
+    if choice is None:
+        return {}
+    requires = getattr(TRAINING_DEFENSES.get(choice.name).obj, "requires", {})
+    inputs: dict[str, tuple[str, ...]] = {}
+    for role, needed in requires.items():
+        train = needed.train_spec(role, ds, choice.name, choice.values)
+        cell = plan.add("train", train, {}, once=True)
+        inputs[role] = ("cell", cell.key, "checkpoint")
+    return inputs
+
+
 def _model_refs(plan: Plan, study: Study, ds: dict, label: str) -> dict[str, tuple[str, ...]]:
     """Where each model's checkpoint on this dataset comes from; adds the train cells."""
     refs: dict[str, tuple[str, ...]] = {}
@@ -254,7 +271,8 @@ def _model_refs(plan: Plan, study: Study, ds: dict, label: str) -> dict[str, tup
             }
             if part.index is not None:  # absent otherwise, so existing keys stay as they were
                 spec["train_split"] = {"index": part.index, "of": m.splits}
-            refs[part.name] = ("cell", plan.add("train", spec, {}).key, "checkpoint")
+            inputs = _training_artifacts(plan, ds, m.train.defense)
+            refs[part.name] = ("cell", plan.add("train", spec, inputs).key, "checkpoint")
         else:
             refs[part.name] = ("file", m.name, study.checkpoints[m.name][1])
     return refs

@@ -8,10 +8,17 @@ from typing import Any
 import torch
 
 from storage import ArtifactStore
-from tasks import datasets, defenses, models, training
+from tasks import datasets, defenses, models, train_defenses, training
 from tasks.cells.payload import CellOutput, CellPayload
 from tasks.cells.specs import DefenseModelSpec, TrainSpec
-from tasks.cells.worker import CODE_VERSION, allow_imports_of, device, load_dataset, memory_layout
+from tasks.cells.worker import (
+    CODE_VERSION,
+    allow_imports_of,
+    device,
+    load_dataset,
+    load_model,
+    memory_layout,
+)
 
 # what ``advgrid results`` shows of a train cell
 SUMMARY_METRICS = ("train_accuracy", "eval_accuracy")
@@ -65,13 +72,31 @@ def _fit_model(cell: CellPayload, payload: dict, store: ArtifactStore) -> CellOu
     )
     dev = device()
     net = memory_layout(net.to(dev), payload)
-    metrics = training.fit(net, data.x, data.y, recipe, indices=train, workers=cell.data_workers)
+    artifacts = {role: load_model(payload, role, store, dev) for role in _requires(recipe)}
+    metrics = training.fit(
+        net,
+        data.x,
+        data.y,
+        recipe,
+        indices=train,
+        workers=cell.data_workers,
+        artifacts=artifacts,
+    )
     batch_size = 1024 if cell.batch_size is None else cell.batch_size
     pred = training.predict(net, data.x[split.eval], batch_size)
     metrics["eval_accuracy"] = float((pred.cpu() == data.y[split.eval]).float().mean())
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     record = store.put(state, _checkpoint_meta(spec.dump(), data))
     return CellOutput(metrics=metrics, artifacts={"checkpoint": dataclasses.asdict(record)})
+
+
+def _requires(recipe: training.TrainParams) -> tuple[str, ...]:
+    """The roles of the trained artifacts the recipe's training defense takes (``gat``'s
+    generator); none for plain training and the other defenses."""
+    if recipe.defense is None:
+        return ()
+    entry = train_defenses.TRAINING_DEFENSES.get(recipe.defense.name)
+    return tuple(getattr(entry.obj, "requires", ()))
 
 
 def _train_artifact(

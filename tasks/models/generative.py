@@ -162,6 +162,7 @@ class HVAE(nn.Module):
         *,
         temperature: float = 1.0,
         noise: Sequence[torch.Tensor] | None = None,
+        offsets: Sequence[torch.Tensor | None] | None = None,
     ) -> Pass:
         """One top-down pass over the (normalized) input ``x``.
 
@@ -173,6 +174,9 @@ class HVAE(nn.Module):
             temperature: ``T``, the scale of the prior samples' spread.
             noise: the ``ε_i`` per level (shapes of :meth:`noise_shapes`); None: drawn from
                 torch's global generator.
+            offsets: per level, None or a tensor of the code's shape added to the chosen
+                code before it is decoded and before the finer levels condition on it (a
+                perturbation in latent space, as generative adversarial training makes).
         """
         if alpha is not None and len(alpha) != self.levels:
             raise ValueError(f"alpha has {len(alpha)} values for {self.levels} levels")
@@ -186,7 +190,8 @@ class HVAE(nn.Module):
         )
         mu, logvar = self.top_post(top).chunk(2, 1)
         zeros = torch.zeros_like(mu)
-        s = self._choose(out, 0, mu, logvar, zeros, zeros, eps[0], alpha, temperature)
+        shift = list(offsets) if offsets is not None else [None] * self.levels
+        s = self._choose(out, 0, mu, logvar, zeros, zeros, eps[0], alpha, temperature, shift[0])
         s = F.silu(self.top_out(s)).view(n, -1, TOP_GRID, TOP_GRID)
         sizes = level_sizes(x.shape[-2], x.shape[-1], self.levels) + [tuple(x.shape[-2:])]
         s = self.top_block(F.interpolate(s, size=sizes[0], mode="nearest"))
@@ -203,6 +208,7 @@ class HVAE(nn.Module):
                 eps[i],
                 alpha,
                 temperature,
+                shift[i],
             )
             s = self.down_blocks[i - 1](s + self.merges[i - 1](z))
             s = F.interpolate(s, size=sizes[i], mode="nearest")
@@ -220,6 +226,7 @@ class HVAE(nn.Module):
         eps: torch.Tensor,
         alpha: Sequence[float] | None,
         temperature: float,
+        offset: torch.Tensor | None = None,
     ) -> torch.Tensor:
         logvar = logvar.clamp(*LOGVAR_RANGE)
         p_logvar = p_logvar.clamp(*LOGVAR_RANGE)
@@ -232,6 +239,8 @@ class HVAE(nn.Module):
                 if a == 0
                 else (1 - a) * mu + a * (p_mu + temperature * (0.5 * p_logvar).exp() * eps)
             )
+        if offset is not None:
+            z = z + offset
         out.post_mu.append(mu)
         out.post_logvar.append(logvar)
         out.prior_mu.append(p_mu)
@@ -251,7 +260,7 @@ class HVAE(nn.Module):
 
 @MODELS.register("vae")
 class VAE(HVAE):
-    """Convolutional VAE (Kingma & Welling 2014): the one-level ``hvae``."""
+    """Convolutional VAE (Kingma & Welling 2014): the one-level hierarchical VAE."""
 
     Params = VAEParams  # type: ignore[assignment]
 

@@ -80,7 +80,7 @@ def test_defaults_written_or_left_out_give_one_key() -> None:
         (
             "{name: pgd_att, eps: 0.1}",
             "line 13: models[1].train.defense.name: unknown training defense 'pgd_att'; "
-            "did you mean 'pgd_at'? Run `advgrid list defenses` to see all names.",
+            "did you mean 'pgd_at', 'gat'? Run `advgrid list defenses` to see all names.",
         ),
         (
             "{name: pgd_at, eps: -1}",
@@ -202,6 +202,7 @@ def test_list_defenses_shows_both_stages(cli) -> None:
     training_names = set(TRAINING_DEFENSES.names())
     assert training_names == {
         "fgsm_at", "kurakin_at", "pgd_at", "trades", "fast_at", "shared_at", "gaussian_augment",
+        "gat",
     }  # fmt: skip
     assert {n for n, e in entries.items() if e["stage"] == "training"} == training_names
     assert {n for n, e in entries.items() if e["stage"] == "inference"} == set(DEFENSES.names())

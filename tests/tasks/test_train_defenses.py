@@ -25,7 +25,23 @@ CASES: dict[str, dict] = {
     "fast_at": {"eps": 0.1},
     "shared_at": {"eps": 0.1, "steps": 2, "shard_size": 4},
     "gaussian_augment": {"sigma": 0.2, "fraction": 0.5},
+    "gat": {"generator": {"width": 4, "top_dim": 3, "latent_channels": 2}, "steps": 2},
 }
+
+
+def _artifacts(name: str, data: datasets.Data) -> dict[str, torch.nn.Module]:
+    """The trained parts a defense's class ``requires``: for ``gat`` an untrained generator
+    of its recipe whose posterior heads (zero at first) see the input."""
+    if name != "gat":
+        return {}
+    from tasks.defenses.generator import GeneratorParams, build_generator
+
+    vae = build_generator(GeneratorParams(**CASES["gat"]["generator"]), data)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    return {"vae": vae.eval()}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -87,7 +103,7 @@ def test_step_leaves_train_mode_and_parameter_gradients_on(name: str, digits) ->
     model.register_forward_hook(lambda m, i, o: modes.append(m.training))
     x, y = _batch(digits)
     x_before = x.clone()
-    step = build(name, CASES[name]).loss(model, x, y, _gen())
+    step = build(name, CASES[name], **_artifacts(name, digits)).loss(model, x, y, _gen())
     assert step.loss.dim() == 0
     assert math.isfinite(float(step.loss.detach()))
     assert step.logits.shape == (len(x), 10)
@@ -109,14 +125,15 @@ def test_fit_changes_weights_deterministically_and_ends_in_eval_mode(name: str, 
     )
     before = {k: v.clone() for k, v in _net(digits).state_dict().items()}
     a, b = _net(digits), _net(digits)
-    metrics = training.fit(a, x, y, recipe)
-    training.fit(b, x, y, recipe)
+    parts = _artifacts(name, digits)
+    metrics = training.fit(a, x, y, recipe, artifacts=parts)
+    training.fit(b, x, y, recipe, artifacts=parts)
     assert not a.training
     assert all(math.isfinite(v) for v in metrics.values())
     assert not _equal(a.state_dict(), before)
     assert _equal(a.state_dict(), b.state_dict())
     c = _net(digits)
-    training.fit(c, x, y, recipe.model_copy(update={"seed": 4}))
+    training.fit(c, x, y, recipe.model_copy(update={"seed": 4}), artifacts=parts)
     assert not _equal(a.state_dict(), c.state_dict())
 
 
@@ -277,7 +294,7 @@ def test_unknown_names_and_bad_params_are_refused() -> None:
 def test_every_training_defense_cites_its_paper() -> None:
     for entry in TRAINING_DEFENSES:
         assert issubclass(entry.obj, TrainingDefense)
-        assert any(str(year) in (entry.obj.__doc__ or "") for year in range(2014, 2021))
+        assert any(str(year) in (entry.obj.__doc__ or "") for year in range(2014, 2022))
 
 
 def _robust_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
