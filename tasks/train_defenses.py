@@ -72,8 +72,7 @@ class TrainingDefense(ABC):
 
 
 def build(name: str, values: Mapping[str, Any], **artifacts: nn.Module) -> TrainingDefense:
-    """Training defense ``name`` with ``values`` validated by its params model, and the
-    trained artifacts its class ``requires`` (by role) as keywords.
+    """Training defense ``name``, ``values`` validated, ``artifacts`` its class ``requires``.
 
     Raises:
         UnknownComponentError: no training defense is called ``name``.

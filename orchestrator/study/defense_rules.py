@@ -16,6 +16,7 @@ from typing import Any
 
 from orchestrator.study.problems import Problems
 from orchestrator.study.schema import ModelEntry, Resolved, Study
+from tasks.attacks import ATTACKS
 from tasks.defenses import DEFENSES, Requirement
 
 
@@ -88,3 +89,36 @@ def wraps(study: Study, defense: Resolved, model: str) -> bool:
         return True
     groups = {m.name: m.part_names() for m in study.file.models}
     return any(model == name or model in groups.get(name, ()) for name in defense.models)
+
+
+def attacks_generator(attack: str) -> bool:
+    """Whether the registered attack ``attack`` attacks a generator (``vae_latent``,
+    ``vae_output``): its cells are made only on defenses that have one."""
+    return bool(getattr(ATTACKS.get(attack).obj, "needs_generator", False))
+
+
+def has_generator(defense: str) -> bool:
+    """Whether the defense ``defense`` purifies through a generator (role ``vae``)."""
+    return "vae" in requires(defense)
+
+
+def applies(defense: Resolved, attack: Resolved) -> bool:
+    """Whether the study makes cells of ``attack`` on models behind ``defense``."""
+    return not attacks_generator(attack.name) or has_generator(defense.name)
+
+
+def check_generator_attacks(
+    defenses: list[tuple[int, Resolved]], attacks: list[tuple[int, str]], problems: Problems
+) -> None:
+    """Refuse an attack on generators in a study without a generative purifier: it would
+    make no cell at all."""
+    if any(has_generator(d.name) for _, d in defenses):
+        return
+    for j, name in attacks:
+        if attacks_generator(name):
+            problems.add(
+                ("attacks", j),
+                f"{name} attacks a generator, and no defense of this study has one: add a "
+                "generative purifier (vae_purify or mlvgm_purify) to `defenses:`; its cells "
+                "are made on the models behind those only",
+            )

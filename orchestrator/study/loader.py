@@ -110,6 +110,7 @@ def _check_components(study: Study, problems: Problems, notes: Problems) -> None
     known = [(i, a.name) for i, a in enumerate(spec.attacks) if a.name in ATTACKS]
     adaptive_rules.check(placed, known, problems, notes)
     defense_rules.check(placed, [m.name for m in spec.models], problems)
+    defense_rules.check_generator_attacks(placed, known, problems)
     defense_rules.check_models(placed, spec.models, problems)
     for kind, items in (("datasets", study.datasets), ("defenses", study.defenses)):
         labels = [r.label for r in items]

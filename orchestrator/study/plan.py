@@ -175,12 +175,13 @@ def expand(study: Study) -> Plan:
             for src, i in placed
             for defense in [study.defenses[i]]
             for attack in study.attacks
+            if defense_rules.applies(defense, attack)
         ]
         _transfers(plan, attacks, [t for t in targets if t in refs], refs, extra)
         for src, i in placed:
             defense = study.defenses[i]
             for attack in study.attacks:
-                if _has_twin(defense, attack):
+                if _has_twin(defense, attack) and defense_rules.applies(defense, attack):
                     inputs = {"checkpoint": refs[src], **extra[i]}
                     _attack(plan, ds_eval, src, inputs, _unadapted(defense), attack, once=True)
     for kind in CELL_KINDS.values():  # kinds beyond the three plan their own cells

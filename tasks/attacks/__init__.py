@@ -13,6 +13,7 @@ from tasks.attacks import (  # noqa: F401  (registration)
     fab,
     fgsm,
     jsma,
+    latent,
     lbfgs,
     mim,
     noise,

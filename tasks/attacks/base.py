@@ -52,7 +52,7 @@ class AttackOutput:
     target: torch.Tensor | None
     forward: int
     backward: int
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, float] = field(default_factory=dict)
 
 
 def register(name: str) -> Callable[[type[Attack]], type[Attack]]:
@@ -94,7 +94,7 @@ class Attack(ABC):
 
     def __init__(self, params: AttackParams) -> None:
         self.params = params
-        self.counts: dict[str, int] = {}
+        self.counts: dict[str, float] = {}
 
     @property
     def norm(self) -> str:

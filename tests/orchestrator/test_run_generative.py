@@ -148,3 +148,37 @@ def test_bad_purifier_params_are_refused_with_the_line(tmp_path, entry: str, mes
     assert message in out.output
     assert "bad.yaml" in out.output
     assert "line 11: defenses[1]" in out.output
+
+
+def test_attacks_on_the_generator_are_planned_on_purifiers_only(tmp_path) -> None:
+    from orchestrator.study import loader
+    from orchestrator.study.plan import expand
+
+    text = STUDY.replace(
+        "  - {name: pgd, norm: l2, eps: 1.0, steps: 5}\n",
+        "  - {name: pgd, norm: l2, eps: 1.0, steps: 5}\n  - {name: vae_latent, eps: 1.0}\n",
+    )
+    study = tmp_path / "latent.yaml"
+    study.write_text(text)
+    attacks = [c for c in expand(loader.load(study)).cells if c.kind == "attack"]
+    latent = [c for c in attacks if c.spec["attack"]["name"] == "vae_latent"]
+    # vae_purify, mlvgm_purify (EOT) and its twin; not the undefended cnn
+    assert sorted(c.spec["defense"]["name"] for c in latent) == [
+        "mlvgm_purify",
+        "mlvgm_purify",
+        "vae_purify",
+    ]
+    assert len(attacks) == 4 + 3
+    alone = text.replace("  - {name: vae_purify, generator: {width: 16, epochs: 6}}\n", "").replace(
+        "  - {name: mlvgm_purify, generator: {width: 16, epochs: 6}, alpha: [0, 1, 1], draws: 2,\n"
+        "     adaptive: eot, eot_samples: 2}\n",
+        "",
+    )
+    bad = tmp_path / "alone.yaml"
+    bad.write_text(alone)
+    out = Cli()("run", bad, "--dry-run")
+    assert out.exit_code != 0
+    assert "alone.yaml" in out.output
+    assert "attacks[1]: vae_latent attacks a generator, and no defense of this study has one" in (
+        out.output
+    )

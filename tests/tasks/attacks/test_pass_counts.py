@@ -117,7 +117,9 @@ def run(case: str, model: nn.Module, trained: Any) -> AttackOutput:
 
 
 def test_every_registered_attack_has_a_case() -> None:
-    assert {name for name, _ in CASES.values()} == {e.name for e in ATTACKS}
+    # attacks on a generator need a purified model: tests/tasks/test_generative.py counts them
+    classifier_attacks = {e.name for e in ATTACKS if not getattr(e.obj, "needs_generator", False)}
+    assert {name for name, _ in CASES.values()} == classifier_attacks
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -1,0 +1,153 @@
+"""Attacks on a generative model: a small perturbation that makes a VAE encode (``vae_latent``)
+or reconstruct (``vae_output``) an image like a target image of another class.
+
+Tabacof, Tavares & Valle, "Adversarial Images for Variational Autoencoders" (NIPS 2016
+workshop); Kos, Fischer & Song, "Adversarial examples for generative models" (IEEE S&P
+workshops 2018); Gondim-Ribeiro, Tabacof & Valle, "Adversarial Attacks on Variational
+Autoencoders" (2018). For each input ``x`` a target image ``x_t`` of the target class is taken
+from the same batch, and ``δ`` minimizes
+
+- ``vae_latent``: ``Σ_i ‖μ_i(x + δ) − μ_i(x_t)‖²`` over the generator's levels (the posterior
+  means through which a purifier sees its input; Kos et al.'s latent attack, the
+  Gondim-Ribeiro latent attack with the KL replaced by the squared distance of the means);
+- ``vae_output``: ``‖rec(x + δ) − x_t‖²`` (their output attack),
+
+with Adam (the papers' optimizer) inside the L2 ball of ``eps`` and [0, 1]. The model attacked
+is a generative purifier's defended model (``vae_purify``, ``mlvgm_purify``): its classifier
+on the purified input decides success, so the success rate is the study classifier's
+target-class rate on reconstructions (Kos et al.'s matching rate). The cell also records
+``target_latent_ratio`` and ``target_output_ratio``: the mean distance to the target after
+the attack over the distance before it, in latent and in pixel space (0: reached, 1: no
+closer; 1 for a sample whose batch holds no image of its target class, which is left as it
+is, their share ``target_image_missing``). The classifier's gradient is never used: these
+attack the generator alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from tasks.attacks.base import FixedBudgetAttack, register
+from tasks.attacks.norms import ball
+from tasks.attacks.params import FixedBudgetParams
+from tasks.errors import InputError
+from tasks.models.generative import network
+
+
+class LatentParams(FixedBudgetParams):
+    norm: Literal["l2"] = "l2"
+    targeted: bool = True
+    steps: int = Field(100, ge=1, description="Adam steps")
+    lr: float = Field(0.01, gt=0, description="Adam's learning rate on the perturbation")
+
+    goals: ClassVar[Literal["targeted"]] = "targeted"
+    refusal: ClassVar[str] = (
+        "attacks on a generator move its output towards a target image: they are targeted"
+    )
+
+
+def purifier_of(model: nn.Module) -> Any:
+    """The generative purifier's defended model inside ``model`` (through the wrappers an
+    attack cell puts around it: pass counting, EOT, BPDA)."""
+    seen = model
+    for _ in range(8):
+        if isinstance(getattr(seen, "vae", None), nn.Module) and isinstance(
+            getattr(seen, "model", None), nn.Module
+        ):
+            return seen
+        inner = next(
+            (getattr(seen, a) for a in ("model", "inner", "defended") if hasattr(seen, a)), None
+        )
+        if not isinstance(inner, nn.Module):
+            break
+        seen = inner
+    raise InputError(
+        "attacks on a generator (vae_latent, vae_output) need a model behind a generative "
+        "purifier (vae_purify or mlvgm_purify): there is no generator to attack here"
+    )
+
+
+class _GeneratorAttack(FixedBudgetAttack):
+    Params = LatentParams
+    params: LatentParams
+    needs_generator: ClassVar[bool] = True
+    space: ClassVar[str] = "latent"
+
+    def perturb(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        assert target is not None  # targeted by its params
+        net, mean, std = network(purifier_of(model).vae)
+        levels = [0.0] * net.levels
+
+        def codes(z: torch.Tensor) -> torch.Tensor:
+            return torch.cat(
+                [m.flatten(1) for m in net.generate((z - mean) / std, levels).post_mu], 1
+            )
+
+        def rec(z: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(net.generate((z - mean) / std, levels).logits).flatten(1)
+
+        goal = codes if self.space == "latent" else rec
+        pick = _target_images(y, target, generator)
+        has = pick >= 0
+        x_t = x[pick.clamp_min(0)]
+        with torch.no_grad():
+            want = goal(x_t)
+            start_latent = (codes(x) - codes(x_t)).norm(dim=1)
+            start_output = (rec(x) - rec(x_t)).norm(dim=1)
+        delta = torch.zeros_like(x, requires_grad=True)
+        opt = torch.optim.Adam([delta], lr=self.params.lr)
+        region = ball("l2")
+        for _ in range(self.params.steps):
+            x_adv = (x + delta).clamp(0, 1)
+            loss = ((goal(x_adv) - want) ** 2).sum(1)
+            opt.zero_grad(set_to_none=True)
+            (loss * has).sum().backward()
+            opt.step()
+            with torch.no_grad():
+                delta.copy_(region.project(x + delta, x, self.params.eps) - x)
+        x_adv = torch.where(has.view(-1, 1, 1, 1), (x + delta.detach()).clamp(0, 1), x)
+        with torch.no_grad():
+            latent = (codes(x_adv) - codes(x_t)).norm(dim=1) / start_latent.clamp_min(1e-12)
+            output = (rec(x_adv) - rec(x_t)).norm(dim=1) / start_output.clamp_min(1e-12)
+        # a sample whose batch holds no image of its target class is not attacked: ratio 1
+        self.counts["target_latent_ratio"] = float(torch.where(has, latent, 1.0).sum())
+        self.counts["target_output_ratio"] = float(torch.where(has, output, 1.0).sum())
+        self.counts["target_image_missing"] = float(len(x) - int(has.sum()))
+        return x_adv
+
+
+def _target_images(y: torch.Tensor, target: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """For each sample, the index of a random image of its target class in the batch (-1
+    where the batch has none)."""
+    out = torch.full_like(y, -1)
+    for i, t in enumerate(target.tolist()):
+        candidates = (y == t).nonzero().flatten()
+        if len(candidates):
+            k = int(torch.randint(len(candidates), (1,), generator=gen, device=gen.device))
+            out[i] = candidates[k]
+    return out
+
+
+@register("vae_latent")
+class VAELatent(_GeneratorAttack):
+    """Latent attack on a VAE: match a target image's posterior means (Tabacof 2016, Kos 2018)."""
+
+    space = "latent"
+
+
+@register("vae_output")
+class VAEOutput(_GeneratorAttack):
+    """Output attack on a VAE: its reconstruction matches a target image (Gondim-Ribeiro 2018)."""
+
+    space = "output"
