@@ -57,6 +57,9 @@ DEFENSE_METRICS = (
     "grad_l1_median",
     "forward_random_fraction",
     "defense_randomized",
+    "robust_accuracy_worst_of_10",
+    "generator_recon_accuracy",
+    "generator_keep_0_accuracy",
 )
 
 

@@ -31,6 +31,13 @@ never flags):
   forward passes on the same clean input gave different logits for some samples
   (``forward_random_fraction`` > 0). Its number needs EOT to be adaptive; the reason says
   whether the cells used it.
+- ``lucky_draws`` (e): for a randomized defense, an attack's robust accuracy on the one draw
+  it was scored on is more than ``tol`` above its worst case over 10 fresh draws
+  (``robust_accuracy_worst_of_10``): an attacker who submits an example again fools more.
+- ``coarse_loses_class`` (f): for a generative purifier, the classifier's accuracy on "keep
+  the coarsest level, resample the rest" samples (``generator_keep_0_accuracy``) is more
+  than :data:`COARSE_GAP` below its accuracy on reconstructions: the coarse code does not
+  carry the class, so resampling the finer levels cannot defend (Serez et al. 2025 rely on it).
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from tasks.attacks import ATTACKS, MinNormAttack
 TOLERANCE = 0.02
 ZERO_FRACTION = 0.5
 VANISHING_RATIO = 0.01
+COARSE_GAP = 0.10
 
 Group = tuple[str, str, str, str]  # dataset, model, defense label, adaptive
 
@@ -88,6 +96,8 @@ def flags(rows: Iterable[DefenseEvaluation]) -> dict[Group, list[Flag]]:
             *_vanishing(rs, reference),
             *_not_monotone(rs),
             *_randomized(rs),
+            *_lucky_draws(rs),
+            *_coarse_loses_class(rs),
         ]
         out[g] = found
     return out
@@ -187,6 +197,28 @@ def _randomized(rows: list[DefenseEvaluation]) -> list[Flag]:
     eot = "eot" in rows[0].adaptive
     seen += "; attacked with EOT" if eot else "; attacked without EOT: not an adaptive number"
     return [Flag("randomized", seen)]
+
+
+def _lucky_draws(rows: list[DefenseEvaluation]) -> list[Flag]:
+    tol, seen = _tol(rows), []
+    for r in rows:
+        worst, once = r.metrics.get("robust_accuracy_worst_of_10"), r.metrics.get("robust_accuracy")
+        if worst is not None and once is not None and once - worst > tol:
+            title = attack_title(r.attack, json.loads(r.params_json))
+            seen.append(f"{title}: {_pct(once)} on one draw, {_pct(worst)} worst of 10")
+    return [Flag("lucky_draws", "; ".join(seen))] if seen else []
+
+
+def _coarse_loses_class(rows: list[DefenseEvaluation]) -> list[Flag]:
+    keep, rec = _max(rows, "generator_keep_0_accuracy"), _max(rows, "generator_recon_accuracy")
+    if keep is None or rec is None or keep >= rec - COARSE_GAP:
+        return []
+    reason = (
+        f"the classifier is right on {_pct(keep)} of samples that keep the generator's coarsest "
+        f"level and resample the rest, against {_pct(rec)} of its reconstructions: the coarse "
+        "code does not keep the class"
+    )
+    return [Flag("coarse_loses_class", reason)]
 
 
 def _max(rows: list[DefenseEvaluation], metric: str) -> float | None:

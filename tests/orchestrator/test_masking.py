@@ -149,3 +149,24 @@ def test_the_table_reports_the_gap_and_flags_in_every_format() -> None:
         r"mlp+bits\_2 & bpda & pgd(eps=0.1, norm=linf, steps=10) & 95.0 & -- & -- & 50.0 & -- &"
         in tex
     )
+
+
+def test_a_randomized_defense_whose_examples_fool_fresh_draws_is_flagged() -> None:
+    mlvgm = {"defense": ("mlvgm_purify", "mlvgm"), "adaptive": "eot", "defense_randomized": 1.0}
+    lucky = row("pgd", PGD, 0.30, robust_accuracy_worst_of_10=0.20, **mlvgm)
+    assert names([lucky]) == ["randomized", "lucky_draws"]
+    (found,) = masking.flags([lucky]).values()
+    assert "30.0% on one draw, 20.0% worst of 10" in found[1].reason
+    # within one sample plus the tolerance: not flagged
+    steady = row("pgd", PGD, 0.30, robust_accuracy_worst_of_10=0.285, **mlvgm)
+    assert names([steady]) == ["randomized"]
+
+
+def test_a_generator_whose_coarse_level_loses_the_class_is_flagged() -> None:
+    vae = {"defense": ("vae_purify", "vae"), "adaptive": "none"}
+    lost = row("pgd", PGD, 0.3, generator_recon_accuracy=0.9, generator_keep_0_accuracy=0.2, **vae)
+    assert names([lost]) == ["coarse_loses_class"]
+    (found,) = masking.flags([lost]).values()
+    assert "20.0% of samples that keep the generator's coarsest level" in found[0].reason
+    kept = row("pgd", PGD, 0.3, generator_recon_accuracy=0.9, generator_keep_0_accuracy=0.85, **vae)
+    assert names([kept]) == []

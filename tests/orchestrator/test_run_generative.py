@@ -88,6 +88,13 @@ def test_advgrid_defenses_shows_both_purifiers(finished: dict[str, str]) -> None
         assert row["oblivious_robust_accuracy"] is not None
         assert row["adaptive_robust_accuracy"] is not None
     assert table[("cnn+mlvgm_purify", "mlvgm_purify")]["non_adaptive_robust_accuracy"] is not None
+    # a generator whose coarse code does not keep the class is said to be one
+    cells = Cli()("results", "generative", "--kind", "attack", "--format", "json", env=finished)
+    metrics = next(r["metrics"] for r in json.loads(cells.output) if r["defense"] == "vae_purify")
+    lost = metrics["generator_keep_0_accuracy"] < metrics["generator_recon_accuracy"] - 0.10
+    for name in ("vae_purify", "mlvgm_purify"):
+        shown = {f["flag"] for f in table[(f"cnn+{name}", name)]["flags"]}
+        assert ("coarse_loses_class" in shown) == lost
 
 
 def test_min_norm_is_the_worst_case_over_the_attack_cells(
