@@ -89,28 +89,24 @@ class _GeneratorAttack(FixedBudgetAttack):
         net, mean, std = network(purifier_of(model).vae)
         levels = [0.0] * net.levels
 
-        def codes(z: torch.Tensor) -> torch.Tensor:
-            return torch.cat(
-                [m.flatten(1) for m in net.generate((z - mean) / std, levels).post_mu], 1
-            )
+        def both(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """The posterior means (all levels, flat) and the reconstruction, one pass."""
+            out = net.generate((z - mean) / std, levels)
+            codes = torch.cat([m.flatten(1) for m in out.post_mu], 1)
+            return codes, torch.sigmoid(out.logits).flatten(1)
 
-        def rec(z: torch.Tensor) -> torch.Tensor:
-            return torch.sigmoid(net.generate((z - mean) / std, levels).logits).flatten(1)
-
-        goal = codes if self.space == "latent" else rec
+        which = 0 if self.space == "latent" else 1
         pick = _target_images(y, target, generator)
         has = pick >= 0
         x_t = x[pick.clamp_min(0)]
         with torch.no_grad():
-            want = goal(x_t)
-            start_latent = (codes(x) - codes(x_t)).norm(dim=1)
-            start_output = (rec(x) - rec(x_t)).norm(dim=1)
+            (codes_x, rec_x), (codes_t, rec_t) = both(x), both(x_t)
+            want = (codes_t, rec_t)[which]
         delta = torch.zeros_like(x, requires_grad=True)
         opt = torch.optim.Adam([delta], lr=self.params.lr)
         region = ball("l2")
         for _ in range(self.params.steps):
-            x_adv = (x + delta).clamp(0, 1)
-            loss = ((goal(x_adv) - want) ** 2).sum(1)
+            loss = ((both((x + delta).clamp(0, 1))[which] - want) ** 2).sum(1)
             opt.zero_grad(set_to_none=True)
             (loss * has).sum().backward()
             opt.step()
@@ -118,8 +114,12 @@ class _GeneratorAttack(FixedBudgetAttack):
                 delta.copy_(region.project(x + delta, x, self.params.eps) - x)
         x_adv = torch.where(has.view(-1, 1, 1, 1), (x + delta.detach()).clamp(0, 1), x)
         with torch.no_grad():
-            latent = (codes(x_adv) - codes(x_t)).norm(dim=1) / start_latent.clamp_min(1e-12)
-            output = (rec(x_adv) - rec(x_t)).norm(dim=1) / start_output.clamp_min(1e-12)
+            codes_a, rec_a = both(x_adv)
+            tiny = 1e-12
+            latent = (codes_a - codes_t).norm(dim=1) / (codes_x - codes_t).norm(dim=1).clamp_min(
+                tiny
+            )
+            output = (rec_a - rec_t).norm(dim=1) / (rec_x - rec_t).norm(dim=1).clamp_min(tiny)
         # a sample whose batch holds no image of its target class is not attacked: ratio 1
         self.counts["target_latent_ratio"] = float(torch.where(has, latent, 1.0).sum())
         self.counts["target_output_ratio"] = float(torch.where(has, output, 1.0).sum())
