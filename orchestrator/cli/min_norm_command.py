@@ -39,6 +39,13 @@ from storage import ArtifactStore
     help="Budgets to read robust accuracy at (repeatable). Default: 0.5, 1, 2 for l2; "
     "0.05, 0.1, 0.2 for linf; 2, 4, 8 for l1.",
 )
+@click.option(
+    "--transfers/--no-transfers",
+    default=True,
+    show_default=True,
+    help="Count the transfer cells onto each defended model (examples crafted on other "
+    "models and defenses, such as the α = 0 surrogate of a purifier).",
+)
 @click.option("--format", "fmt", type=TABLE_FORMATS, default="table", show_default=True)
 def min_norm_command(
     study: str,
@@ -50,16 +57,20 @@ def min_norm_command(
     params: tuple[str, ...],
     norm: str,
     budgets: tuple[float, ...],
+    transfers: bool,
     fmt: str,
 ) -> None:
     """Minimum perturbation per sample over every attack on each defended model of STUDY.
 
     For every model (+ defense), each sample's smallest perturbation norm among the stored
     adversarial examples that fool it, over all its attack cells (adaptive ones and their
-    non-adaptive twins, every attack and budget): 0 where the clean input is already
-    misclassified, never where no attack fooled it. Robust accuracy at a budget is the
-    share of samples whose minimum exceeds it, the worst case over all attacks, sample by
-    sample. Norms are recomputed from the stored examples and the dataset's images.
+    non-adaptive twins, every attack and budget) and, unless --no-transfers, the transfer
+    cells onto it (examples crafted on other models or on other defenses of the same model,
+    such as vae_purify's deterministic α = 0 pipeline as a surrogate for mlvgm_purify): 0
+    where the clean input is already misclassified, never where no attack fooled it.
+    Robust accuracy at a budget is the share of samples whose minimum exceeds it, the worst
+    case over all attacks, sample by sample. Norms are recomputed from the stored examples
+    and the dataset's images.
     --format csv prints one row per sample; json adds the per-sample minima.
 
     \b
@@ -67,6 +78,7 @@ def min_norm_command(
       advgrid min-norm generative
       advgrid min-norm generative --budget 0.25 --budget 0.5 --budget 1
       advgrid min-norm defenses --norm linf --attack pgd
+      advgrid min-norm generative --no-transfers     # attack cells on each model only
       advgrid min-norm generative --format json > min-l2.json
     """
     chosen = budgets or min_norm.DEFAULT_BUDGETS[norm]
@@ -79,7 +91,9 @@ def min_norm_command(
                 f"no attack cells in study {name!r} {which}; "
                 f"see `advgrid results {name} --kind attack`"
             )
-        rows = min_norm.build(outputs, ArtifactStore(settings.store_root), norm)
+        where = attack_filter(attack, eps, params)
+        moved = database.transfer_outputs(study_id, where=where) if transfers else []
+        rows = min_norm.build(outputs, ArtifactStore(settings.store_root), norm, moved)
     emit(
         fmt,
         Renderings(

@@ -22,6 +22,10 @@ Errors:
       no transform to replace by the identity.
     - ``eot_samples`` without ``eot``; ``eot_samples`` below 2 (one draw averages nothing).
 
+``eot_samples`` may be a list of distinct counts (``[2, 8, 32]``): the entry is then one
+defended model per count under one label, every attack run at each, and ``advgrid defenses``
+flags ``eot_not_converged`` where the number still falls at the largest count.
+
 Notes (printed by ``advgrid plan`` and ``advgrid run``, never errors):
     - ``adaptive: none`` said on a non-differentiable defense under gradient attacks: their
       robust accuracy is the non-adaptive number, not robustness.
@@ -35,7 +39,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError, field_validator
 
 from orchestrator.study.problems import Problems
 from orchestrator.study.schema import Resolved
@@ -52,19 +56,33 @@ class AdaptiveChoice(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     adaptive: Literal["none", "bpda", "eot", "bpda+eot"] | None = None
-    eot_samples: int | None = Field(None, ge=2)
+    eot_samples: StrictInt | list[StrictInt] | None = None
+
+    @field_validator("eot_samples")
+    @classmethod
+    def _counts(cls, value: int | list[int] | None) -> int | list[int] | None:
+        if isinstance(value, list) and (not value or len(set(value)) != len(value)):
+            raise ValueError(
+                "a list of eot_samples is a convergence check: give distinct counts, e.g. "
+                "[2, 8, 32]"
+            )
+        for n in value if isinstance(value, list) else [] if value is None else [value]:
+            if n < 2:
+                raise ValueError("must be ≥ 2: one draw averages nothing")
+        return value
 
 
-def take(values: dict, loc: tuple, problems: Problems) -> tuple[str, int | None, bool]:
+def take(values: dict, loc: tuple, problems: Problems) -> tuple[str, tuple[int | None, ...], bool]:
     """Remove the adaptive keys from a defense entry's ``values``; ``(adaptive,
-    eot_samples, given)``, with ``eot_samples`` defaulting to 10 under eot and None
-    otherwise, and ``given`` whether the entry says ``adaptive:`` at all."""
+    eot_samples, given)``: ``eot_samples`` one count per defended model the entry makes (a
+    list ``[2, 8, 32]`` is three, the EOT convergence check), defaulting to 10 under eot and
+    None otherwise; ``given`` whether the entry says ``adaptive:`` at all."""
     keys = {k: values.pop(k) for k in KEYS if k in values}
     try:
         choice = AdaptiveChoice.model_validate(keys)
     except ValidationError as exc:
         problems.add_pydantic(exc, loc, AdaptiveChoice)
-        return INVALID, None, True  # the study is refused; no rule is checked on a wrong value
+        return INVALID, (None,), True  # the study is refused; no rule is checked on it
     method, given = choice.adaptive or "none", choice.adaptive is not None
     if "eot" not in method:
         if choice.eot_samples is not None:
@@ -73,8 +91,9 @@ def take(values: dict, loc: tuple, problems: Problems) -> tuple[str, int | None,
                 "eot_samples applies only with `adaptive: eot` or `adaptive: bpda+eot` "
                 f"(got adaptive: {method})",
             )
-        return method, None, given
-    return method, choice.eot_samples or DEFAULT_EOT_SAMPLES, given
+        return method, (None,), given
+    counts = choice.eot_samples or DEFAULT_EOT_SAMPLES
+    return method, tuple(counts) if isinstance(counts, list) else (counts,), given
 
 
 def gradient_free() -> list[str]:

@@ -112,7 +112,9 @@ def _check_components(study: Study, problems: Problems, notes: Problems) -> None
     defense_rules.check(placed, [m.name for m in spec.models], problems)
     defense_rules.check_generator_attacks(placed, known, problems)
     defense_rules.check_models(placed, spec.models, problems)
-    for kind, items in (("datasets", study.datasets), ("defenses", study.defenses)):
-        labels = [r.label for r in items]
+    # a defense entry with an eot_samples list is several defended models under its label
+    entries = {"datasets": [r.label for r in study.datasets]}
+    entries["defenses"] = [label for _, label in dict.fromkeys((i, d.label) for i, d in placed)]
+    for kind, labels in entries.items():
         for label in {x for x in labels if labels.count(x) > 1}:
             problems.add((kind,), f"{label!r} appears twice; give one entry a distinct `label:`")

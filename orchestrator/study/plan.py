@@ -167,11 +167,13 @@ def expand(study: Study) -> Plan:
             for i, d in enumerate(study.defenses)
             if placed and any(m in refs and defense_rules.wraps(study, d, m) for m in wrapped)
         }
-        extra = [
-            _artifact_inputs(plan, ds, d) if i in used else {} for i, d in enumerate(study.defenses)
-        ]
+        extra = _Artifacts(plan, ds, refs, used)
+        for i in sorted(used):  # the artifacts' train cells first, in the defenses' order
+            for m in dict.fromkeys(wrapped):
+                if m in refs and defense_rules.wraps(study, study.defenses[i], m):
+                    extra(i, m)
         attacks = [
-            _attack(plan, ds_eval, src, {"checkpoint": refs[src], **extra[i]}, defense, attack)
+            _attack(plan, ds_eval, src, {"checkpoint": refs[src], **extra(i, src)}, defense, attack)
             for src, i in placed
             for defense in [study.defenses[i]]
             for attack in study.attacks
@@ -182,7 +184,7 @@ def expand(study: Study) -> Plan:
             defense = study.defenses[i]
             for attack in study.attacks:
                 if _has_twin(defense, attack) and defense_rules.applies(defense, attack):
-                    inputs = {"checkpoint": refs[src], **extra[i]}
+                    inputs = {"checkpoint": refs[src], **extra(i, src)}
                     _attack(plan, ds_eval, src, inputs, _unadapted(defense), attack, once=True)
     for kind in CELL_KINDS.values():  # kinds beyond the three plan their own cells
         if kind.plan is not None:
@@ -208,7 +210,7 @@ def _transfers(
     attacks: list[PlannedCell],
     targets: list[str],
     refs: dict[str, tuple[str, ...]],
-    extra: list[dict[str, tuple[str, ...]]],
+    extra: _Artifacts,
 ) -> None:
     """A transfer cell per attack cell × target × defense that wraps the target."""
     study = plan.study
@@ -223,20 +225,55 @@ def _transfers(
         if refs[tgt][0] == "file":
             tspec.update(checkpoint_fields(study, tgt, "target", check=False))
         inputs = {"adversarial": ("cell", cell.key, "adversarial"), "checkpoint": refs[tgt]}
-        plan.add("transfer", tspec, {**inputs, **extra[j]})
+        # once: the defended models of an eot_samples list are one target (a forward pass)
+        plan.add("transfer", tspec, {**inputs, **extra(j, tgt)}, once=True)
 
 
-def _artifact_inputs(plan: Plan, ds: dict, defense: Resolved) -> dict[str, tuple[str, ...]]:
-    """The extra inputs of a cell that builds ``defense``: one per role its class
-    ``requires``, each the artifact of the train cell its requirement specs (added here, once
-    per dataset and recipe); empty for defenses that need nothing."""
-    inputs: dict[str, tuple[str, ...]] = {}
-    for role, needed in defense_rules.requires(defense.name).items():
-        # validation refuses a requirement without a recipe, so each one has a train spec
-        train = needed.train_spec(role, ds, defense.name, defense.params)
-        cell = plan.add("train", train, {}, once=True)
-        inputs[role] = ("cell", cell.key, "checkpoint")
-    return inputs
+class _Artifacts:
+    """The extra inputs of a cell that builds defense ``i`` of the study around model ``m``:
+    one per role its class ``requires`` (and its params need), each the artifact of the
+    train cell its requirement specs, added on first use: once per dataset and recipe, or
+    once per model for a per-model requirement (whose cell takes the model's checkpoint and
+    the defense's other artifacts). Empty for defenses that need nothing and for the defenses
+    no cell here builds (not in ``used``)."""
+
+    def __init__(
+        self, plan: Plan, ds: dict, refs: dict[str, tuple[str, ...]], used: set[int]
+    ) -> None:
+        self.plan, self.ds, self.refs, self.used = plan, ds, refs, used
+        self._made: dict[tuple[int, str], dict[str, tuple[str, ...]]] = {}
+
+    def __call__(self, i: int, model: str) -> dict[str, tuple[str, ...]]:
+        if i not in self.used:
+            return {}
+        if (i, model) not in self._made:
+            self._made[i, model] = self._inputs(i, model)
+        return self._made[i, model]
+
+    def _inputs(self, i: int, model: str) -> dict[str, tuple[str, ...]]:
+        defense = self.plan.study.defenses[i]
+        needs = {
+            role: r
+            for role, r in defense_rules.requires(defense.name).items()
+            if r.needed(defense.params)
+        }
+        inputs: dict[str, tuple[str, ...]] = {}
+        for role, needed in needs.items():  # validation gives each of them a recipe
+            if needed.per_model:
+                continue
+            train = needed.train_spec(role, self.ds, defense.name, defense.params)
+            inputs[role] = ("cell", self.plan.add("train", train, {}, once=True).key, "checkpoint")
+        shared = dict(inputs)
+        for role, needed in needs.items():
+            if not needed.per_model:
+                continue
+            ref = self.refs[model]
+            train = needed.train_spec(role, self.ds, defense.name, defense.params, model)
+            if ref[0] == "file":
+                train["for_model_checkpoint_sha256"] = ref[2]
+            cell = self.plan.add("train", train, {"checkpoint": ref, **shared}, once=True)
+            inputs[role] = ("cell", cell.key, "checkpoint")
+        return inputs
 
 
 def _training_artifacts(plan: Plan, ds: dict, choice: Any) -> dict[str, tuple[str, ...]]:

@@ -40,7 +40,9 @@ def resolve(
     model = registry.get(entry.name).params
     values = entry.values
     label = str(values.pop("label", entry.name))
-    how = adaptive_rules.take(values, loc, problems) if defense else ("none", None, False)
+    method, counts, given = (
+        adaptive_rules.take(values, loc, problems) if defense else ("none", (None,), False)
+    )
     wraps = defense_rules.take_models(values, loc, problems) if defense else None
     takes_list = {n for n, f in model.model_fields.items() if _is_list(f.annotation)}
     axes = [k for k, v in values.items() if grid and isinstance(v, list) and k not in takes_list]
@@ -58,8 +60,9 @@ def resolve(
                     loc + sub + tuple(err["loc"][1:]), describe_error(err, list(model.model_fields))
                 )
             continue
-        if not any(r.params == params for r in out):
-            out.append(Resolved(entry.name, label, params, *how, models=wraps))
+        for eot in counts:  # an eot_samples list: one defended model per count
+            if not any(r.params == params and r.eot_samples == eot for r in out):
+                out.append(Resolved(entry.name, label, params, method, eot, given, models=wraps))
     return out
 
 

@@ -58,6 +58,7 @@ class Row:
     flags: list[masking.Flag] = field(default_factory=list)
     naive: float | None = None
     naive_key: str | None = None
+    eot_samples: int | None = None
 
     @property
     def gap(self) -> float | None:
@@ -74,6 +75,7 @@ class Row:
             "model": self.model,
             "defense": self.defense,
             "adaptive": self.adaptive,
+            "eot_samples": self.eot_samples,
             "attack": self.attack,
             "eps": self.params.get("eps"),
             "params": self.params,
@@ -125,9 +127,15 @@ def build(
                 flags=flags,
                 naive=r.naive_robust,
                 naive_key=r.naive_key,
+                eot_samples=_eot(r),
             )
         )
     return out
+
+
+def _eot(r: DefenseEvaluation) -> int | None:
+    eot = r.metrics.get("eot_samples")
+    return None if eot is None else int(eot)
 
 
 def _without_adaptation(twin: list[masking.Flag], own: list[masking.Flag]) -> list[masking.Flag]:
@@ -153,7 +161,7 @@ def _cells(r: Row) -> list[Cell]:
     return [
         r.dataset,
         r.model,
-        None if r.adaptive == "none" else r.adaptive,
+        _adapts(r),
         attack_title(r.attack, r.params),
         _pct(r.clean),
         _pct(r.naive),
@@ -162,6 +170,14 @@ def _cells(r: Row) -> list[Cell]:
         _pct(r.gap, signed=True),
         ", ".join(f.name for f in r.flags),
     ]
+
+
+def _adapts(r: Row) -> str | None:
+    """How the attack adapted, with its EOT count (``eot×8``): an entry's ``eot_samples``
+    list makes rows that differ by it alone."""
+    if r.adaptive == "none":
+        return None
+    return r.adaptive if r.eot_samples is None else f"{r.adaptive}×{r.eot_samples}"
 
 
 HEADS = [

@@ -38,6 +38,10 @@ never flags):
   the coarsest level, resample the rest" samples (``generator_keep_0_accuracy``) is more
   than :data:`COARSE_GAP` below its accuracy on reconstructions: the coarse code does not
   carry the class, so resampling the finer levels cannot defend (Serez et al. 2025 rely on it).
+- ``eot_not_converged`` (g): one attack configuration run at several EOT counts (an entry's
+  ``eot_samples: [2, 8, 32]``) leaves a robust accuracy at the largest count more than
+  ``tol`` below the next largest: the number has not stopped moving, so the largest count
+  is not yet the adaptive number (attack with more draws).
 """
 
 from __future__ import annotations
@@ -98,6 +102,7 @@ def flags(rows: Iterable[DefenseEvaluation]) -> dict[Group, list[Flag]]:
             *_randomized(rs),
             *_lucky_draws(rs),
             *_coarse_loses_class(rs),
+            *_eot_not_converged(rs),
         ]
         out[g] = found
     return out
@@ -219,6 +224,23 @@ def _coarse_loses_class(rows: list[DefenseEvaluation]) -> list[Flag]:
         "code does not keep the class"
     )
     return [Flag("coarse_loses_class", reason)]
+
+
+def _eot_not_converged(rows: list[DefenseEvaluation]) -> list[Flag]:
+    by_attack: dict[tuple[str, str], dict[float, float]] = defaultdict(dict)
+    for r in rows:
+        eot, robust = r.metrics.get("eot_samples"), r.metrics.get("robust_accuracy")
+        if eot is not None and robust is not None:
+            by_attack[r.attack, r.params_json][eot] = robust
+    tol, seen = _tol(rows), []
+    for (attack, params), curve in sorted(by_attack.items()):
+        counts = sorted(curve)
+        if len(counts) >= 2 and curve[counts[-1]] < curve[counts[-2]] - tol:
+            shown = ", ".join(f"{_pct(curve[c])} at EOT {fmt_num(c)}" for c in counts)
+            seen.append(f"{attack_title(attack, json.loads(params))}: {shown}")
+    if not seen:
+        return []
+    return [Flag("eot_not_converged", "; ".join(seen) + ": still falling, attack with more draws")]
 
 
 def _max(rows: list[DefenseEvaluation], metric: str) -> float | None:

@@ -149,6 +149,9 @@ class DefenseModelSpec(SpecModel):
     recipe sits under the key of its *role*, which only the defense names, so that one key
     is the only one this model takes beyond its fields: it must be a role the defense in
     ``train.defense`` declares, and it is what tells this spec from a :class:`TrainSpec`.
+    An artifact fit for one classifier (``mlvgm_purify``'s learned α) names it in
+    ``for_model``, with the hash of its checkpoint file when it is loaded from one (a
+    trained one enters the key as a dependency); both are absent for the others.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -157,6 +160,8 @@ class DefenseModelSpec(SpecModel):
     dataset: DatasetRef
     model: ModelRef
     train: TrainedFor
+    for_model: str | None = None
+    for_model_checkpoint_sha256: str | None = None
     precision: Precision = "fp32"
 
     @model_validator(mode="after")

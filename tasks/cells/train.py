@@ -30,6 +30,8 @@ def row_fields(spec: dict[str, Any]) -> dict[str, Any]:
     training-time defense, adversarial training, is the train cell's defense)."""
     model = spec["model"]
     params = {"arch": model["arch"], **model["params"], **spec["train"]}
+    if "for_model" in spec:  # a defense's artifact fit for one classifier
+        params["for_model"] = spec["for_model"]
     return {"params": params, "defense": (spec["train"].get("defense") or {}).get("name")}
 
 
@@ -107,7 +109,10 @@ def _train_artifact(
     :func:`~tasks.cells.worker.load_model` loads it."""
     spec, dev = payload["spec"], device()
     data, split = load_dataset(spec["dataset"])
-    net, metrics = requirement.fit(spec[role], data, split, dev)
+    artifacts = {}
+    if requirement.per_model:  # the classifier it is fit for, and the defense's other parts
+        artifacts = {r: load_model(payload, r, store, dev) for r in payload["inputs"]}
+    net, metrics = requirement.fit(spec[role], data, split, dev, artifacts)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     record = store.put(state, _checkpoint_meta(spec, data, role))
     return {"metrics": metrics, "artifacts": {"checkpoint": dataclasses.asdict(record)}}
@@ -132,6 +137,8 @@ def _checkpoint_meta(spec: dict, data: datasets.Data, role: str | None = None) -
     }
     if "train_split" in spec:  # only then: other checkpoints keep their meta and digests
         meta["train_split"] = spec["train_split"]
-    if role is not None:  # a defense's artifact: its recipe
+    if role is not None:  # a defense's artifact: its recipe (and the classifier it is for)
         meta[role] = spec[role]
+        if "for_model" in spec:
+            meta["for_model"] = spec["for_model"]
     return meta

@@ -145,10 +145,14 @@ def behind_defense(
     model: nn.Module, spec: dict, payload: dict, store: ArtifactStore, dev: torch.device
 ) -> nn.Module:
     """``model`` behind the defense component ``spec``; a defense whose class ``requires``
-    trained artifacts (``autoencoder_purify``) gets each from the cell's input of that role."""
+    trained artifacts (``autoencoder_purify``) gets each its params need from the cell's input
+    of that role."""
     name = spec["name"]
     entry = defenses.DEFENSES.get(name)
+    needs = getattr(entry.obj, "requires", {})
     given = {
-        role: load_model(payload, role, store, dev) for role in getattr(entry.obj, "requires", ())
+        role: load_model(payload, role, store, dev)
+        for role, requirement in needs.items()
+        if requirement.needed(spec["params"])
     }
     return entry.obj(defenses.DEFENSES.params_of(name, spec["params"]), **given).wrap(model)

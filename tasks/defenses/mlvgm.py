@@ -16,7 +16,11 @@ the paper's 0.7 on two of its three tasks):
 
 - ``linear``: α_i = i / N;
 - ``cosine``: α_i = ½·(1 − cos(π·i / N));
-- a list of N values in [0, 1], coarse to fine.
+- a list of N values in [0, 1], coarse to fine;
+- ``learned``: searched for the classifier it defends, on one-step adversaries of training
+  images, as the paper learns it (:mod:`tasks.defenses.alpha_search`; params under
+  ``search:``). The search is a train cell of its own per wrapped model; its result is the
+  cell input ``alpha_schedule`` and the ``mlvgm_alpha_level_<i>`` metrics of every cell.
 
 Optional preprocessing, as in the paper's code: a Gaussian blur of ``blur`` pixels, then
 Gaussian noise rescaled to the L2 norm ``noise`` per image. ``vae_purify`` is α = 0 at every
@@ -31,27 +35,27 @@ control. Both need the trained generator (role ``vae``; :mod:`tasks.defenses.gen
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from torch import nn
 
 from tasks.datasets import Data, Split
+from tasks.defenses.alpha_search import AlphaSearchParams, AlphaSearchRecipe
 from tasks.defenses.base import Defended, InputTransform, device_of, register
 from tasks.defenses.generator import GeneratorParams, GeneratorRecipe
+from tasks.defenses.purification import purify, schedule
 from tasks.defenses.purify import MissingArtifactError
 from tasks.defenses.requirements import Requirement
-from tasks.defenses.transforms import (
-    GaussianBlur,
-    GaussianBlurParams,
-    GaussianNoise,
-    GaussianNoiseParams,
-)
-from tasks.errors import InputError
-from tasks.models.generative import network
+from tasks.models.generative import network, schedule_of
 from tasks.registry import Params
 
 Alpha = Annotated[float, Field(ge=0, le=1)]
@@ -63,21 +67,6 @@ METRICS_SEED = 0xA1FA  # the prior draws of a purifier's "keep level ≤ k" metr
 GENERATOR: Mapping[str, Requirement] = {
     "vae": Requirement(model="generator", recipe=GeneratorRecipe(), owner="mlvgm_purify")
 }
-
-
-def schedule(alpha: str | Sequence[float], levels: int, attenuation: float = 1.0) -> list[float]:
-    """The α of each level, coarse to fine, for a schedule name or an explicit list."""
-    if alpha == "linear":
-        values = [i / levels for i in range(1, levels + 1)]
-    elif alpha == "cosine":
-        values = [0.5 * (1 - math.cos(math.pi * i / levels)) for i in range(1, levels + 1)]
-    elif isinstance(alpha, str):
-        raise InputError(f"alpha must be 'linear', 'cosine' or a list of numbers, got {alpha!r}")
-    else:
-        values = [float(a) for a in alpha]
-        if len(values) != levels:
-            raise InputError(f"alpha has {len(values)} values for a generator of {levels} levels")
-    return [attenuation * a for a in values]
 
 
 class VAEPurifyParams(Params):
@@ -94,8 +83,15 @@ class MLVGMParams(Params):
     generator: GeneratorParams = Field(
         default_factory=GeneratorParams, description="the generator's architecture and training"
     )
-    alpha: Literal["linear", "cosine"] | list[Alpha] = Field(
-        "linear", description="α per level, coarse to fine: linear, cosine or a list in [0, 1]"
+    alpha: Literal["linear", "cosine", "learned"] | list[Alpha] = Field(
+        "linear",
+        description="α per level, coarse to fine: linear, cosine, learned (searched, see "
+        "search) or a list in [0, 1]",
+    )
+    search: AlphaSearchParams | None = Field(
+        None,
+        description="alpha: learned: the search (one-step L2 FGSM adversaries on the α = 0 "
+        "pipeline, candidates scored by the purified accuracy; default: its defaults)",
     )
     attenuation: float = Field(1.0, ge=0, le=1, description="multiplies every α (paper: 0.7)")
     temperature: float = Field(0.6, gt=0, description="T: spread of the prior samples")
@@ -107,10 +103,10 @@ class MLVGMParams(Params):
     @field_validator("alpha", mode="before")
     @classmethod
     def _alpha_values(cls, value: Any) -> Any:
-        if isinstance(value, str) and value not in ("linear", "cosine"):
+        if isinstance(value, str) and value not in ("linear", "cosine", "learned"):
             raise ValueError(
-                f"alpha must be 'linear', 'cosine' or a list of numbers in [0, 1], one per "
-                f"level from coarse to fine; got {value!r}"
+                f"alpha must be 'linear', 'cosine', 'learned' or a list of numbers in [0, 1], "
+                f"one per level from coarse to fine; got {value!r}"
             )
         if isinstance(value, list):
             for i, a in enumerate(value):
@@ -129,53 +125,49 @@ class MLVGMParams(Params):
                 f"alpha lists {len(self.alpha)} values but the generator has {levels} "
                 f"level{'s' if levels != 1 else ''} (generator.arch: {self.generator.arch}"
                 f"{'' if self.generator.arch == 'vae' else f', levels: {levels}'}); give one "
-                "α per level, coarse to fine, or a schedule: linear or cosine"
+                "α per level, coarse to fine, or a schedule: linear, cosine or learned"
+            )
+        if self.search is not None and self.alpha != "learned":
+            raise ValueError(
+                f"search: is how `alpha: learned` is searched, but alpha is {self.alpha!r}; "
+                "set `alpha: learned` or remove search:"
             )
         return self
 
-    def alphas(self) -> list[float]:
-        """The α of each level, coarse to fine, attenuation applied."""
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if self.search is None:  # absent: the keys of the other schedules stay as they were
+            data.pop("search", None)
+        return data
+
+    def searched(self) -> AlphaSearchParams:
+        """How ``alpha: learned`` is searched (``search:``, defaults filled in)."""
+        return self.search or AlphaSearchParams()
+
+    def alphas(self, learned: nn.Module | None = None) -> list[float]:
+        """The α of each level, coarse to fine, attenuation applied; ``learned``: the
+        searched schedule (the artifact) that ``alpha: learned`` reads."""
+        if self.alpha == "learned":
+            if learned is None:
+                raise MissingArtifactError(
+                    "alpha: learned reads its searched schedule: build the defense with "
+                    "`MLVGMPurify(params, vae=generator, alpha_schedule=schedule)` (a study "
+                    "cell gets it as its input artifact 'alpha_schedule')"
+                )
+            return schedule(
+                schedule_of(learned).values(), self.generator.n_levels, self.attenuation
+            )
         return schedule(self.alpha, self.generator.n_levels, self.attenuation)
 
 
-def purify(
-    generator: nn.Module,
-    x: torch.Tensor,
-    alpha: Sequence[float],
-    rng: torch.Generator | None,
-    *,
-    temperature: float = 1.0,
-    noise: float = 0.0,
-    blur: float = 0.0,
-    shared: bool = False,
-) -> torch.Tensor:
-    """One purification of ``x`` (images in [0, 1]) through ``generator``, an image in [0, 1].
-
-    Draws (input noise, then one ``ε`` per level where α > 0) come from ``rng`` on its
-    device; ``shared``: one draw for the whole batch, so an input's purification does not
-    depend on its position in the batch. With every α zero and no noise nothing is drawn.
-    """
-    net, mean, std = network(generator)
-    where = rng.device if rng is not None else x.device
-
-    def draw(shape: tuple[int, ...]) -> torch.Tensor:
-        size = (1, *shape[1:]) if shared else shape
-        eps = torch.randn(size, generator=rng, device=where, dtype=x.dtype).to(x.device)
-        return eps.expand(shape)
-
-    if blur > 0:
-        x = GaussianBlur(GaussianBlurParams(sigma=blur)).transform(x, None)
-    if noise > 0:
-        noisy = GaussianNoise(GaussianNoiseParams(l2=noise))
-        noisy.per_batch_draws = shared
-        x = noisy.transform(x, rng)
-    shapes = net.noise_shapes(len(x), x.shape[-2], x.shape[-1])
-    if any(a > 0 for a in alpha):
-        draws = [draw(s) for s in shapes]
-    else:
-        draws = [torch.zeros(s, device=x.device, dtype=x.dtype) for s in shapes]
-    out = net.generate((x - mean) / std, alpha, temperature=temperature, noise=draws)
-    return torch.sigmoid(out.logits)
+# ``alpha: learned``: the schedule searched per wrapped classifier (its own train cell)
+ALPHA_SEARCH = Requirement(
+    model="alpha_search",
+    recipe=AlphaSearchRecipe(MLVGMParams),
+    per_model=True,
+    when=lambda params: params.get("alpha") == "learned",
+)
 
 
 class _GenerativePurifier(InputTransform):
@@ -260,6 +252,48 @@ class MLVGMPurify(_GenerativePurifier):
     Params = MLVGMParams
     params: MLVGMParams
     randomized = True
+    requires: ClassVar[Mapping[str, Requirement]] = {**GENERATOR, "alpha_schedule": ALPHA_SEARCH}
+
+    def __init__(
+        self,
+        params: Any,
+        *,
+        vae: nn.Module | None = None,
+        alpha_schedule: nn.Module | None = None,
+    ) -> None:
+        super().__init__(params, vae=vae)
+        self.alpha_schedule = alpha_schedule
+        self._alphas = None if self.params.alpha == "learned" else self.params.alphas()
+
+    def wrap(self, model: nn.Module) -> Purified:
+        if self._alphas is None:
+            self._alphas = self.params.alphas(self.alpha_schedule)  # refuses without it
+        return super().wrap(model)
+
+    @classmethod
+    def extra_metrics(
+        cls,
+        params: Any,
+        defended: nn.Module,
+        data: Data,
+        split: Split,
+        tensors: Mapping[str, torch.Tensor],
+    ) -> dict[str, float]:
+        """:meth:`_GenerativePurifier.extra_metrics`, and the α of each level
+        (``mlvgm_alpha_level_<i>``, attenuation applied; for ``alpha: learned`` the searched
+        schedule)."""
+        out = super().extra_metrics(params, defended, data, split, tensors)
+        assert isinstance(defended, Purified)
+        assert isinstance(defended.defense, MLVGMPurify)
+        alphas = defended.defense.alphas()
+        out.update({f"mlvgm_alpha_level_{i}": a for i, a in enumerate(alphas)})
+        return out
+
+    def alphas(self) -> list[float]:
+        """The α of each level this purifier uses, coarse to fine (attenuation applied)."""
+        if self._alphas is None:
+            self._alphas = self.params.alphas(self.alpha_schedule)
+        return self._alphas
 
     def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """One purification draw (what BPDA runs forward, and what ``forward`` averages)."""
@@ -268,7 +302,7 @@ class MLVGMPurify(_GenerativePurifier):
         return purify(
             self.vae,
             x,
-            p.alphas(),
+            self.alphas(),
             generator,
             temperature=p.temperature,
             noise=p.noise,

@@ -12,11 +12,17 @@ produces the artifact (:meth:`Requirement.train_spec`) and a worker the fit that
 cell (:meth:`Requirement.fit`); the cell stores the result like a classifier's checkpoint,
 so it is loaded like one. A requirement without a recipe is one that studies cannot meet:
 validation refuses a defense that declares it.
+
+Most artifacts depend on the dataset alone (one per dataset and recipe). One that is fit
+*for the classifier it defends* (``per_model``: ``mlvgm_purify``'s learned α schedule) gets
+a train cell per wrapped model, whose inputs are that model's checkpoint (role
+``checkpoint``) and the defense's other artifacts; its fit receives them. A requirement with
+``when`` is needed only for the params it accepts (the α search only for ``alpha: learned``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +56,19 @@ class Recipe:
         training part; return it (its state dict is what the cell stores) and its metrics."""
         raise NotImplementedError
 
+    def fit_for(
+        self,
+        values: Mapping[str, Any],
+        data: Data,
+        split: Split,
+        device: torch.device,
+        artifacts: Mapping[str, nn.Module],
+    ) -> tuple[nn.Module, dict[str, float]]:
+        """:meth:`fit` for a per-model requirement: ``artifacts`` holds the classifier
+        (``checkpoint``) and the defense's other artifacts by role. The default ignores
+        them."""
+        return self.fit(values, data, split, device)
+
 
 @dataclass(frozen=True)
 class Requirement:
@@ -64,17 +83,32 @@ class Requirement:
             share one artifact (``vae_purify`` and ``mlvgm_purify`` share their generator:
             both name ``mlvgm_purify``, so one recipe is one cell); None: the defense that
             asks. The owner must declare the same role with the same recipe.
+        per_model: The artifact is fit for the classifier the defense wraps (one train cell
+            per model; its fit gets the classifier and the defense's other artifacts).
+        when: Whether defense params (JSON) need the artifact at all; None: always.
     """
 
     model: str
     recipe: Recipe | None = None
     owner: str | None = None
+    per_model: bool = False
+    when: Callable[[Mapping[str, Any]], bool] | None = None
+
+    def needed(self, params: Mapping[str, Any]) -> bool:
+        """Whether a defense with ``params`` (JSON, as the study resolved them) needs it."""
+        return self.when is None or self.when(params)
 
     def train_spec(
-        self, role: str, dataset: dict[str, Any], defense: str, params: Mapping[str, Any]
+        self,
+        role: str,
+        dataset: dict[str, Any],
+        defense: str,
+        params: Mapping[str, Any],
+        for_model: str | None = None,
     ) -> dict[str, Any]:
         """The spec of the train cell that makes this artifact for ``defense`` (its name)
-        with ``params`` on ``dataset`` (the cell spec's dataset component).
+        with ``params`` on ``dataset`` (the cell spec's dataset component); for a per-model
+        requirement, ``for_model`` names the classifier it is fit for.
 
         ``role`` holds the recipe (the defense's params, labels aside, so two entries with
         one recipe share the cell); ``model`` and ``train`` say what results rows and
@@ -82,19 +116,32 @@ class Requirement:
         """
         recipe = self._recipe()
         arch, arch_params = recipe.architecture(params)
-        return {
+        spec: dict[str, Any] = {
             "kind": "train",
             "dataset": dataset,
             "model": {"name": self.model, "arch": arch, "params": arch_params},
             "train": {"defense": {"name": self.owner or defense}},
             role: recipe.values(params),
         }
+        if self.per_model:
+            if for_model is None:
+                raise TaskError(f"the artifact {self.model!r} is fit per model: name the model")
+            spec["for_model"] = for_model
+        return spec
 
     def fit(
-        self, values: Mapping[str, Any], data: Data, split: Split, device: torch.device
+        self,
+        values: Mapping[str, Any],
+        data: Data,
+        split: Split,
+        device: torch.device,
+        artifacts: Mapping[str, nn.Module] | None = None,
     ) -> tuple[nn.Module, dict[str, float]]:
         """:meth:`Recipe.fit`: the trained artifact and its metrics."""
-        return self._recipe().fit(values, data, split, device)
+        recipe = self._recipe()
+        if self.per_model:
+            return recipe.fit_for(values, data, split, device, artifacts or {})
+        return recipe.fit(values, data, split, device)
 
     def _recipe(self) -> Recipe:
         if self.recipe is None:

@@ -265,6 +265,39 @@ class VAE(HVAE):
     Params = VAEParams  # type: ignore[assignment]
 
 
+class AlphaScheduleParams(Params):
+    """The number of levels of the generator a schedule is for."""
+
+    levels: int = Field(3, ge=1, le=4, description="latent levels, coarse to fine")
+
+
+@MODELS.register("alpha_schedule")
+class AlphaSchedule(nn.Module):
+    """An α schedule searched for one classifier (``mlvgm_purify``'s ``alpha: learned``): a
+    stored artifact, one α per level, coarse to fine; not a network (it has no forward)."""
+
+    Params = AlphaScheduleParams
+    alpha: torch.Tensor
+
+    def __init__(self, params: AlphaScheduleParams, input_shape: Sequence[int], num_classes: int):
+        super().__init__()
+        self.register_buffer("alpha", torch.zeros(params.levels, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise TypeError("an α schedule is not a network: read its values()")
+
+    def values(self) -> list[float]:
+        return [float(a) for a in self.alpha]
+
+
+def schedule_of(artifact: nn.Module) -> AlphaSchedule:
+    """The :class:`AlphaSchedule` inside a built (normalization-wrapped) one."""
+    net = artifact.net if isinstance(artifact, Normalized) else artifact
+    if not isinstance(net, AlphaSchedule):
+        raise TypeError(f"expected an 'alpha_schedule' artifact, got {type(net).__name__}")
+    return net
+
+
 def network(generator: nn.Module) -> tuple[HVAE, torch.Tensor, torch.Tensor]:
     """The :class:`HVAE` inside a built generator and the normalization it applies to its
     input (mean and std buffers): ``(net, mean, std)``."""

@@ -166,7 +166,7 @@ def test_adaptive_none_on_a_non_differentiable_defense_is_allowed_with_a_note() 
         ),
         (
             "{name: random_resize_pad, adaptive: eot, eot_samples: 1}",
-            "line 11: defenses[1].eot_samples: must be ≥ 2 (got 1)",
+            "line 11: defenses[1].eot_samples: must be ≥ 2: one draw averages nothing (got 1)",
         ),
         (
             "{name: jpeg, adaptive: bpda, eot_samples: 5}",
@@ -232,3 +232,45 @@ def test_notes_say_when_a_number_is_not_adaptive(tmp_path) -> None:
     assert dry.exit_code == 0
     assert f"note: {path}: {notes[0]}" in dry.output  # CliRunner mixes stderr in
     assert not (tmp_path / "index.db").exists()
+
+
+def test_a_list_of_eot_samples_is_one_defended_model_per_count() -> None:
+    """The convergence check: every attack at each count; one non-adaptive twin and one set
+    of transfer cells onto the defended model (a forward pass does not depend on the count)."""
+    text = STUDY.replace(
+        "  - {name: bit_depth, bits: 2, adaptive: bpda}\n",
+        "  - {name: random_resize_pad, label: rrp, adaptive: eot, eot_samples: [2, 4, 8]}\n",
+    ).replace("attacks:\n", "sources: all\ntargets: [mlp]\nattacks:\n")
+    study = loader.parse(text, "study.yaml")
+    rrp = [d for d in study.defenses if d.label == "rrp"]
+    assert [d.eot_samples for d in rrp] == [2, 4, 8]
+    plan = expand(study)
+    assert len({c.key for c in plan.cells}) == len(plan.cells)
+    on_rrp = [c for c in plan.cells if c.kind == "attack" and c.spec["defense"]["label"] == "rrp"]
+    eots = sorted(
+        (c.spec["attack"]["name"], c.spec["defense"].get("eot_samples", 0)) for c in on_rrp
+    )
+    # fgsm and square at each count, and the fgsm and square twins without adaptation (0)
+    assert eots == sorted([(a, n) for a in ("fgsm", "square") for n in (0, 2, 4, 8)])
+    onto = [
+        c
+        for c in plan.cells
+        if c.kind == "transfer"
+        and c.spec["target_defense"]["label"] == "rrp"
+        and c.spec["defense"]["name"] == "none"
+    ]
+    assert len(onto) == 2  # fgsm and square crafted on the undefended mlp
+
+
+@pytest.mark.parametrize(
+    ("counts", "expected"),
+    [("[2, 2]", "distinct counts"), ("[]", "distinct counts"), ("[1, 8]", "≥ 2")],
+)
+def test_a_bad_eot_samples_list_is_refused(counts: str, expected: str) -> None:
+    text = STUDY.replace(
+        "{name: jpeg, quality: 75, adaptive: bpda}",
+        f"{{name: random_resize_pad, adaptive: eot, eot_samples: {counts}}}",
+    )
+    (problem,) = _problems(text)
+    assert problem.startswith("line 11: defenses[1].eot_samples")
+    assert expected in problem

@@ -170,3 +170,28 @@ def test_a_generator_whose_coarse_level_loses_the_class_is_flagged() -> None:
     assert "20.0% of samples that keep the generator's coarsest level" in found[0].reason
     kept = row("pgd", PGD, 0.3, generator_recon_accuracy=0.9, generator_keep_0_accuracy=0.85, **vae)
     assert names([kept]) == []
+
+
+def test_an_eot_number_still_falling_at_the_largest_count_is_flagged() -> None:
+    mlvgm = {"defense": ("mlvgm_purify", "mlvgm"), "adaptive": "eot"}
+
+    def at(eot: float, robust: float, params: dict = PGD) -> DefenseEvaluation:
+        r = row("pgd", params, robust, eot_samples=eot, **mlvgm)
+        return dataclasses.replace(r, cell_key=f"{r.cell_key}-{eot}")
+
+    falling = [at(2, 0.40), at(8, 0.30), at(32, 0.22)]
+    assert names(falling) == ["eot_not_converged"]
+    (found,) = masking.flags(falling).values()
+    assert "40.0% at EOT 2, 30.0% at EOT 8, 22.0% at EOT 32: still falling" in found[0].reason
+    # stopped moving (within one sample plus the tolerance), or only one count: no flag
+    assert names([at(2, 0.40), at(8, 0.30), at(32, 0.285)]) == []
+    assert names([at(8, 0.30)]) == []
+    # another attack configuration is its own curve
+    other = {**PGD, "steps": 50}
+    assert names([at(8, 0.30), at(32, 0.29), at(8, 0.3, other), at(32, 0.1, other)]) == [
+        "eot_not_converged"
+    ]
+    # the table tells the rows apart by their count
+    rows = defended.build(falling)
+    assert [defended._adapts(r) for r in rows] == ["eot×2", "eot×8", "eot×32"]
+    assert [r.to_json()["eot_samples"] for r in rows] == [2, 8, 32]

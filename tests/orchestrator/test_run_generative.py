@@ -131,6 +131,31 @@ def test_min_norm_is_the_worst_case_over_the_attack_cells(
         assert acc[0] <= max(c["metrics"]["clean_accuracy"] for c in cells) + 1e-6
         assert row["clean_errors"] == sum(1 for m in row["minimum"] if m == 0)
         assert all(m is None or 0 <= m <= 1.0 + 1e-5 for m in row["minimum"])
+    # transfer cells onto a model count too: never more robust than its attack cells alone
+    alone = Cli()(
+        "min-norm",
+        "generative",
+        "--format",
+        "json",
+        "--no-transfers",
+        "--budget",
+        "1",
+        env=finished,
+    )
+    assert alone.exit_code == 0, alone.output
+    moved = [r for r in rows if r["kind"] == "transfer"]
+    for r in json.loads(alone.output):
+        row = table[r["model"]]
+        assert r["transfer_cells"] == 0
+        onto = [t for t in moved if t["target"] == r["model"] and t["source"] != r["model"]]
+        assert row["transfer_cells"] == len(onto) > 0
+        assert row["transferred_from"] == sorted({t["source"] for t in onto})
+        assert row["accuracy"]["1"] <= r["accuracy"]["1"]
+        inf = float("inf")
+        assert all(
+            (inf if a is None else a) <= (inf if b is None else b)
+            for a, b in zip(row["minimum"], r["minimum"], strict=True)
+        )
     csv = Cli()("min-norm", "generative", "--format", "csv", env=finished)
     assert csv.exit_code == 0, csv.output
     assert len(csv.output.strip().splitlines()) == 1 + 3 * 48
@@ -189,3 +214,77 @@ def test_attacks_on_the_generator_are_planned_on_purifiers_only(tmp_path) -> Non
     assert "attacks[1]: vae_latent attacks a generator, and no defense of this study has one" in (
         out.output
     )
+
+
+LEARNED = STUDY.replace(
+    "models:\n  - name: cnn\n",
+    "models:\n  - name: cnn2\n    arch: small_cnn\n    train: {epochs: 2, seed: 1}\n"
+    "  - name: cnn\n",
+).replace(
+    "attacks:\n",
+    "  - {name: mlvgm_purify, label: learned, generator: {width: 16, epochs: 6},\n"
+    "     alpha: learned, draws: 2, search: {candidates: 6, samples: 64}, models: [cnn]}\n"
+    "  - {name: mlvgm_purify, label: learned_all, generator: {width: 16, epochs: 6},\n"
+    "     alpha: learned, draws: 2, search: {candidates: 6, samples: 64}}\n"
+    "attacks:\n",
+)
+
+
+def test_a_learned_schedule_is_searched_once_per_wrapped_model(tmp_path) -> None:
+    """One search cell per (recipe, model): its inputs are the model's checkpoint and the
+    shared generator; the attack cells of the learned entries take it; the other cells'
+    keys do not change."""
+    from orchestrator.study import loader
+    from orchestrator.study.plan import expand
+
+    (tmp_path / "a.yaml").write_text(STUDY)
+    (tmp_path / "b.yaml").write_text(LEARNED)
+    before = {c.key for c in expand(loader.load(tmp_path / "a.yaml")).cells}
+    plan = expand(loader.load(tmp_path / "b.yaml"))
+    cells = plan.by_key()
+    searches = [c for c in plan.cells if c.spec.get("model", {}).get("name") == "alpha_search"]
+    assert sorted(c.spec["for_model"] for c in searches) == ["cnn", "cnn2"]
+    (generator,) = [c for c in plan.cells if c.spec.get("model", {}).get("name") == "generator"]
+    trains = {c.spec["model"]["name"]: c.key for c in plan.cells if c.kind == "train"}
+    for c in searches:
+        assert c.inputs["vae"] == ("cell", generator.key, "checkpoint")
+        assert c.inputs["checkpoint"] == ("cell", trains[c.spec["for_model"]], "checkpoint")
+        assert c.spec["alpha_schedule"]["search"]["candidates"] == 6
+    learned = [
+        c
+        for c in plan.cells
+        if c.kind == "attack" and c.spec["defense"]["params"].get("alpha") == "learned"
+    ]
+    assert len(learned) == 3  # cnn behind both entries, cnn2 behind learned_all
+    for c in learned:
+        role = c.inputs["alpha_schedule"]
+        assert cells[role[1]].spec["for_model"] == c.spec["source"]
+    # the cells that were there keep their keys (cnn2 is new, so its cells are too)
+    old = {c.key for c in plan.cells if "cnn2" not in json.dumps(c.spec)}
+    assert before <= old
+
+
+def test_alpha_learned_runs_end_to_end(run_study: RunStudy, tmp_path) -> None:
+    text = STUDY.replace(
+        "attacks:\n",
+        "  - {name: mlvgm_purify, label: learned, generator: {width: 16, epochs: 6},\n"
+        "     alpha: learned, draws: 2, search: {candidates: 6, samples: 64}}\n"
+        "attacks:\n",
+    )
+    env = run_study(text, "-q", "--no-mlflow", file="learned.yaml").env
+    out = Cli()("results", "generative", "--format", "json", env=env)
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.output)
+    assert all(r["state"] == "done" for r in rows)
+    (search,) = [r for r in rows if r["model"] == "alpha_search"]
+    assert search["params"]["for_model"] == "cnn"
+    alphas = [search["metrics"][f"alpha_level_{i}"] for i in range(3)]
+    assert all(0 <= a <= 1 for a in alphas)
+    assert 0 <= search["metrics"]["search_score"] <= search["metrics"]["search_clean_accuracy"]
+    used = [
+        [r["metrics"][f"mlvgm_alpha_level_{i}"] for i in range(3)]
+        for r in rows
+        if r["kind"] == "attack" and r["defense"] == "mlvgm_purify"
+    ]
+    # the EOT entry and its twin at [0, 1, 1]; the learned entry at the searched schedule
+    assert sorted(used) == sorted([[0.0, 1.0, 1.0], [0.0, 1.0, 1.0], alphas])

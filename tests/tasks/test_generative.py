@@ -95,7 +95,9 @@ def test_schedules_are_the_papers_formulas() -> None:
         ({"alpha": [0, 0.5, 1.5]}, r"alpha\[2\] is 1\.5: .* in \[0, 1\]"),
         ({"alpha": [-0.1, 0.5, 1]}, r"alpha\[0\] is -0\.1"),
         ({"draws": 0}, r"draws\n.*greater than or equal to 1"),
-        ({"alpha": "exp"}, r"alpha must be 'linear', 'cosine' or a list.*got 'exp'"),
+        ({"alpha": "exp"}, r"alpha must be 'linear', 'cosine', 'learned' or a list.*got 'exp'"),
+        ({"search": {"candidates": 4}}, r"search: is how `alpha: learned` is searched"),
+        ({"alpha": "learned", "search": {"candidates": 0}}, r"search\.candidates"),
         ({"attenuation": 1.2}, r"attenuation"),
         (
             {"generator": {"arch": "vae"}, "alpha": [0, 1]},
@@ -314,7 +316,11 @@ def test_purifier_metrics_on_a_trained_generator(trained: Trained) -> None:
         "generator_recon_mse",
         "generator_keep_0_accuracy",
         "generator_keep_1_accuracy",
+        "mlvgm_alpha_level_0",
+        "mlvgm_alpha_level_1",
+        "mlvgm_alpha_level_2",
     }
+    assert [metrics[f"mlvgm_alpha_level_{i}"] for i in range(3)] == schedule("linear", 3)
     with torch.no_grad():
         x = trained.data.images(trained.split.eval)
         clean = float(
