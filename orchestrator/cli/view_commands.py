@@ -159,7 +159,8 @@ def transfer(
     type=click.Choice(list(curves.X_AXES)),
     default="eps",
     show_default=True,
-    help="What the curve runs over: the budget, the attack's steps, or its query budget.",
+    help="What the curve runs over: the budget, the attack's steps, its query budget, or a "
+    "corruption's severity.",
 )
 @click.option("--format", "fmt", type=TABLE_FORMATS, default="table", show_default=True)
 @click.option(

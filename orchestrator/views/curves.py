@@ -1,4 +1,5 @@
-"""Robustness curves: robust accuracy against eps, steps or queries, mean ± std over seeds.
+"""Robustness curves: robust accuracy against eps, steps, queries or a corruption's severity,
+mean ± std over seeds.
 
 A curve is one dataset × model (+ defense) × attack configuration with every attack
 parameter fixed except the x axis and the attack's ``seed``. Cells that differ only in the
@@ -18,7 +19,7 @@ from orchestrator.views.labels import attack_title, fmt_num, model_label
 from orchestrator.views.table import Cell, Column, TableView
 from storage.table_queries import BUDGET_PREFIX, AttackMetrics
 
-X_AXES = ("eps", "steps", "max_queries")
+X_AXES = ("eps", "steps", "max_queries", "severity")
 
 
 @dataclass

@@ -7,6 +7,7 @@ from tasks.attacks import (  # noqa: F401  (registration)
     apgd,
     autoattack,
     bim,
+    corruption,
     cw,
     deepfool,
     ead,

@@ -135,6 +135,22 @@ def test_curve_over_steps_needs_two_values_and_skips_single_points() -> None:
     assert [(p.x, p.mean, p.std) for p in c.points] == [(10.0, 0.4, None), (40.0, 0.3, None)]
 
 
+def test_a_corruption_curve_runs_over_its_severity_one_curve_per_kind() -> None:
+    rows = [
+        _attack(
+            f"{kind}{sev}",
+            {"_name": "corruption", "kind": kind, "severity": sev, "norm": "l2", "seed": 0},
+            {"robust_accuracy": 0.9 - sev / 10 - (kind == "jpeg") / 10},
+        )
+        for kind in ("jpeg", "contrast")
+        for sev in (1, 3, 5)
+    ]
+    found = curves.build(rows, "severity")
+    assert [c.params["kind"] for c in found] == ["jpeg", "contrast"]
+    assert [(p.x, round(p.mean, 6)) for p in found[0].points] == [(1, 0.7), (3, 0.5), (5, 0.3)]
+    assert curves.build(rows, "eps") == []  # no budget: no eps curve
+
+
 def test_minimum_norm_attacks_give_a_point_per_budget() -> None:
     row = _attack(
         "cw",

@@ -6,7 +6,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from tasks.attacks import ATTACKS, Attack, MinNormAttack
+from tasks.attacks import ATTACKS, Attack, FixedBudgetAttack, MinNormAttack
 from tasks.attacks.norms import ball
 from tasks.errors import InputError
 
@@ -50,7 +50,7 @@ def test_output_in_range_and_inside_the_ball(name: str, trained) -> None:
     assert out.x_adv.dtype == trained.x.dtype
     assert float(out.x_adv.min()) >= 0.0
     assert float(out.x_adv.max()) <= 1.0
-    if not isinstance(attack, MinNormAttack):
+    if isinstance(attack, FixedBudgetAttack):  # minimum-norm attacks and corruptions: no ball
         norms = ball(attack.norm).norm(out.x_adv - trained.x)
         assert float(norms.max()) <= attack.params.eps + 1e-6
 
@@ -87,6 +87,8 @@ def test_deterministic_under_a_seed(name: str, trained) -> None:
 def test_eps_zero_changes_nothing(name: str, trained) -> None:
     if issubclass(ATTACKS.get(name).obj, MinNormAttack):
         pytest.skip(f"{name} has no budget: eps lists the budgets success is counted at")
+    if not issubclass(ATTACKS.get(name).obj, FixedBudgetAttack):
+        pytest.skip(f"{name} has no budget (a corruption's strength is its severity)")
     out = make(name, eps=0)(trained.model, trained.x, trained.y)
     assert torch.equal(out.x_adv, trained.x)
 
@@ -138,6 +140,12 @@ def test_bad_inputs_raise(name: str, trained) -> None:
 
 
 def test_bad_params_explain_themselves(name: str) -> None:
+    if "eps" not in ATTACKS.get(name).params.model_fields:  # a corruption: a severity
+        with pytest.raises(ValidationError, match="less than or equal to 5"):
+            ATTACKS.params_of(name, {"severity": 6})
+        with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+            ATTACKS.params_of(name, {"eps": 0.1})
+        return
     with pytest.raises(ValidationError, match="greater than or equal to 0"):
         ATTACKS.params_of(name, {"eps": -1})
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
