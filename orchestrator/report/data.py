@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import yaml
 
+from orchestrator.report import defended as report_defended
 from orchestrator.report import joins as report_joins
 from orchestrator.report.environment import Environment, environment
 from orchestrator.views import curves, labels, result_rows, transfer
@@ -68,11 +69,15 @@ class Sample:
     success: bool
     clean: torch.Tensor
     adv: torch.Tensor
+    defended_clean: torch.Tensor | None = None
+    defended_adv: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
 class ExampleSet:
-    """Examples of one attack cell; ``note`` says why there are none when they could not load."""
+    """Examples of one attack cell; ``note`` says why there are none when they could not load.
+    ``defended`` names what an input-transform defense made of them (a purifier's images),
+    shown beside them when set."""
 
     title: str
     cell_key: str
@@ -80,6 +85,7 @@ class ExampleSet:
     successes: int = 0
     total: int = 0
     note: str | None = None
+    defended: str | None = None
 
 
 @dataclass(frozen=True)
@@ -221,9 +227,15 @@ def attack_row(cell: CellRow) -> dict[str, Any]:
 
 
 def examples(cells: list[CellRow], options: Options) -> list[ExampleSet]:
-    """Examples of the first ``options.example_cells`` done attack cells."""
-    chosen = [c for c in cells if c.kind == CellKind.ATTACK and "adversarial" in c.artifacts]
-    chosen = chosen[: options.example_cells]
+    """Examples of ``options.example_cells`` done attack cells: the first cell of each
+    defended model in turn (so a purifier's images are shown), then the next ones."""
+    done = [c for c in cells if c.kind == CellKind.ATTACK and "adversarial" in c.artifacts]
+    by_model: dict[tuple[str, str, str], CellRow] = {}
+    for c in done:
+        by_model.setdefault(_defended_model(c), c)
+    firsts = list(by_model.values())
+    rest = [c for c in done if c not in firsts]
+    chosen = (firsts + rest)[: options.example_cells]
     if not chosen:
         return []
     try:
@@ -231,7 +243,14 @@ def examples(cells: list[CellRow], options: Options) -> list[ExampleSet]:
     except StorageError as exc:
         return [_unavailable(c, exc) for c in chosen]
     loaded: dict[str, Any] = {}
-    return [example_set(c, store, options.samples, loaded) for c in chosen]
+    by_key = {c.key: c for c in cells}
+    return [example_set(c, store, options.samples, loaded, by_key) for c in chosen]
+
+
+def _defended_model(cell: CellRow) -> tuple[str, str, str]:
+    spec = json.loads(cell.spec_json)
+    defense = spec.get("defense") or {}
+    return (spec["dataset"]["label"], spec["source"], str(defense.get("label")))
 
 
 def _title(cell: CellRow) -> str:
@@ -245,8 +264,16 @@ def _unavailable(cell: CellRow, exc: Exception) -> ExampleSet:
     return ExampleSet(_title(cell), cell.key, note=mask_secrets(f"examples unavailable: {exc}"))
 
 
-def example_set(cell: CellRow, store: ArtifactStore, n: int, loaded: dict) -> ExampleSet:
-    """Up to ``n`` examples of one attack cell, successful ones first.
+def example_set(
+    cell: CellRow,
+    store: ArtifactStore,
+    n: int,
+    loaded: dict,
+    cells: dict[str, CellRow] | None = None,
+) -> ExampleSet:
+    """Up to ``n`` examples of one attack cell, successful ones first; behind an
+    input-transform defense, also what it made of the clean and adversarial images (its
+    trained parts found among ``cells``, the study's cells by key).
 
     A stored set or dataset that cannot be read gives a set with a ``note`` instead of
     failing the whole report.
@@ -260,6 +287,7 @@ def example_set(cell: CellRow, store: ArtifactStore, n: int, loaded: dict) -> Ex
     except (StorageError, TaskError, OSError, ValueError, KeyError) as exc:
         return _unavailable(cell, exc)
     adv = _unit(tensors["x_adv"][order])
+    shown = report_defended.through(cell, spec["defense"], cells or {}, store, clean, adv)
     samples = [
         Sample(
             index=int(tensors["indices"][i]),
@@ -269,10 +297,15 @@ def example_set(cell: CellRow, store: ArtifactStore, n: int, loaded: dict) -> Ex
             success=bool(success[i]),
             clean=clean[j],
             adv=adv[j],
+            defended_clean=None if shown is None else shown.clean[j],
+            defended_adv=None if shown is None else shown.adv[j],
         )
         for j, i in enumerate(order.tolist())
     ]
-    return ExampleSet(_title(cell), cell.key, samples, int(success.sum()), len(success))
+    caption = None if shown is None else shown.caption
+    return ExampleSet(
+        _title(cell), cell.key, samples, int(success.sum()), len(success), defended=caption
+    )
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:

@@ -145,6 +145,7 @@ def example_view(s: ExampleSet) -> dict[str, Any]:
         "note": s.note,
         "successes": s.successes,
         "total": s.total,
+        "defended": s.defended,
         "samples": [_sample_view(x) for x in s.samples],
     }
 
@@ -163,6 +164,8 @@ def _sample_view(s: Sample) -> dict[str, Any]:
         "gain": f"×{0.5 / peak:.0f}" if peak > 0 else "none",
         "linf": f"{peak:.3g}",
         "sample": s,
+        "defended_clean": None if s.defended_clean is None else png_uri(s.defended_clean),
+        "defended_adv": None if s.defended_adv is None else png_uri(s.defended_adv),
     }
 
 

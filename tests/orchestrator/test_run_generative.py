@@ -288,3 +288,61 @@ def test_alpha_learned_runs_end_to_end(run_study: RunStudy, tmp_path) -> None:
     ]
     # the EOT entry and its twin at [0, 1, 1]; the learned entry at the searched schedule
     assert sorted(used) == sorted([[0.0, 1.0, 1.0], [0.0, 1.0, 1.0], alphas])
+
+
+def test_the_report_shows_what_each_purifier_makes_of_the_examples(
+    finished: dict[str, str], tmp_path
+) -> None:
+    """The defended rows are the purifier's own output: recomputed here from the generator
+    the attack cell depended on, they match the images on the page to the PNG's 8 bits."""
+    import base64
+    import io
+    import re
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from orchestrator.report import defended as report_defended
+    from storage import ArtifactStore, Database
+    from tasks.cells.worker import load_dataset, load_model
+    from tasks.defenses.purification import purify
+
+    page = tmp_path / "report.html"
+    out = Cli()("report", "generative", "-o", page, "--examples", "8", env=finished)
+    assert out.exit_code == 0, out.output
+    html = page.read_text()
+    assert "clean, through vae_purify</th>" in html
+    assert "clean, through mlvgm_purify (α per level 0, 1, 1), one draw</th>" in html
+    sets = html.count("clean, through ")
+    assert html.count('class="example defended"') == 2 * 6 * sets
+    # the first vae_purify set on the page, recomputed
+    db = Database.open(finished["ADVGRID_DB"])
+    store = ArtifactStore(finished["ADVGRID_STORE"])
+    cells = db.cells(db.get_study("generative").id)
+    by_key = {c.key: c for c in cells}
+    cell = next(c for c in cells if c.kind == "attack" and '"name":"vae_purify"' in c.spec_json)
+    adv, _ = store.get(cell.artifacts["adversarial"])
+    x = adv["x_adv"][:4]
+    shown = report_defended.through(
+        cell, json.loads(cell.spec_json)["defense"], by_key, store, x, x
+    )
+    assert shown is not None
+    vae = load_model(
+        {"inputs": {"vae": report_defended._artifact_of(cell, "vae", by_key)}},
+        "vae",
+        store,
+        torch.device("cpu"),
+    )
+    with torch.no_grad():
+        expected = purify(vae, x, [0.0, 0.0, 0.0], None)
+    assert torch.allclose(shown.clean, expected, atol=1e-6)
+    assert not torch.allclose(expected, x, atol=0.05)  # a reconstruction, not the input
+    # and the page's first defended image is the first shown sample's reconstruction
+    data, _ = load_dataset(json.loads(cell.spec_json)["dataset"])
+    order = torch.argsort((~adv["success"].bool()).to(torch.int8), stable=True)
+    with torch.no_grad():
+        first = purify(vae, data.images(adv["indices"][order[:1]]), [0.0] * 3, None)[0, 0]
+    uris = re.findall(r'class="example defended" src="data:image/png;base64,([^"]+)"', html)
+    png = np.asarray(Image.open(io.BytesIO(base64.b64decode(uris[0]))), dtype=np.float64) / 255
+    assert np.abs(png - first.numpy()).max() <= 0.5 / 255 + 1e-6
