@@ -10,6 +10,9 @@ from the same batch, and ``δ`` minimizes
 - ``vae_latent``: ``Σ_i ‖μ_i(x + δ) − μ_i(x_t)‖²`` over the generator's levels (the posterior
   means through which a purifier sees its input; Kos et al.'s latent attack, the
   Gondim-Ribeiro latent attack with the KL replaced by the squared distance of the means);
+  with ``levels: coarse``, over the coarsest level only: the deterministic attack on the
+  code ``mlvgm_purify`` keeps while it resamples the finer ones, which sidesteps its
+  randomness altogether;
 - ``vae_output``: ``‖rec(x + δ) − x_t‖²`` (their output attack),
 
 with Adam (the papers' optimizer) inside the L2 ball of ``eps`` and [0, 1]. The model attacked
@@ -28,7 +31,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 from torch import nn
 
 from tasks.attacks.base import FixedBudgetAttack, register
@@ -43,6 +46,18 @@ class LatentParams(FixedBudgetParams):
     targeted: bool = True
     steps: int = Field(100, ge=1, description="Adam steps")
     lr: float = Field(0.01, gt=0, description="Adam's learning rate on the perturbation")
+    levels: Literal["all", "coarse"] = Field(
+        "all",
+        description="vae_latent: match the means of every level, or of the coarsest only "
+        "(the code mlvgm_purify keeps when it resamples the finer ones)",
+    )
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if self.levels == "all":  # absent: the keys of earlier cells stay as they were
+            data.pop("levels", None)
+        return data
 
     goals: ClassVar[Literal["targeted"]] = "targeted"
     refusal: ClassVar[str] = (
@@ -88,11 +103,12 @@ class _GeneratorAttack(FixedBudgetAttack):
         assert target is not None  # targeted by its params
         net, mean, std = network(purifier_of(model).vae)
         levels = [0.0] * net.levels
+        matched = 1 if self.params.levels == "coarse" else net.levels
 
         def both(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             """The posterior means (all levels, flat) and the reconstruction, one pass."""
             out = net.generate((z - mean) / std, levels)
-            codes = torch.cat([m.flatten(1) for m in out.post_mu], 1)
+            codes = torch.cat([m.flatten(1) for m in out.post_mu[:matched]], 1)
             return codes, torch.sigmoid(out.logits).flatten(1)
 
         which = 0 if self.space == "latent" else 1

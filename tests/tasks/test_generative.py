@@ -381,6 +381,40 @@ def test_the_latent_attack_reaches_its_target_latent(trained: Trained) -> None:
     assert float((near.x_adv - x).flatten(1).norm(dim=1).max()) <= 0.5 + 1e-5
 
 
+def test_the_coarse_latent_attack_matches_the_code_mlvgm_keeps(trained: Trained) -> None:
+    """``levels: coarse`` matches the coarsest code alone: it ends nearer the target's coarse
+    code than the all-levels attack does, and its ratio is measured on that code."""
+    from tasks.attacks import ATTACKS
+    from tasks.attacks.latent import _target_images
+
+    x = trained.data.images(trained.split.eval[:100])
+    y = trained.data.y[trained.split.eval[:100]]
+    keep0 = mlvgm(trained.vae, trained.classifier, alpha=[0, 1, 1], draws=2)
+    net, mean, std = network(trained.vae)
+
+    def coarse(z: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return net.generate((z - mean) / std, [0.0] * 3).post_mu[0].flatten(1)
+
+    ratios = {}
+    for levels in ("all", "coarse"):
+        params = {"eps": 2.0, "steps": 200, "lr": 0.02, "levels": levels}
+        attack = ATTACKS.get("vae_latent").obj(ATTACKS.params_of("vae_latent", params))
+        out = attack(keep0, x, y)
+        gen = torch.Generator().manual_seed(0)  # the targets and images the attack drew
+        pick = _target_images(y, attack._targets(keep0, x, y, gen), gen)
+        assert bool((pick >= 0).all())
+        goal = coarse(x[pick])
+        ratio = (coarse(out.x_adv) - goal).norm(dim=1) / (coarse(x) - goal).norm(dim=1)
+        ratios[levels] = float(ratio.mean())
+        if levels == "coarse":
+            assert out.counts["target_latent_ratio"] / len(x) == pytest.approx(ratios[levels])
+    assert ratios["coarse"] < ratios["all"] - 0.01
+    assert ratios["coarse"] < 0.6
+    dumped = ATTACKS.params_of("vae_latent", {}).model_dump(mode="json")
+    assert "levels" not in dumped  # the default leaves earlier cells' keys as they were
+
+
 def test_the_output_attack_moves_the_reconstruction(trained: Trained) -> None:
     out, x = _attack_generator(trained, "vae_output", eps=2.0, steps=100, lr=0.02)
     assert out.counts["target_output_ratio"] / len(x) < 0.7
