@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 from torch import nn
 
 from tasks import models
@@ -59,6 +59,27 @@ class GeneratorParams(Params):
         "coarse to fine); default: 8 on the coarsest level, 1 on each finer one",
     )
     seed: int = Field(0, description="initial weights, batch order and posterior draws")
+    train_size: int | None = Field(
+        None,
+        ge=1,
+        description="train on this many images of the training part, drawn by seed "
+        "(default: all of it)",
+    )
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if self.train_size is None:  # absent: the keys of earlier cells stay as they were
+            data.pop("train_size", None)
+        return data
+
+    def training_indices(self, train: torch.Tensor) -> torch.Tensor:
+        """The training indices the generator fits: all of ``train``, or ``train_size`` of
+        them drawn by ``seed`` (in their original order)."""
+        if self.train_size is None or self.train_size >= len(train):
+            return train
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed))
+        return train[order[: self.train_size].sort().values]
 
     @model_validator(mode="after")
     def _free_bits_per_level(self) -> GeneratorParams:
@@ -115,7 +136,7 @@ class GeneratorRecipe(Recipe):
         (:func:`generator_metrics`) on the clean evaluation slice."""
         params = GeneratorParams(**values)
         gen = build_generator(params, data).to(device)
-        metrics = fit_generator(gen, data, split.train, params)
+        metrics = fit_generator(gen, data, params.training_indices(split.train), params)
         metrics.update(generator_metrics(gen, data.images(split.eval).to(device)))
         return gen, metrics
 

@@ -227,6 +227,34 @@ def test_training_is_deterministic_and_reports_its_metrics(trained: Trained) -> 
     assert trained.fit_metrics["train_kl"] > 0
 
 
+def test_a_generator_may_train_on_part_of_the_training_data(trained: Trained) -> None:
+    part = GeneratorParams(train_size=50, seed=3)
+    chosen = part.training_indices(trained.split.train)
+    assert len(chosen) == 50
+    assert set(chosen.tolist()) <= set(trained.split.train.tolist())
+    assert torch.equal(chosen, part.training_indices(trained.split.train))  # replays
+    assert not torch.equal(
+        chosen, GeneratorParams(train_size=50).training_indices(trained.split.train)
+    )
+    assert torch.equal(GeneratorParams().training_indices(trained.split.train), trained.split.train)
+    assert "train_size" not in GeneratorParams().model_dump(mode="json")  # earlier keys kept
+    # the recipe trains on the part: one epoch on 50 images is one step of 64
+    values = {**RECIPE.model_dump(mode="json"), "epochs": 1, "train_size": 50}
+    _, metrics = GeneratorRecipe().fit(values, trained.data, trained.split, torch.device("cpu"))
+    params = GeneratorParams(**values)
+    again = fit_generator(
+        build_generator(params, trained.data),
+        trained.data,
+        params.training_indices(trained.split.train),
+        params,
+    )
+    assert metrics["train_loss"] == pytest.approx(again["train_loss"])
+    everything = fit_generator(
+        build_generator(params, trained.data), trained.data, trained.split.train, params
+    )
+    assert everything["train_loss"] != pytest.approx(again["train_loss"])
+
+
 def test_the_recipe_fits_and_records_the_architecture(trained: Trained) -> None:
     recipe = GeneratorRecipe()
     params = MLVGMParams(generator=GeneratorParams(arch="vae", width=8, top_dim=4, epochs=1))
