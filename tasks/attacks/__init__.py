@@ -15,6 +15,7 @@ from tasks.attacks import (  # noqa: F401  (registration)
     fgsm,
     jsma,
     latent,
+    latent_sweep,
     lbfgs,
     mim,
     noise,

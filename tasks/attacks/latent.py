@@ -112,7 +112,7 @@ class _GeneratorAttack(FixedBudgetAttack):
             return codes, torch.sigmoid(out.logits).flatten(1)
 
         which = 0 if self.space == "latent" else 1
-        pick = _target_images(y, target, generator)
+        pick = target_images(y, target, generator)
         has = pick >= 0
         x_t = x[pick.clamp_min(0)]
         with torch.no_grad():
@@ -143,7 +143,7 @@ class _GeneratorAttack(FixedBudgetAttack):
         return x_adv
 
 
-def _target_images(y: torch.Tensor, target: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def target_images(y: torch.Tensor, target: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """For each sample, the index of a random image of its target class in the batch (-1
     where the batch has none)."""
     out = torch.full_like(y, -1)

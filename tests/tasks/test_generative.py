@@ -413,7 +413,7 @@ def test_the_coarse_latent_attack_matches_the_code_mlvgm_keeps(trained: Trained)
     """``levels: coarse`` matches the coarsest code alone: it ends nearer the target's coarse
     code than the all-levels attack does, and its ratio is measured on that code."""
     from tasks.attacks import ATTACKS
-    from tasks.attacks.latent import _target_images
+    from tasks.attacks.latent import target_images
 
     x = trained.data.images(trained.split.eval[:100])
     y = trained.data.y[trained.split.eval[:100]]
@@ -430,7 +430,7 @@ def test_the_coarse_latent_attack_matches_the_code_mlvgm_keeps(trained: Trained)
         attack = ATTACKS.get("vae_latent").obj(ATTACKS.params_of("vae_latent", params))
         out = attack(keep0, x, y)
         gen = torch.Generator().manual_seed(0)  # the targets and images the attack drew
-        pick = _target_images(y, attack._targets(keep0, x, y, gen), gen)
+        pick = target_images(y, attack._targets(keep0, x, y, gen), gen)
         assert bool((pick >= 0).all())
         goal = coarse(x[pick])
         ratio = (coarse(out.x_adv) - goal).norm(dim=1) / (coarse(x) - goal).norm(dim=1)
@@ -483,3 +483,36 @@ def test_attacks_on_a_generator_keep_the_attack_contract(trained: Trained, name:
     assert float((out.x_adv - x).flatten(1).norm(dim=1).max()) <= 0.5 + 1e-5
     assert (out.forward, out.backward) == (2 * len(x), 0)
     assert entry.summary
+
+
+def test_the_sweep_over_the_trade_off_constant_gives_the_auddc(trained: Trained) -> None:
+    """AUDDC (Gondim-Ribeiro 2018): 1 where nothing moves, lower the more a sweep moves the
+    reconstruction; the stored example is the smallest successful one; the classifier is
+    only run forward (targets, one score per constant, the final score)."""
+    from tasks.attacks import ATTACKS
+    from tasks.attacks.latent_sweep import _auddc
+
+    one = torch.ones(3)
+    assert torch.allclose(_auddc([(one * 0.5, one * 0)]), one * 0.25)  # (0,1)→(.5,0)→(1,0)
+    assert torch.allclose(_auddc([(one * 0.2, one), (one * 0.9, one)]), one)  # never moves
+    x = trained.data.images(trained.split.eval[:48])
+    y = trained.data.y[trained.split.eval[:48]]
+    defended = vae_purify(trained.vae, trained.classifier)
+
+    def run(name: str, constants: list[float]):
+        params = {"constants": constants, "steps": 40, "lr": 0.02, "eps": [1.0, 2.0]}
+        attack = ATTACKS.get(name).obj(ATTACKS.params_of(name, params))
+        return attack(defended, x, y)
+
+    stiff = run("vae_latent_sweep", [1e4])  # a huge penalty: δ stays near 0
+    sweep = run("vae_latent_sweep", [4.0, 0.25, 0.0])
+    again = run("vae_latent_sweep", [4.0, 0.25, 0.0])
+    assert torch.equal(sweep.x_adv, again.x_adv)
+    assert stiff.counts["auddc"] / len(x) > 0.9
+    assert sweep.counts["auddc"] / len(x) < stiff.counts["auddc"] / len(x) - 0.1
+    assert float(sweep.success.double().mean()) > float(stiff.success.double().mean())
+    assert (sweep.forward, sweep.backward) == ((2 + 3) * len(x), 0)
+    assert float(sweep.x_adv.min()) >= 0
+    assert float(sweep.x_adv.max()) <= 1
+    output = run("vae_output_sweep", [4.0, 0.25, 0.0])
+    assert output.counts["auddc"] / len(x) < 0.9

@@ -39,6 +39,8 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "pgd_targeted": ("pgd", {"targeted": True, "target": "least_likely"}),
     "noise": ("noise", {}),
     "noise_gaussian": ("noise", {"distribution": "gaussian", "norm": "l2", "eps": 1.0}),
+    "corruption": ("corruption", {"kind": "jpeg", "severity": 5}),
+    "corruption_noise": ("corruption", {"kind": "gaussian_noise"}),
     "apgd_ce": ("apgd_ce", {"restarts": 2}),
     "apgd_dlr": ("apgd_dlr", {"norm": "l2", "eps": 1.0}),
     "apgd_t": ("apgd_t", {"n_target_classes": 3}),
@@ -74,6 +76,8 @@ FIXED: dict[str, tuple[int, int]] = {
     "pgd_targeted": (224, 160),
     "noise": (32, 0),
     "noise_gaussian": (32, 0),
+    "corruption": (32, 0),  # the model is never run but to score
+    "corruption_noise": (32, 0),
 }
 
 
