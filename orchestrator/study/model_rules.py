@@ -109,6 +109,14 @@ def _check_arch(spec: StudyFile, m: ModelEntry, loc: tuple, problems: Problems) 
         _check_factory(spec, m, loc, problems)
     elif m.arch not in MODELS:
         problems.add(loc + ("arch",), MODELS.unknown_message(m.arch))
+    elif getattr(MODELS.get(m.arch).obj, "part_of", None):
+        part_of = MODELS.get(m.arch).obj.part_of
+        problems.add(
+            loc + ("arch",),
+            f"{m.arch!r} is not a classifier: it is a trained part of {part_of}, which the "
+            "study trains itself; give the model a classifier architecture (see `advgrid "
+            "list models`)",
+        )
     else:
         try:
             MODELS.params_of(m.arch, m.params)

@@ -137,15 +137,13 @@ def _auddc(points: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
 
 @register("vae_latent_sweep")
 class VAELatentSweep(_Sweep):
-    """Latent attack on a VAE over the trade-off constant, with its AUDDC (Gondim-Ribeiro
-    2018)."""
+    """vae_latent over a sweep of the trade-off constant; records the AUDDC."""
 
     space = "latent"
 
 
 @register("vae_output_sweep")
 class VAEOutputSweep(_Sweep):
-    """Output attack on a VAE over the trade-off constant, with its AUDDC (Gondim-Ribeiro
-    2018)."""
+    """vae_output over a sweep of the trade-off constant; records the AUDDC."""
 
     space = "output"

@@ -117,6 +117,7 @@ class HVAE(nn.Module):
     """Top-down hierarchical VAE with 1–4 latent levels, coarse to fine (NVAE-style)."""
 
     Params = HVAEParams
+    part_of = "a generative purifier or of gat (the `generator:` in its params)"
 
     def __init__(
         self, params: HVAEParams | VAEParams, input_shape: Sequence[int], num_classes: int
@@ -277,6 +278,7 @@ class AlphaSchedule(nn.Module):
     stored artifact, one α per level, coarse to fine; not a network (it has no forward)."""
 
     Params = AlphaScheduleParams
+    part_of = "mlvgm_purify with `alpha: learned` (its search cell)"
     alpha: torch.Tensor
 
     def __init__(self, params: AlphaScheduleParams, input_shape: Sequence[int], num_classes: int):

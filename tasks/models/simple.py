@@ -99,6 +99,7 @@ class DAE(nn.Module):
     """
 
     Params = DAEParams
+    part_of = "autoencoder_purify"
 
     def __init__(self, params: DAEParams, input_shape: Sequence[int], num_classes: int) -> None:
         super().__init__()

@@ -36,8 +36,9 @@ def test_list_attacks_shows_the_whole_library_with_readable_defaults(cli) -> Non
     assert "PydanticUndefined" not in table
     assert "eps=8/255" in table  # the common default, as a study file writes it
     assert "eps=[]" in table  # minimum-norm attacks: budgets, none by default
-    # list defaults are escaped, so rich does not swallow "[...]" as markup
-    assert "[apgd_ce, apgd_t," in table
+    # list defaults are escaped, so rich does not swallow "[...]" as markup (where the
+    # table wraps the list depends on its widest names, so only its opening is checked)
+    assert "attacks=[apgd_ce," in table
 
 
 def test_list_rejects_unknown_kind(cli) -> None:

@@ -346,3 +346,26 @@ def test_the_report_shows_what_each_purifier_makes_of_the_examples(
     uris = re.findall(r'class="example defended" src="data:image/png;base64,([^"]+)"', html)
     png = np.asarray(Image.open(io.BytesIO(base64.b64decode(uris[0]))), dtype=np.float64) / 255
     assert np.abs(png - first.numpy()).max() <= 0.5 / 255 + 1e-6
+
+
+@pytest.mark.parametrize(
+    ("arch", "part"),
+    [
+        ("hvae", "a generative purifier or of gat"),
+        ("vae", "a generative purifier or of gat"),
+        ("alpha_schedule", "mlvgm_purify with `alpha: learned`"),
+        ("dae", "autoencoder_purify"),
+    ],
+)
+def test_a_defenses_trained_part_is_refused_as_a_study_model(
+    tmp_path, arch: str, part: str
+) -> None:
+    text = STUDY.replace("    arch: small_cnn\n", f"    arch: {arch}\n")
+    study = tmp_path / "part.yaml"
+    study.write_text(text)
+    out = Cli()("run", study, "--dry-run")
+    assert out.exit_code != 0
+    assert (
+        f"line 7: models[0].arch: {arch!r} is not a classifier: it is a trained part of {part}"
+        in (out.output)
+    )
