@@ -57,7 +57,8 @@ def through(
         for role, needed in cls.requires.items():
             if not needed.needed(defense["params"]):
                 continue
-            digest = _artifact_of(cell, role, cells)
+            named = needed.checkpoint(defense["params"])  # a generator read from a file
+            digest = named.removeprefix("sha256:") if named else _artifact_of(cell, role, cells)
             given[role] = load_model({"inputs": {role: digest}}, role, store, torch.device("cpu"))
         built = cls(defenses.DEFENSES.params_of(name, defense["params"]), **given)
         wrapped = built.wrap(torch.nn.Identity())

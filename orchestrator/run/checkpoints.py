@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from orchestrator.errors import ConfigError
 from orchestrator.study.schema import Resolved, Study
 from storage import ArtifactStore
@@ -12,16 +14,21 @@ from tasks.errors import TaskError
 
 
 def import_all(study: Study, store_root: str) -> dict[str, str]:
-    """Import every checkpoint file of ``study``; returns model name → artifact digest.
+    """Import every checkpoint file of ``study``; returns model name → artifact digest, and
+    ``sha256:<hex>`` → its digest for each generator file (an advgrid artifact already, so
+    its digest is its hash; :mod:`orchestrator.study.generator_files`).
 
     A checkpoint may hold the bare network's state dict or advgrid's own (with ``net.``
     prefixes and normalization buffers). It must load into the model's architecture for the
     first dataset the model is used on; otherwise nothing is written. Its inputs are
     normalized as its ``normalization:`` says (default: the dataset's statistics).
     """
-    if not study.checkpoints:
+    if not study.checkpoints and not study.generator_files:
         return {}
     store, out = ArtifactStore(store_root), {}
+    for sha, f in study.generator_files.items():
+        store.put_bytes(sha, Path(f.path).read_bytes())  # refused if the file changed since
+        out[f"sha256:{sha}"] = sha
     for i, m in enumerate(study.file.models):
         if m.name not in study.checkpoints:
             continue

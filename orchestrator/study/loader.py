@@ -15,10 +15,10 @@ import yaml
 from pydantic import ValidationError
 
 from orchestrator.errors import ConfigError
-from orchestrator.study import adaptive_rules, defense_rules, model_rules
+from orchestrator.study import adaptive_rules, defense_rules, generator_files, model_rules
 from orchestrator.study.problems import Problems
 from orchestrator.study.resolution import resolve
-from orchestrator.study.schema import Resolved, Study, StudyFile
+from orchestrator.study.schema import Component, Resolved, Study, StudyFile
 from tasks import datasets
 from tasks.attacks import ATTACKS
 from tasks.datasets import DATASETS
@@ -65,6 +65,7 @@ def parse(text: str, source: str = "<study>") -> Study:
     _check_components(study, problems, notes)
     if not problems.items:
         _describe_datasets(study, problems, Path(source).parent)
+        generator_files.check_datasets(study, problems)
     model_rules.check(study, problems, Path(source).parent)
     if problems.items:
         raise ConfigError(source, problems.items)
@@ -102,6 +103,9 @@ def _check_components(study: Study, problems: Problems, notes: Problems) -> None
                 f"`train: {{defense: {{name: {entry.name}}}}}`, instead",
             )
             continue
+        values = entry.values
+        if generator_files.take(study, values, i, Path(study.path).parent, problems):
+            entry = Component.model_validate({"name": entry.name, **values})
         resolved = resolve(DEFENSES, entry, ("defenses", i), problems, grid=False, defense=True)
         placed += [(i, d) for d in resolved]
         study.defenses += resolved

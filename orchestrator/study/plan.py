@@ -261,6 +261,10 @@ class _Artifacts:
         for role, needed in needs.items():  # validation gives each of them a recipe
             if needed.per_model:
                 continue
+            named = needed.checkpoint(defense.params)  # a file instead of a train cell
+            if named is not None:
+                inputs[role] = ("file", named, named.removeprefix("sha256:"))
+                continue
             train = needed.train_spec(role, self.ds, defense.name, defense.params)
             inputs[role] = ("cell", self.plan.add("train", train, {}, once=True).key, "checkpoint")
         shared = dict(inputs)

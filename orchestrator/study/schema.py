@@ -181,6 +181,8 @@ class Study:
     checkpoints: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (path, sha256)
     # dataset label -> what planning reads of it (sizes, official split, digest of its files)
     data_info: dict[str, Info] = field(default_factory=dict)
+    # sha256 -> orchestrator.study.generator_files.GeneratorFile: generators read from files
+    generator_files: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # worth saying, not errors: `advgrid plan`
 
     @property

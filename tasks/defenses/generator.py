@@ -65,12 +65,19 @@ class GeneratorParams(Params):
         description="train on this many images of the training part, drawn by seed "
         "(default: all of it)",
     )
+    checkpoint: str | None = Field(
+        None,
+        description="a generator file advgrid wrote (a generator cell's artifact) to use "
+        "instead of training one; the study takes its recipe from it and checks it was "
+        "trained on the study's dataset (keys hold its sha256, not its path)",
+    )
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
-        if self.train_size is None:  # absent: the keys of earlier cells stay as they were
-            data.pop("train_size", None)
+        for optional in ("train_size", "checkpoint"):  # absent: earlier keys stay as they were
+            if data.get(optional) is None:
+                data.pop(optional, None)
         return data
 
     def training_indices(self, train: torch.Tensor) -> torch.Tensor:
@@ -128,6 +135,9 @@ class GeneratorRecipe(Recipe):
 
     def values(self, params: Mapping[str, Any]) -> dict[str, Any]:
         return self._generator(params).model_dump(mode="json")
+
+    def checkpoint(self, params: Mapping[str, Any]) -> str | None:
+        return self._generator(params).checkpoint
 
     def fit(
         self, values: Mapping[str, Any], data: Data, split: Split, device: torch.device

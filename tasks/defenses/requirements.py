@@ -56,6 +56,12 @@ class Recipe:
         training part; return it (its state dict is what the cell stores) and its metrics."""
         raise NotImplementedError
 
+    def checkpoint(self, params: Mapping[str, Any]) -> str | None:
+        """The file the study names for the artifact instead of a recipe to train it
+        (``sha256:<hex>`` once the study is loaded: it enters keys as its content); None
+        (the default): the artifact is trained by a cell of the study."""
+        return None
+
     def fit_for(
         self,
         values: Mapping[str, Any],
@@ -97,6 +103,10 @@ class Requirement:
     def needed(self, params: Mapping[str, Any]) -> bool:
         """Whether a defense with ``params`` (JSON, as the study resolved them) needs it."""
         return self.when is None or self.when(params)
+
+    def checkpoint(self, params: Mapping[str, Any]) -> str | None:
+        """:meth:`Recipe.checkpoint`: the file that stands in for the trained artifact."""
+        return None if self.recipe is None else self.recipe.checkpoint(params)
 
     def train_spec(
         self,

@@ -369,3 +369,88 @@ def test_a_defenses_trained_part_is_refused_as_a_study_model(
         f"line 7: models[0].arch: {arch!r} is not a classifier: it is a trained part of {part}"
         in (out.output)
     )
+
+
+def _generator_file(finished: dict[str, str], rows: list[dict], folder) -> str:
+    """The generator the finished study trained, copied out of its store as a user would."""
+    from storage import ArtifactStore, Database
+
+    db = Database.open(finished["ADVGRID_DB"])
+    (gen,) = [r for r in rows if r["model"] == "generator"]
+    cell = next(c for c in db.cells(db.get_study("generative").id) if c.key == gen["cell_key"])
+    path = folder / "generator.safetensors"
+    path.write_bytes(
+        ArtifactStore(finished["ADVGRID_STORE"]).read_bytes(cell.artifacts["checkpoint"])
+    )
+    return str(path)
+
+
+def test_a_generator_read_from_a_file_stands_in_for_the_trained_one(
+    run_study: RunStudy, finished: dict[str, str], rows: list[dict], tmp_path_factory
+) -> None:
+    """The same generator from a file: no generator cell, the file's recipe and content in
+    the keys, and the very numbers of the study that trained it."""
+    from orchestrator.study import loader
+    from orchestrator.study.plan import expand
+
+    folder = tmp_path_factory.mktemp("gen-file")
+    path = _generator_file(finished, rows, folder)
+    text = STUDY.replace("generator: {width: 16, epochs: 6}", f"generator: {{checkpoint: {path}}}")
+    (folder / "from_file.yaml").write_text(text)
+    plan = expand(loader.load(folder / "from_file.yaml"))
+    assert [c.spec["model"]["name"] for c in plan.cells if c.kind == "train"] == ["cnn"]
+    purified = [
+        c for c in plan.cells if c.kind == "attack" and "purify" in c.spec["defense"]["name"]
+    ]
+    for c in purified:
+        generator = c.spec["defense"]["params"]["generator"]
+        assert generator["width"] == 16  # the file's recipe
+        assert generator["checkpoint"].startswith("sha256:")
+        assert path not in json.dumps(c.spec)
+        assert c.inputs["vae"][0] == "file"
+    env = run_study(text, "-q", "--no-mlflow", file="from_file.yaml").env
+    out = Cli()("results", "generative", "--format", "json", env=env)
+    again = json.loads(out.output)
+    assert all(r["state"] == "done" for r in again)
+
+    def robust(rs: list[dict]) -> dict:
+        return {
+            (r["defense"], r["metrics"].get("adaptive_eot")): r["metrics"]["robust_accuracy"]
+            for r in rs
+            if r["kind"] == "attack"
+        }
+
+    assert robust(again) == robust(rows)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("eval_size: 48", "eval_size: 48\n    split_seed: 1"), "was trained on digits"),
+        (("{checkpoint: FILE}", "{checkpoint: FILE, width: 32}"), "generator.width: is 32"),
+        (("{checkpoint: FILE}", "{checkpoint: missing.safetensors}"), "cannot read"),
+        (("{checkpoint: FILE}", "{checkpoint: CNN}"), "is not a generator file written by"),
+    ],
+)
+def test_a_generator_file_that_does_not_fit_is_refused(
+    finished: dict[str, str], rows: list[dict], tmp_path, change: tuple[str, str], message: str
+) -> None:
+    from storage import ArtifactStore, Database
+
+    path = _generator_file(finished, rows, tmp_path)
+    db = Database.open(finished["ADVGRID_DB"])
+    (cnn,) = [r for r in rows if r["model"] == "cnn" and r["kind"] == "train"]
+    cell = next(c for c in db.cells(db.get_study("generative").id) if c.key == cnn["cell_key"])
+    classifier = tmp_path / "cnn.safetensors"
+    classifier.write_bytes(
+        ArtifactStore(finished["ADVGRID_STORE"]).read_bytes(cell.artifacts["checkpoint"])
+    )
+    text = STUDY.replace("generator: {width: 16, epochs: 6}", "generator: {checkpoint: FILE}", 1)
+    text = text.replace(*change).replace("FILE", path).replace("CNN", str(classifier))
+    study = tmp_path / "bad.yaml"
+    study.write_text(text)
+    out = Cli()("run", study, "--dry-run")
+    assert out.exit_code != 0
+    assert "bad.yaml" in out.output
+    assert "defenses[1].generator" in out.output
+    assert message in out.output
