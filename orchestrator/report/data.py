@@ -71,6 +71,7 @@ class Sample:
     adv: torch.Tensor
     defended_clean: torch.Tensor | None = None
     defended_adv: torch.Tensor | None = None
+    target_image: torch.Tensor | None = None  # an attack on a generator: the image it aimed at
 
 
 @dataclass(frozen=True)
@@ -287,6 +288,7 @@ def example_set(
     except (StorageError, TaskError, OSError, ValueError, KeyError) as exc:
         return _unavailable(cell, exc)
     adv = _unit(tensors["x_adv"][order])
+    aimed = _unit(tensors["target_image"][order]) if "target_image" in tensors else None
     shown = report_defended.through(cell, spec["defense"], cells or {}, store, clean, adv)
     samples = [
         Sample(
@@ -299,6 +301,7 @@ def example_set(
             adv=adv[j],
             defended_clean=None if shown is None else shown.clean[j],
             defended_adv=None if shown is None else shown.adv[j],
+            target_image=None if aimed is None else aimed[j],
         )
         for j, i in enumerate(order.tolist())
     ]

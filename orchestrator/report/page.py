@@ -146,6 +146,7 @@ def example_view(s: ExampleSet) -> dict[str, Any]:
         "successes": s.successes,
         "total": s.total,
         "defended": s.defended,
+        "targets": any(x.target_image is not None for x in s.samples),
         "samples": [_sample_view(x) for x in s.samples],
     }
 
@@ -166,6 +167,7 @@ def _sample_view(s: Sample) -> dict[str, Any]:
         "sample": s,
         "defended_clean": None if s.defended_clean is None else png_uri(s.defended_clean),
         "defended_adv": None if s.defended_adv is None else png_uri(s.defended_adv),
+        "target_image": None if s.target_image is None else png_uri(s.target_image),
     }
 
 

@@ -43,7 +43,9 @@ class AttackOutput:
 
     Pass counts are per sample (a batch of 8 through the model counts 8). ``counts`` holds
     attack-specific per-sample tallies (e.g. an ensemble's robust samples after each
-    member) that a caller sums over batches and divides by the number of samples.
+    member) that a caller sums over batches and divides by the number of samples;
+    ``tensors`` per-sample tensors an attack keeps beside its examples (an attack on a
+    generator's target images), stored with them.
     """
 
     x_adv: torch.Tensor
@@ -53,6 +55,7 @@ class AttackOutput:
     forward: int
     backward: int
     counts: dict[str, float] = field(default_factory=dict)
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def register(name: str) -> Callable[[type[Attack]], type[Attack]]:
@@ -95,6 +98,7 @@ class Attack(ABC):
     def __init__(self, params: AttackParams) -> None:
         self.params = params
         self.counts: dict[str, float] = {}
+        self.tensors: dict[str, torch.Tensor] = {}
 
     @property
     def norm(self) -> str:
@@ -112,7 +116,7 @@ class Attack(ABC):
         _check(x, y)
         x = x.detach()  # the output never carries the caller's graph
         gen = generator or torch.Generator(device=x.device).manual_seed(self.params.seed)
-        self.counts = {}
+        self.counts, self.tensors = {}, {}
         with attack_mode(model):
             counted = Counted(model)  # every pass below counts itself, per sample
             target = self._targets(counted, x, y, gen) if self.params.targeted else None
@@ -121,7 +125,10 @@ class Attack(ABC):
                 pred = counted(x_adv).argmax(1)
         success = pred == target if target is not None else pred != y
         forward, backward = counted.forward_passes, counted.backward_passes
-        return AttackOutput(x_adv, pred, success, target, forward, backward, dict(self.counts))
+        tensors = {k: v.detach() for k, v in self.tensors.items()}
+        return AttackOutput(
+            x_adv, pred, success, target, forward, backward, dict(self.counts), tensors
+        )
 
     @abstractmethod
     def perturb(

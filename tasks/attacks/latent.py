@@ -140,6 +140,8 @@ class _GeneratorAttack(FixedBudgetAttack):
         self.counts["target_latent_ratio"] = float(torch.where(has, latent, 1.0).sum())
         self.counts["target_output_ratio"] = float(torch.where(has, output, 1.0).sum())
         self.counts["target_image_missing"] = float(len(x) - int(has.sum()))
+        # the target images, stored with the examples (the input itself where none)
+        self.tensors["target_image"] = torch.where(has.view(-1, 1, 1, 1), x_t, x)
         return x_adv
 
 

@@ -119,6 +119,8 @@ class _Sweep(MinNormAttack):
         x_adv = torch.where(found.view(-1, 1, 1, 1), best, fallback)
         self.counts["auddc"] = float(torch.where(has, _auddc(points), 1.0).sum())
         self.counts["target_image_missing"] = float(len(x) - int(has.sum()))
+        # the target images, stored with the examples (the input itself where none)
+        self.tensors["target_image"] = torch.where(has.view(-1, 1, 1, 1), x_t, x)
         return x_adv
 
 

@@ -158,6 +158,8 @@ def _scored(
     }
     if target is not None:
         tensors["target"] = target
+    for name in outs[0].tensors if outs else ():  # an attack's own per-sample tensors
+        tensors[name] = torch.cat([o.tensors[name] for o in outs]).cpu().contiguous()
     return tensors
 
 

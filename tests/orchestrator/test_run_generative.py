@@ -454,3 +454,21 @@ def test_a_generator_file_that_does_not_fit_is_refused(
     assert "bad.yaml" in out.output
     assert "defenses[1].generator" in out.output
     assert message in out.output
+
+
+def test_the_report_shows_an_attack_on_the_generator_with_its_target_images(
+    run_study: RunStudy, tmp_path
+) -> None:
+    text = STUDY.replace(
+        "  - {name: pgd, norm: l2, eps: 1.0, steps: 5}\n",
+        "  - {name: vae_latent, eps: 2.0, steps: 10}\n",
+    )
+    env = run_study(text, "-q", "--no-mlflow", file="latent.yaml").env
+    page = tmp_path / "report.html"
+    out = Cli()("report", "generative", "-o", page, "--examples", "8", env=env)
+    assert out.exit_code == 0, out.output
+    html = page.read_text()
+    # one example set per purifier: vae_purify, mlvgm_purify (EOT) and its twin
+    assert html.count("<th>target image</th>") == 3
+    assert html.count('class="example target"') == 3 * 6
+    assert html.count("<th>adversarial, through vae_purify</th>") == 1

@@ -483,6 +483,13 @@ def test_attacks_on_a_generator_keep_the_attack_contract(trained: Trained, name:
     assert float((out.x_adv - x).flatten(1).norm(dim=1).max()) <= 0.5 + 1e-5
     assert (out.forward, out.backward) == (2 * len(x), 0)
     assert entry.summary
+    # the image each sample was moved towards is kept: one of the batch, of the target class
+    aimed = out.tensors["target_image"]
+    for i in range(len(x)):
+        same = (x == aimed[i]).flatten(1).all(1).nonzero().flatten()
+        assert len(same) > 0
+        if not torch.equal(aimed[i], x[i]):  # the input itself where no image had the class
+            assert int(y[same[0]]) == int(out.target[i])
 
 
 def test_the_sweep_over_the_trade_off_constant_gives_the_auddc(trained: Trained) -> None:
