@@ -127,7 +127,9 @@ def _derived(rows: list[AttackMetrics], x_axis: str) -> dict[tuple, set[str]]:
 
     A default that depends on the budget (PGD's ``step_size`` is a fraction of ``eps``) has
     one value per x value; it must not split a curve into one-point pieces. A parameter
-    the study varied on its own takes several values at one x and stays part of the key.
+    the study varied on its own takes several values at one x and stays part of the key,
+    and so does every one that is not a number (``norm``: PGD in L∞ at 0.05 and 0.1 and in
+    L2 at 0.5 and 1 is two curves, not one).
     """
     families: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
@@ -136,6 +138,8 @@ def _derived(rows: list[AttackMetrics], x_axis: str) -> dict[tuple, set[str]]:
     for family, params in families.items():
         names = {k for p in params for k in p} - {x_axis, "seed"}
         for name in names:
+            if not all(_numeric(p.get(name)) for p in params):
+                continue  # a norm or a kind names another attack, never a budget's default
             by_x: dict[str, set[str]] = defaultdict(set)
             for p in params:
                 by_x[_key(p.get(x_axis))].add(_key(p.get(name)))
@@ -143,6 +147,10 @@ def _derived(rows: list[AttackMetrics], x_axis: str) -> dict[tuple, set[str]]:
             if len(values) > 1 and all(len(v) == 1 for v in by_x.values()):
                 out[family].add(name)
     return out
+
+
+def _numeric(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
 
 
 def _key(params: Any) -> str:

@@ -17,8 +17,9 @@ def attack_title(attack: str, params: dict[str, Any]) -> str:
     shown = {
         k: v
         for k, v in params.items()
-        if k in ("norm", "eps", "steps", "max_queries")
+        if k in ("norm", "eps", "steps", "max_queries", "kind", "severity")
         or (k == "targeted" and v)
+        or (k == "levels" and v != "all")
         or (k == "restarts" and v != 1)
         or (k == "seed" and v != 0)
     }

@@ -177,7 +177,7 @@ def table(rows: Sequence[MinNorm], budgets: Sequence[float], norm: str) -> Table
                 r.dataset,
                 r.model,
                 ", ".join(r.attacks),
-                ", ".join(r.transferred_from),
+                _sources(r.transferred_from),
                 len(r.cell_keys) + len(r.transfer_keys),
                 r.n,
                 "∞" if math.isinf(r.median()) else f"{r.median():.3f}",
@@ -190,6 +190,13 @@ def table(rows: Sequence[MinNorm], budgets: Sequence[float], norm: str) -> Table
         heading=f"Minimum {norm} per sample over every attack",
         notes=[caption + "."],
     )
+
+
+def _sources(names: Sequence[str]) -> str:
+    """The models transfer cells came from, named up to three (json lists them all)."""
+    if len(names) <= 3:
+        return ", ".join(names)
+    return f"{len(names)} models"
 
 
 def records(rows: Sequence[MinNorm]) -> TableView:

@@ -135,6 +135,20 @@ def test_curve_over_steps_needs_two_values_and_skips_single_points() -> None:
     assert [(p.x, p.mean, p.std) for p in c.points] == [(10.0, 0.4, None), (40.0, 0.3, None)]
 
 
+def test_one_attack_in_two_norms_is_two_curves() -> None:
+    rows = [
+        _attack(f"{norm}{eps}", {"eps": eps, "norm": norm, "step_size": eps / 4, "seed": 0},
+                {"robust_accuracy": 0.5 - eps / 10})
+        for norm, budgets in (("linf", (0.05, 0.1)), ("l2", (0.5, 1.0)))
+        for eps in budgets
+    ]  # fmt: skip
+    found = curves.build(rows, "eps")
+    assert [(c.params["norm"], [p.x for p in c.points]) for c in found] == [
+        ("linf", [0.05, 0.1]),
+        ("l2", [0.5, 1.0]),
+    ]
+
+
 def test_a_corruption_curve_runs_over_its_severity_one_curve_per_kind() -> None:
     rows = [
         _attack(
