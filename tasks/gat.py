@@ -56,11 +56,6 @@ class GATParams(Params):
 
     @model_validator(mode="after")
     def _levels_exist(self) -> GATParams:
-        if self.generator.checkpoint is not None:
-            raise ValueError(
-                "generator.checkpoint: gat trains with a generator the study trains itself "
-                "(a file can stand in for a purifier's generator only); remove checkpoint:"
-            )
         n = self.generator.n_levels
         if self.levels == "middle" and n < 3:
             raise ValueError(

@@ -1,4 +1,4 @@
-"""Generators loaded from files: ``generator: {checkpoint: FILE}`` in a purifier's or gat's params.
+"""Generators read from files: ``generator: {checkpoint: FILE}`` in a purifier's or gat's params.
 
 A generator a study trained is an artifact of its store: a safetensors file whose header
 holds advgrid's metadata (the architecture, the recipe it was trained with under ``vae``, and
@@ -31,21 +31,23 @@ PREFIX = "sha256:"
 @dataclass(frozen=True)
 class GeneratorFile:
     """One generator file a study names: where it is, its digest, what it was trained on,
-    and the defense entries that use it (their indices)."""
+    and where the entries that use it give their params (``("defenses", 1)``,
+    ``("models", 2, "train", "defense")``)."""
 
     path: str
     sha256: str
     dataset: dict[str, Any]
-    entries: tuple[int, ...]
+    entries: tuple[tuple, ...]
 
 
-def take(study: Study, values: dict, index: int, base: Path, problems: Problems) -> bool:
-    """Replace the ``generator:`` of defense entry ``index`` (a copy of its raw values) by
-    the recipe of the file it names; whether it names one. Problems go to ``problems``."""
+def take(study: Study, values: dict, where: tuple, base: Path, problems: Problems) -> bool:
+    """Replace the ``generator:`` of the params at ``where`` (a copy of a defense entry's
+    raw values, or of a recipe's training defense) by the recipe of the file it names;
+    whether it names one. Problems go to ``problems``."""
     gen = values.get("generator")
     if not isinstance(gen, dict) or gen.get("checkpoint") is None:
         return False
-    loc = ("defenses", index, "generator", "checkpoint")
+    loc = (*where, "generator", "checkpoint")
     given = gen["checkpoint"]
     if not isinstance(given, str) or given.startswith(PREFIX):
         problems.add(loc, f"must be the path of a generator file, got {given!r}")
@@ -75,14 +77,14 @@ def take(study: Study, values: dict, index: int, base: Path, problems: Problems)
     for key, value in gen.items():
         if key != "checkpoint" and key in recipe and recipe[key] != value:
             problems.add(
-                ("defenses", index, "generator", key),
+                (*where, "generator", key),
                 f"is {value!r}, but the generator in {path.name} was trained with "
                 f"{key}: {recipe[key]!r}; remove it (the file's recipe is used)",
             )
     sha = hashlib.sha256(blob).hexdigest()
     values["generator"] = {**recipe, "checkpoint": PREFIX + sha}
     known = study.generator_files.get(sha)
-    entries = (*known.entries, index) if known else (index,)
+    entries = (*known.entries, where) if known else (where,)
     study.generator_files[sha] = GeneratorFile(str(path.resolve()), sha, meta["dataset"], entries)
     return True
 
@@ -111,7 +113,7 @@ def check_datasets(study: Study, problems: Problems) -> None:
             if here == trained:
                 continue
             problems.add(
-                ("defenses", f.entries[0], "generator", "checkpoint"),
+                (*f.entries[0], "generator", "checkpoint"),
                 f"the generator in {Path(f.path).name} was trained on {_show(f.dataset)}, "
                 f"but this study uses it on dataset {d.label!r} ({_show(here)}): a purifier's "
                 "generator must be trained on the training part of the same data (use one "

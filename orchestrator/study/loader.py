@@ -63,10 +63,12 @@ def parse(text: str, source: str = "<study>") -> Study:
     study = Study(file=spec, path=source, text=text)
     notes = Problems(source, text)
     _check_components(study, problems, notes)
-    if not problems.items:
+    described = not problems.items
+    if described:
         _describe_datasets(study, problems, Path(source).parent)
-        generator_files.check_datasets(study, problems)
     model_rules.check(study, problems, Path(source).parent)
+    if described:  # the purifiers' and the recipes' generator files, read above
+        generator_files.check_datasets(study, problems)
     if problems.items:
         raise ConfigError(source, problems.items)
     study.notes = notes.items
@@ -104,7 +106,7 @@ def _check_components(study: Study, problems: Problems, notes: Problems) -> None
             )
             continue
         values = entry.values
-        if generator_files.take(study, values, i, Path(study.path).parent, problems):
+        if generator_files.take(study, values, ("defenses", i), Path(study.path).parent, problems):
             entry = Component.model_validate({"name": entry.name, **values})
         resolved = resolve(DEFENSES, entry, ("defenses", i), problems, grid=False, defense=True)
         placed += [(i, d) for d in resolved]

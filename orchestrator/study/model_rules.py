@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from orchestrator.study import generator_files
 from orchestrator.study.problems import Problems
 from orchestrator.study.schema import ModelEntry, Study, StudyFile
 from tasks import models
@@ -48,7 +49,7 @@ def check(study: Study, problems: Problems, base: Path) -> None:
                     problems.add(
                         loc + (key,), f"`{key}:` is for a model loaded from a `checkpoint:` file"
                     )
-        _check_train_defense(m, loc, problems)
+        _check_train_defense(study, m, loc, problems, base)
         for j, d in enumerate(m.datasets or []):
             if d not in dataset_labels:
                 problems.add(loc + ("datasets", j), _unknown("dataset", d, dataset_labels))
@@ -61,13 +62,19 @@ def check(study: Study, problems: Problems, base: Path) -> None:
                 problems.add((axis, j), _unknown("model", name, known))
 
 
-def _check_train_defense(m: ModelEntry, loc: tuple, problems: Problems) -> None:
+def _check_train_defense(
+    study: Study, m: ModelEntry, loc: tuple, problems: Problems, base: Path
+) -> None:
     """A recipe's ``defense:`` names a training defense with valid parameters; it is stored
-    normalized (defaults filled in), which is how it enters the train cell's key."""
+    normalized (defaults filled in), which is how it enters the train cell's key. A
+    generator it reads from a file (``gat``) is replaced by the file's recipe first."""
     choice = m.train.defense if m.train is not None else None
     if m.train is None or choice is None:
         return
     where = loc + ("train", "defense")
+    values = choice.values
+    if generator_files.take(study, values, where, base, problems):
+        choice = DefenseChoice(name=choice.name, **values)
     if choice.name not in TRAINING_DEFENSES:
         message = TRAINING_DEFENSES.unknown_message(choice.name)
         if choice.name in DEFENSES:
@@ -79,7 +86,7 @@ def _check_train_defense(m: ModelEntry, loc: tuple, problems: Problems) -> None:
         return
     model = TRAINING_DEFENSES.get(choice.name).params
     try:
-        params = model.model_validate(choice.values)
+        params = model.model_validate(values)
     except ValidationError as exc:
         problems.add_pydantic(exc, where, model)
         return

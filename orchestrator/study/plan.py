@@ -290,6 +290,10 @@ def _training_artifacts(plan: Plan, ds: dict, choice: Any) -> dict[str, tuple[st
     requires = getattr(TRAINING_DEFENSES.get(choice.name).obj, "requires", {})
     inputs: dict[str, tuple[str, ...]] = {}
     for role, needed in requires.items():
+        named = needed.checkpoint(choice.values)  # a generator read from a file
+        if named is not None:
+            inputs[role] = ("file", named, named.removeprefix("sha256:"))
+            continue
         train = needed.train_spec(role, ds, choice.name, choice.values)
         cell = plan.add("train", train, {}, once=True)
         inputs[role] = ("cell", cell.key, "checkpoint")

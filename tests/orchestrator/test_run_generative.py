@@ -472,3 +472,57 @@ def test_the_report_shows_an_attack_on_the_generator_with_its_target_images(
     assert html.count("<th>target image</th>") == 3
     assert html.count('class="example target"') == 3 * 6
     assert html.count("<th>adversarial, through vae_purify</th>") == 1
+
+
+GAT_STUDY = """\
+name: gat_file
+datasets:
+  - name: digits
+    eval_size: 48
+models:
+  - name: cnn_gat
+    arch: small_cnn
+    train: {epochs: 2, lr: 0.003, seed: 0,
+            defense: {name: gat, levels: all, eps: 0.5, steps: 2, generator: GENERATOR}}
+attacks:
+  - {name: pgd, norm: l2, eps: 1.0, steps: 5}
+execution:
+  batch_size: 48
+"""
+
+
+def test_gat_trains_on_a_generator_read_from_a_file(
+    run_study: RunStudy, finished: dict[str, str], rows: list[dict], tmp_path_factory
+) -> None:
+    """The same generator from a file or trained by the study: the same gat weights."""
+    from orchestrator.study import loader
+    from orchestrator.study.plan import expand
+
+    folder = tmp_path_factory.mktemp("gat-file")
+    path = _generator_file(finished, rows, folder)
+    from_file = GAT_STUDY.replace("GENERATOR", f"{{checkpoint: {path}}}")
+    trained = GAT_STUDY.replace("GENERATOR", "{width: 16, epochs: 6}")
+    (folder / "gat.yaml").write_text(from_file)
+    (train,) = [c for c in expand(loader.load(folder / "gat.yaml")).cells if c.kind == "train"]
+    assert train.inputs["vae"][0] == "file"
+    results = []
+    for text, name in ((from_file, "gat_file.yaml"), (trained, "gat_trained.yaml")):
+        env = run_study(text, "-q", "--no-mlflow", file=name).env
+        out = json.loads(Cli()("results", "gat_file", "--format", "json", env=env).output)
+        assert all(r["state"] == "done" for r in out)
+        timing = ("wall_s", "samples_per_s", "train_s")
+        results.append(
+            {
+                (r["kind"], r["model"]): {k: v for k, v in r["metrics"].items() if k not in timing}
+                for r in out
+            }
+        )
+    assert results[0][("train", "cnn_gat")] == results[1][("train", "cnn_gat")]
+    assert results[0][("attack", "cnn_gat")] == results[1][("attack", "cnn_gat")]
+    # a generator trained on other data is refused for gat too
+    other = from_file.replace("eval_size: 48", "eval_size: 48\n    split_seed: 2")
+    (folder / "other.yaml").write_text(other)
+    out = Cli()("run", folder / "other.yaml", "--dry-run")
+    assert out.exit_code != 0
+    assert "models[0].train.defense.generator.checkpoint" in out.output
+    assert "was trained on digits" in out.output

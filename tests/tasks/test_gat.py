@@ -115,8 +115,3 @@ def test_training_with_gat_is_deterministic_and_needs_its_generator(setup) -> No
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
     with pytest.raises(TaskError, match="needs its trained generator"):
         training.fit(a, data.x, data.y, recipe, indices=split.train[:64])
-
-
-def test_gat_refuses_a_generator_file() -> None:
-    with pytest.raises(ValidationError, match="gat trains with a generator the study trains"):
-        GATParams.model_validate({"generator": {"checkpoint": "sha256:" + "0" * 64}})
