@@ -8,6 +8,7 @@ it import :mod:`tasks.defenses.base`, never this package, so there is no import 
 from tasks.defenses import (  # noqa: F401  (registration)
     detectors,
     mlvgm,
+    projection,
     purify,
     smoothing,
     transforms,

@@ -325,6 +325,7 @@ class Purified(Defended):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         draws = getattr(self.defense.params, "draws", 1)
+        # Defended.forward: it refuses a gradient through a non-differentiable transform
         if draws == 1:
-            return self.model(self.transform(x))
-        return torch.stack([self.model(self.transform(x)) for _ in range(draws)]).mean(0)
+            return Defended.forward(self, x)
+        return torch.stack([Defended.forward(self, x) for _ in range(draws)]).mean(0)

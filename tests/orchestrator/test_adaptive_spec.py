@@ -33,7 +33,7 @@ attacks:
     eps: 0.1
     max_queries: 10
 """
-FREE = "noise, one_pixel, spsa, square"
+FREE = "corruption, noise, one_pixel, spsa, square"
 
 
 def _problems(text: str) -> list[str]:

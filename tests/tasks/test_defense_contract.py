@@ -20,7 +20,10 @@ from tasks.errors import InputError, NotDifferentiableError
 
 NAMES = [e.name for e in DEFENSES]
 # tiny images need a larger canvas than Xie's 331/299 for the draws to differ
-SMALL: dict[str, dict[str, object]] = {"random_resize_pad": {"max_scale": 1.5}}
+SMALL: dict[str, dict[str, object]] = {
+    "random_resize_pad": {"max_scale": 1.5},
+    "latent_projection": {"restarts": 2, "steps": 3},
+}
 SHAPES = {"digits": (1, 8, 8), "rgb": (3, 16, 16)}
 
 
@@ -74,7 +77,11 @@ def artifacts(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def needs(name: str) -> tuple[str, ...]:
-    return tuple(getattr(DEFENSES.get(name).obj, "requires", ()))
+    """The roles of the artifacts the defense needs with the contract's params (an
+    ``mlvgm_purify`` needs its searched schedule only with ``alpha: learned``)."""
+    params = DEFENSES.params_of(name, SMALL.get(name, {})).model_dump(mode="json")
+    requires = getattr(DEFENSES.get(name).obj, "requires", {})
+    return tuple(role for role, r in requires.items() if r.needed(params))
 
 
 def defend(name: str, model: nn.Module, **overrides: object) -> nn.Module:

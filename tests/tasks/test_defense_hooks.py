@@ -10,7 +10,13 @@ from tasks import datasets, models
 from tasks.defenses import DEFENSES, Requirement, extra_metrics, requirement_of, wrap
 from tasks.errors import TaskError
 
-OWN_METRICS = {"feature_squeezing_detector", "randomized_smoothing", "vae_purify", "mlvgm_purify"}
+OWN_METRICS = {
+    "feature_squeezing_detector",
+    "randomized_smoothing",
+    "vae_purify",
+    "mlvgm_purify",
+    "latent_projection",
+}
 DETECTOR = {"bits": 1, "median_size": None, "fit_size": 50}
 DIGITS = {"name": "digits", "label": "digits", "params": {"eval_size": 16}}
 SMOOTHING = {"sigma": 0.25, "n": 4, "n0": 4, "n_certify": 20, "radii": [0.25, 0.5]}
@@ -85,12 +91,19 @@ def test_smoothing_reports_certified_accuracy_at_its_radii(cell: tuple) -> None:
 
 def test_every_built_in_requirement_has_a_recipe_the_worker_finds_again() -> None:
     needing = [e for e in DEFENSES if e.obj.requires]
-    assert [e.name for e in needing] == ["autoencoder_purify", "mlvgm_purify", "vae_purify"]
+    assert [e.name for e in needing] == [
+        "autoencoder_purify",
+        "latent_projection",
+        "mlvgm_purify",
+        "vae_purify",
+    ]
     for entry in needing:
         params = entry.params().model_dump(mode="json")
         for role, needed in entry.obj.requires.items():
             assert needed.recipe is not None
-            spec = needed.train_spec(role, DIGITS, entry.name, params)
+            model = "cnn" if needed.per_model else None  # a learned α is fit per classifier
+            spec = needed.train_spec(role, DIGITS, entry.name, params, model)
+            assert spec.get("for_model") == model
             assert spec["model"]["name"] == needed.model
             # the owner: the purifiers that share one generator name the same one
             assert spec["train"] == {"defense": {"name": needed.owner or entry.name}}

@@ -523,3 +523,40 @@ def test_the_sweep_over_the_trade_off_constant_gives_the_auddc(trained: Trained)
     assert float(sweep.x_adv.max()) <= 1
     output = run("vae_output_sweep", [4.0, 0.25, 0.0])
     assert output.counts["auddc"] / len(x) < 0.9
+
+
+def test_the_projection_finds_what_the_generator_can_draw(trained: Trained) -> None:
+    """Defense-GAN's projection (latent_projection): an image the generator drew from a
+    coarse code is found again almost exactly; a real digit only approximately (the
+    generator's range is small); the starts replay under their seed."""
+    from tasks.defenses.projection import project
+
+    net, mean, std = network(trained.vae)
+    x = trained.data.images(trained.split.eval[:32])
+    z0 = torch.randn(32, net.top_dim, generator=torch.Generator().manual_seed(5))
+    zeros = [torch.zeros(s) for s in net.noise_shapes(32, 8, 8)[1:]]
+    with torch.no_grad():
+        drawn = torch.sigmoid(
+            net.generate((x - mean) / std, [1.0, 1.0, 1.0], noise=[z0, *zeros]).logits
+        )
+
+    def proj(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        rng = torch.Generator().manual_seed(seed)
+        return project(trained.vae, images, rng, restarts=4, steps=60, lr=0.05)
+
+    found, real = proj(drawn), proj(x)
+    drawn_err = float(((found - drawn) ** 2).flatten(1).sum(1).mean())
+    real_err = float(((real - x) ** 2).flatten(1).sum(1).mean())
+    assert drawn_err < 0.1 * real_err
+    assert torch.equal(proj(x, 1), proj(x, 1))
+    assert not torch.equal(proj(x, 1), proj(x, 2))
+    defense = DEFENSES.get("latent_projection").obj
+    assert defense.randomized
+    assert not defense.differentiable
+    with torch.no_grad():
+        acc = float(
+            (trained.classifier(real).argmax(1) == trained.data.y[trained.split.eval[:32]])
+            .double()
+            .mean()
+        )
+    assert acc >= 0.8
