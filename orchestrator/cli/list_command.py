@@ -81,9 +81,11 @@ def _default(field: Any) -> str:
         return "(required)"
     value = field.get_default(call_default_factory=True)
     if isinstance(value, float):
-        if 0 < value < 1 and abs(value * 255 - round(value * 255)) < 1e-9:
+        short = f"{value:g}"
+        # 8/255 reads better than 0.0313725; 0.6 better than 153/255
+        if len(short) > 5 and 0 < value < 1 and abs(value * 255 - round(value * 255)) < 1e-9:
             return f"{round(value * 255)}/255"
-        return f"{value:g}"
+        return short
     if isinstance(value, list):
         return "[" + ", ".join(map(str, value)) + "]"
     if isinstance(value, BaseModel):  # a nested recipe (a generator's): its own defaults
