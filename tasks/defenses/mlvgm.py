@@ -170,7 +170,7 @@ ALPHA_SEARCH = Requirement(
 )
 
 
-class _GenerativePurifier(InputTransform):
+class GenerativePurifier(InputTransform):
     """What both purifiers share: the generator artifact and the per-generator metrics."""
 
     requires: ClassVar[Mapping[str, Requirement]] = GENERATOR
@@ -212,7 +212,7 @@ class _GenerativePurifier(InputTransform):
 def generator_accuracy(
     generator: nn.Module, classifier: nn.Module, data: Data, split: Split, batch: int = 500
 ) -> dict[str, float]:
-    """See :meth:`_GenerativePurifier.extra_metrics`."""
+    """See :meth:`GenerativePurifier.extra_metrics`."""
     levels = network(generator)[0].levels
     dev = device_of(classifier)
     rng = torch.Generator().manual_seed(METRICS_SEED)
@@ -234,7 +234,7 @@ def generator_accuracy(
 
 
 @register("vae_purify")
-class VAEPurify(_GenerativePurifier):
+class VAEPurify(GenerativePurifier):
     """Purification by a VAE's reconstruction (posterior means at every level; α = 0)."""
 
     Params = VAEPurifyParams
@@ -246,7 +246,7 @@ class VAEPurify(_GenerativePurifier):
 
 
 @register("mlvgm_purify")
-class MLVGMPurify(_GenerativePurifier):
+class MLVGMPurify(GenerativePurifier):
     """Multi-latent generative purification: codes moved towards prior samples (Serez 2025)."""
 
     Params = MLVGMParams
@@ -279,7 +279,7 @@ class MLVGMPurify(_GenerativePurifier):
         split: Split,
         tensors: Mapping[str, torch.Tensor],
     ) -> dict[str, float]:
-        """:meth:`_GenerativePurifier.extra_metrics`, and the α of each level
+        """:meth:`GenerativePurifier.extra_metrics`, and the α of each level
         (``mlvgm_alpha_level_<i>``, attenuation applied; for ``alpha: learned`` the searched
         schedule)."""
         out = super().extra_metrics(params, defended, data, split, tensors)
@@ -316,9 +316,9 @@ class Purified(Defended):
     its weights move with ``.to()`` (``generator`` is the wrapper's random stream)."""
 
     model: nn.Module
-    defense: _GenerativePurifier
+    defense: GenerativePurifier
 
-    def __init__(self, model: nn.Module, defense: _GenerativePurifier) -> None:
+    def __init__(self, model: nn.Module, defense: GenerativePurifier) -> None:
         super().__init__(model, defense)
         assert defense.vae is not None
         self.vae = defense.vae

@@ -33,7 +33,7 @@ from torch import nn
 
 from tasks.defenses.base import register
 from tasks.defenses.generator import GeneratorParams
-from tasks.defenses.mlvgm import _GenerativePurifier
+from tasks.defenses.mlvgm import GenerativePurifier
 from tasks.models.generative import network
 from tasks.registry import Params
 
@@ -109,7 +109,7 @@ def project(
 
 
 @register("latent_projection")
-class LatentProjection(_GenerativePurifier):
+class LatentProjection(GenerativePurifier):
     """Defense-GAN's projection onto the range of the study's generator (Samangouei 2018)."""
 
     Params = ProjectionParams

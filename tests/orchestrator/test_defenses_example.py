@@ -243,7 +243,7 @@ def test_the_markdown_table_shows_the_json_numbers(finished: dict[str, str], tab
     row = table[("cnn+randomized_smoothing", "square")]
     (line,) = [line for line in lines if "| cnn+randomized_smoothing |" in line]
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[2] == "bpda+eot"
+    assert cells[2] == f"bpda+eot×{row['eot_samples']}"  # EOT's count shown with it
     keys = ("clean_accuracy", "non_adaptive_robust_accuracy", "oblivious_robust_accuracy")
     expected = [f"{row[k] * 100:.1f}" for k in (*keys, "adaptive_robust_accuracy")]
     assert cells[4:8] == expected
