@@ -23,7 +23,11 @@ A defense entry with ``models:`` wraps only those models: attack cells on them a
 transfer cells onto them as targets. A defense whose class ``requires`` a trained artifact
 (``autoencoder_purify``) adds, per dataset and recipe, the train cell that produces it, and
 every attack and transfer cell that builds the defense gets that artifact as an input of the
-role's name (a dependency); keys of other cells are unchanged.
+role's name (a dependency); keys of other cells are unchanged. An artifact fit per model
+(``mlvgm_purify``'s learned α) gets one train cell per wrapped model, whose inputs are that
+model's checkpoint and the defense's other artifacts; a generator read from a file is a
+``("file", "sha256:…")`` input instead of a train cell (its hash is in the params, so in
+the keys).
 """
 
 from __future__ import annotations
