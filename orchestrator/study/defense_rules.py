@@ -98,8 +98,11 @@ def attacks_generator(attack: str) -> bool:
 
 
 def has_generator(defense: str) -> bool:
-    """Whether the defense ``defense`` purifies through a generator (role ``vae``)."""
-    return "vae" in requires(defense)
+    """Whether the defense ``defense`` purifies by encoding its input with a generator
+    (role ``vae``; not ``latent_projection``, whose search never runs the encoder that
+    the attacks on a generator move)."""
+    cls = DEFENSES.get(defense).obj
+    return "vae" in requires(defense) and getattr(cls, "encodes_input", True)
 
 
 def applies(defense: Resolved, attack: Resolved) -> bool:
@@ -118,7 +121,7 @@ def check_generator_attacks(
         if attacks_generator(name):
             problems.add(
                 ("attacks", j),
-                f"{name} attacks a generator, and no defense of this study has one: add a "
-                "generative purifier (vae_purify or mlvgm_purify) to `defenses:`; its cells "
-                "are made on the models behind those only",
+                f"{name} attacks a generator, and no defense of this study has one that "
+                "encodes its input: add a generative purifier (vae_purify or mlvgm_purify) "
+                "to `defenses:`; its cells are made on the models behind those only",
             )

@@ -116,6 +116,7 @@ class LatentProjection(GenerativePurifier):
     params: ProjectionParams
     randomized = True
     differentiable = False
+    encodes_input = False  # attacks on the generator's encoder are not planned on it
 
     def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         assert self.vae is not None  # wrap() refuses to build without it

@@ -201,6 +201,20 @@ def test_attacks_on_the_generator_are_planned_on_purifiers_only(tmp_path) -> Non
         "vae_purify",
     ]
     assert len(attacks) == 4 + 3
+    # latent_projection never runs the encoder these attacks move: none of their cells on it
+    projected = text.replace(
+        "  - {name: vae_purify, generator: {width: 16, epochs: 6}}\n",
+        "  - {name: vae_purify, generator: {width: 16, epochs: 6}}\n"
+        "  - {name: latent_projection, generator: {width: 16, epochs: 6}, adaptive: bpda+eot}\n",
+    )
+    (tmp_path / "projected.yaml").write_text(projected)
+    cells = expand(loader.load(tmp_path / "projected.yaml")).cells
+    on_projection = [
+        c.spec["attack"]["name"]
+        for c in cells
+        if c.kind == "attack" and c.spec["defense"]["name"] == "latent_projection"
+    ]
+    assert sorted(on_projection) == ["pgd", "pgd"]  # adapted, and its twin
     alone = text.replace("  - {name: vae_purify, generator: {width: 16, epochs: 6}}\n", "").replace(
         "  - {name: mlvgm_purify, generator: {width: 16, epochs: 6}, alpha: [0, 1, 1], draws: 2,\n"
         "     adaptive: eot, eot_samples: 2}\n",
