@@ -28,24 +28,37 @@ attack the generator alone.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 from torch import nn
 
-from tasks.attacks.base import FixedBudgetAttack, register
+from tasks.attacks.base import Attack, FixedBudgetAttack, register
 from tasks.attacks.norms import ball
-from tasks.attacks.params import FixedBudgetParams
+from tasks.attacks.params import FixedBudgetParams, Goals
 from tasks.errors import InputError
-from tasks.models.generative import network
+from tasks.models.generative import HVAE, network
+from tasks.registry import Params
 
 
-class LatentParams(FixedBudgetParams):
+class OnGenerator(Params):
+    """What every attack on a generator shares: L2, targeted, Adam on the perturbation
+    (listed first among a params model's bases, so these override AttackParams')."""
+
     norm: Literal["l2"] = "l2"
     targeted: bool = True
-    steps: int = Field(100, ge=1, description="Adam steps")
     lr: float = Field(0.01, gt=0, description="Adam's learning rate on the perturbation")
+
+    goals: ClassVar[Goals] = "targeted"
+    refusal: ClassVar[str] = (
+        "attacks on a generator move its output towards a target image: they are targeted"
+    )
+
+
+class LatentParams(OnGenerator, FixedBudgetParams):
+    steps: int = Field(100, ge=1, description="Adam steps")
     levels: Literal["all", "coarse"] = Field(
         "all",
         description="vae_latent: match the means of every level, or of the coarsest only "
@@ -58,11 +71,6 @@ class LatentParams(FixedBudgetParams):
         if self.levels == "all":  # absent: the keys of earlier cells stay as they were
             data.pop("levels", None)
         return data
-
-    goals: ClassVar[Literal["targeted"]] = "targeted"
-    refusal: ClassVar[str] = (
-        "attacks on a generator move its output towards a target image: they are targeted"
-    )
 
 
 def purifier_of(model: nn.Module) -> Any:
@@ -86,6 +94,42 @@ def purifier_of(model: nn.Module) -> Any:
     )
 
 
+@dataclass(frozen=True)
+class Encoder:
+    """The generator behind a purified model, seen as attacks on it see it."""
+
+    net: HVAE
+    mean: torch.Tensor
+    std: torch.Tensor
+    matched: int  # the levels whose posterior means are matched, from the coarsest
+
+    def both(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The posterior means (the matched levels, flat) and the reconstruction, one pass."""
+        out = self.net.generate((z - self.mean) / self.std, [0.0] * self.net.levels)
+        codes = torch.cat([m.flatten(1) for m in out.post_mu[: self.matched]], 1)
+        return codes, torch.sigmoid(out.logits).flatten(1)
+
+
+def encoder_of(model: nn.Module, coarse: bool = False) -> Encoder:
+    """:class:`Encoder` of the generative purifier inside ``model``."""
+    net, mean, std = network(purifier_of(model).vae)
+    return Encoder(net, mean, std, 1 if coarse else net.levels)
+
+
+def aim(
+    attack: Attack, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(has, x_t)``: for each sample, whether its batch holds an image of its target class,
+    and that image (drawn from ``gen``; the input itself where there is none). The attack
+    records the images (``target_image``, stored with its examples) and how many lack one."""
+    pick = target_images(y, target, gen)
+    has = pick >= 0
+    x_t = torch.where(has.view(-1, 1, 1, 1), x[pick.clamp_min(0)], x)
+    attack.counts["target_image_missing"] = float(len(x) - int(has.sum()))
+    attack.tensors["target_image"] = x_t
+    return has, x_t
+
+
 class _GeneratorAttack(FixedBudgetAttack):
     Params = LatentParams
     params: LatentParams
@@ -101,20 +145,9 @@ class _GeneratorAttack(FixedBudgetAttack):
         generator: torch.Generator,
     ) -> torch.Tensor:
         assert target is not None  # targeted by its params
-        net, mean, std = network(purifier_of(model).vae)
-        levels = [0.0] * net.levels
-        matched = 1 if self.params.levels == "coarse" else net.levels
-
-        def both(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            """The posterior means (all levels, flat) and the reconstruction, one pass."""
-            out = net.generate((z - mean) / std, levels)
-            codes = torch.cat([m.flatten(1) for m in out.post_mu[:matched]], 1)
-            return codes, torch.sigmoid(out.logits).flatten(1)
-
+        both = encoder_of(model, coarse=self.params.levels == "coarse").both
         which = 0 if self.space == "latent" else 1
-        pick = target_images(y, target, generator)
-        has = pick >= 0
-        x_t = x[pick.clamp_min(0)]
+        has, x_t = aim(self, x, y, target, generator)
         with torch.no_grad():
             (codes_x, rec_x), (codes_t, rec_t) = both(x), both(x_t)
             want = (codes_t, rec_t)[which]
@@ -139,9 +172,6 @@ class _GeneratorAttack(FixedBudgetAttack):
         # a sample whose batch holds no image of its target class is not attacked: ratio 1
         self.counts["target_latent_ratio"] = float(torch.where(has, latent, 1.0).sum())
         self.counts["target_output_ratio"] = float(torch.where(has, output, 1.0).sum())
-        self.counts["target_image_missing"] = float(len(x) - int(has.sum()))
-        # the target images, stored with the examples (the input itself where none)
-        self.tensors["target_image"] = torch.where(has.view(-1, 1, 1, 1), x_t, x)
         return x_adv
 
 

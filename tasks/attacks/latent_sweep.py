@@ -27,35 +27,26 @@ ratios of :mod:`tasks.attacks.latent`.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 from pydantic import Field
 from torch import nn
 
 from tasks.attacks.base import MinNormAttack, register
-from tasks.attacks.latent import purifier_of, target_images
+from tasks.attacks.latent import OnGenerator, aim, encoder_of
 from tasks.attacks.params import MinNormParams
-from tasks.models.generative import network
 
 DEFAULT_CONSTANTS = [2.0**k for k in range(-8, 9, 2)]  # 2^-8 … 2^8, nine values
 
 
-class SweepParams(MinNormParams):
-    norm: Literal["l2"] = "l2"
-    targeted: bool = True
+class SweepParams(OnGenerator, MinNormParams):
     constants: list[float] = Field(
         default_factory=lambda: list(DEFAULT_CONSTANTS),
         min_length=1,
         description="trade-off constants C of C·‖δ‖² + distance (default 2^-8 … 2^8)",
     )
     steps: int = Field(100, ge=1, description="Adam steps per constant")
-    lr: float = Field(0.01, gt=0, description="Adam's learning rate on the perturbation")
-
-    goals: ClassVar[Literal["targeted"]] = "targeted"
-    refusal: ClassVar[str] = (
-        "attacks on a generator move its output towards a target image: they are targeted"
-    )
 
 
 class _Sweep(MinNormAttack):
@@ -73,21 +64,12 @@ class _Sweep(MinNormAttack):
         generator: torch.Generator,
     ) -> torch.Tensor:
         assert target is not None  # targeted by its params
-        net, mean, std = network(purifier_of(model).vae)
-        zeros = [0.0] * net.levels
-
-        def both(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            out = net.generate((z - mean) / std, zeros)
-            codes = torch.cat([m.flatten(1) for m in out.post_mu], 1)
-            return codes, torch.sigmoid(out.logits).flatten(1)
-
+        both = encoder_of(model).both
         which = 0 if self.space == "latent" else 1
-        pick = target_images(y, target, generator)
-        has = pick >= 0
-        x_t = x[pick.clamp_min(0)]
+        has, x_t = aim(self, x, y, target, generator)
         with torch.no_grad():
-            rec_x, rec_t = both(x)[1], both(x_t)[1]
-            want = both(x_t)[which]
+            rec_x, aimed = both(x)[1], both(x_t)
+            rec_t, want = aimed[1], aimed[which]
             floor = (rec_t - x_t.flatten(1)).norm(dim=1)
             span = ((rec_x - x_t.flatten(1)).norm(dim=1) - floor).clamp_min(1e-12)
             apart = (x - x_t).flatten(1).norm(dim=1).clamp_min(1e-12)
@@ -118,9 +100,6 @@ class _Sweep(MinNormAttack):
         found = torch.isfinite(best_norm)
         x_adv = torch.where(found.view(-1, 1, 1, 1), best, fallback)
         self.counts["auddc"] = float(torch.where(has, _auddc(points), 1.0).sum())
-        self.counts["target_image_missing"] = float(len(x) - int(has.sum()))
-        # the target images, stored with the examples (the input itself where none)
-        self.tensors["target_image"] = torch.where(has.view(-1, 1, 1, 1), x_t, x)
         return x_adv
 
 
