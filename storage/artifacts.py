@@ -220,7 +220,7 @@ class ArtifactStore:
         from safetensors.torch import load
 
         blob = self.read_bytes(digest)
-        return load(blob), _metadata(blob)
+        return load(blob), metadata(blob)
 
     def iter_digests(self) -> Iterator[str]:
         """Digests of every file in the store, sorted (temporary files are skipped)."""
@@ -280,8 +280,13 @@ def _serialize(
     return save(data, metadata={"advgrid": text}), json.loads(text)
 
 
-def _metadata(blob: bytes) -> dict[str, Any]:
-    """The advgrid metadata in a safetensors header (8-byte length, then JSON)."""
+def metadata(blob: bytes) -> dict[str, Any]:
+    """The advgrid metadata in a safetensors header (8-byte length, then JSON); ``{}`` for
+    a safetensors file without any. Reads the header only: nothing in the file runs.
+
+    Raises:
+        ValueError: ``blob`` does not start with a safetensors header.
+    """
     header_len = int.from_bytes(blob[:8], "little")
     header = json.loads(blob[8 : 8 + header_len])
     meta: dict[str, Any] = json.loads(header.get("__metadata__", {}).get("advgrid", "{}"))

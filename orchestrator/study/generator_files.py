@@ -17,13 +17,13 @@ image at all.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from orchestrator.study.problems import Problems
 from orchestrator.study.schema import Study
+from storage.artifacts import metadata
 
 PREFIX = "sha256:"
 
@@ -90,12 +90,10 @@ def take(study: Study, values: dict, where: tuple, base: Path, problems: Problem
 
 
 def _meta(blob: bytes) -> dict[str, Any] | None:
-    """advgrid's metadata in a safetensors header, or None when there is none."""
+    """advgrid's metadata in a safetensors header, or None when the file has no header."""
     try:
-        size = int.from_bytes(blob[:8], "little")
-        header = json.loads(blob[8 : 8 + size])
-        return dict(json.loads(header["__metadata__"]["advgrid"]))
-    except (ValueError, KeyError, TypeError):
+        return metadata(blob)
+    except (ValueError, AttributeError, TypeError):  # not JSON, or JSON of another shape
         return None
 
 

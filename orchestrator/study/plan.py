@@ -265,9 +265,9 @@ class _Artifacts:
         for role, needed in needs.items():  # validation gives each of them a recipe
             if needed.per_model:
                 continue
-            named = needed.checkpoint(defense.params)  # a file instead of a train cell
+            named = _file_input(needed, defense.params)
             if named is not None:
-                inputs[role] = ("file", named, named.removeprefix("sha256:"))
+                inputs[role] = named
                 continue
             train = needed.train_spec(role, self.ds, defense.name, defense.params)
             inputs[role] = ("cell", self.plan.add("train", train, {}, once=True).key, "checkpoint")
@@ -284,6 +284,13 @@ class _Artifacts:
         return inputs
 
 
+def _file_input(needed: Any, params: dict) -> tuple[str, ...] | None:
+    """The input of a requirement whose params name a file instead of a recipe (a generator
+    read from a file: ``sha256:<hex>`` once the study is loaded); None: a cell trains it."""
+    named = needed.checkpoint(params)
+    return None if named is None else ("file", named, named.removeprefix("sha256:"))
+
+
 def _training_artifacts(plan: Plan, ds: dict, choice: Any) -> dict[str, tuple[str, ...]]:
     """The inputs of a train cell whose training defense ``requires`` trained artifacts
     (``gat``'s generator): one per role, each the artifact of the train cell its
@@ -294,9 +301,9 @@ def _training_artifacts(plan: Plan, ds: dict, choice: Any) -> dict[str, tuple[st
     requires = getattr(TRAINING_DEFENSES.get(choice.name).obj, "requires", {})
     inputs: dict[str, tuple[str, ...]] = {}
     for role, needed in requires.items():
-        named = needed.checkpoint(choice.values)  # a generator read from a file
+        named = _file_input(needed, choice.values)
         if named is not None:
-            inputs[role] = ("file", named, named.removeprefix("sha256:"))
+            inputs[role] = named
             continue
         train = needed.train_spec(role, ds, choice.name, choice.values)
         cell = plan.add("train", train, {}, once=True)

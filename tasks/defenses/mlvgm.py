@@ -266,8 +266,7 @@ class MLVGMPurify(GenerativePurifier):
         self._alphas = None if self.params.alpha == "learned" else self.params.alphas()
 
     def wrap(self, model: nn.Module) -> Purified:
-        if self._alphas is None:
-            self._alphas = self.params.alphas(self.alpha_schedule)  # refuses without it
+        self.alphas()  # a learned schedule is read here: refused without its artifact
         return super().wrap(model)
 
     @classmethod
