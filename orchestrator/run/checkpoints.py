@@ -33,7 +33,8 @@ def import_all(study: Study, store_root: str) -> dict[str, str]:
         if m.name not in study.checkpoints:
             continue
         path, sha = study.checkpoints[m.name]
-        d = next(d for d in study.datasets if m.datasets is None or d.label in m.datasets)
+        homes = study.home_datasets()  # out-of-domain data keeps the training statistics
+        d = next(d for d in homes if m.datasets is None or d.label in m.datasets)
         info = study.data_info[d.label]
         mean, std = _normalization(study, i, d, info.input_shape[0])
         arch_params = models.params_of(m.arch, m.params)

@@ -102,7 +102,7 @@ def check_datasets(study: Study, problems: Problems) -> None:
     trained on (name, params but ``root``, and the digest of its files)."""
     for f in study.generator_files.values():
         trained = _identity(f.dataset)
-        for d in study.datasets:
+        for d in study.home_datasets():  # out of domain, a purifier is its home's
             here = _identity(
                 {"name": d.name, "params": d.params, "digest": study.data_info[d.label].digest}
                 if d.label in study.data_info

@@ -9,13 +9,20 @@ the file and the path of the offending value (``attacks[2].eps[0]: must be ≥ 0
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
 from orchestrator.errors import ConfigError
-from orchestrator.study import adaptive_rules, defense_rules, generator_files, model_rules
+from orchestrator.study import (
+    adaptive_rules,
+    defense_rules,
+    domain_rules,
+    generator_files,
+    model_rules,
+)
 from orchestrator.study.problems import Problems
 from orchestrator.study.resolution import resolve
 from orchestrator.study.schema import Component, Resolved, Study, StudyFile
@@ -67,6 +74,8 @@ def parse(text: str, source: str = "<study>") -> Study:
     if described:
         _describe_datasets(study, problems, Path(source).parent)
     model_rules.check(study, problems, Path(source).parent)
+    if described:
+        domain_rules.check(study, problems)
     if described:  # the purifiers' and the recipes' generator files, read above
         generator_files.check_datasets(study, problems)
     if problems.items:
@@ -96,7 +105,9 @@ def _check_components(study: Study, problems: Problems, notes: Problems) -> None
     spec = study.file
     placed: list[tuple[int, Resolved]] = []
     for i, entry in enumerate(spec.datasets):
-        study.datasets += resolve(DATASETS, entry, ("datasets", i), problems, grid=False)
+        entry, home = domain_rules.take(entry, ("datasets", i), problems)
+        resolved = resolve(DATASETS, entry, ("datasets", i), problems, grid=False)
+        study.datasets += [dataclasses.replace(r, models_from=home) for r in resolved]
     for i, entry in enumerate(spec.defenses):
         if entry.name not in DEFENSES and entry.name in TRAINING_DEFENSES:
             problems.add(

@@ -19,6 +19,9 @@ Every attack cell on an adapted defense has a non-adaptive twin, the same attack
 defended model without BPDA/EOT (for gradient attacks, and for any attack under EOT): its
 key is the defense without ``adaptive``, it has no transfer cells, and ``advgrid defenses``
 shows its number beside the adaptive one (:mod:`storage.defense_queries`).
+A dataset with ``models_from:`` trains nothing: its attack and transfer cells take the named
+dataset's checkpoints and defense artifacts (:mod:`orchestrator.study.domain_rules`), and a
+checkpoint file's published accuracy is not checked there.
 A defense entry with ``models:`` wraps only those models: attack cells on them as sources,
 transfer cells onto them as targets. A defense whose class ``requires`` a trained artifact
 (``autoencoder_purify``) adds, per dataset and recipe, the train cell that produces it, and
@@ -154,10 +157,15 @@ def expand(study: Study) -> Plan:
     (:class:`tasks.cells.CellKindInfo`)."""
     plan = Plan(study)
     sources, targets = study.selected("sources"), study.selected("targets")
+    trained: dict[str, dict[str, tuple[str, ...]]] = {}  # home dataset label -> its refs
     for d in study.datasets:
-        ds = _dataset(study, d)
-        refs = _model_refs(plan, study, ds, d.label)
+        home = study.home(d)  # d itself, or the dataset whose models d evaluates
+        ds, ds_home = _dataset(study, d), _dataset(study, home)
+        if home.label not in trained:
+            trained[home.label] = _model_refs(plan, study, ds_home, home.label)
+        refs = trained[home.label]
         ds_eval = {"dataset": ds, "eval_hash": _eval_hash(study, d)}
+        check = home is d  # a checkpoint's published accuracy is on its own data
         placed = [  # (source, defense index): the defended models attacked here
             (src, i)
             for src in sources
@@ -171,13 +179,21 @@ def expand(study: Study) -> Plan:
             for i, d in enumerate(study.defenses)
             if placed and any(m in refs and defense_rules.wraps(study, d, m) for m in wrapped)
         }
-        extra = _Artifacts(plan, ds, refs, used)
+        extra = _Artifacts(plan, ds_home, refs, used)  # a defense's parts are home-trained
         for i in sorted(used):  # the artifacts' train cells first, in the defenses' order
             for m in dict.fromkeys(wrapped):
                 if m in refs and defense_rules.wraps(study, study.defenses[i], m):
                     extra(i, m)
         attacks = [
-            _attack(plan, ds_eval, src, {"checkpoint": refs[src], **extra(i, src)}, defense, attack)
+            _attack(
+                plan,
+                ds_eval,
+                src,
+                {"checkpoint": refs[src], **extra(i, src)},
+                defense,
+                attack,
+                check=check,
+            )
             for src, i in placed
             for defense in [study.defenses[i]]
             for attack in study.attacks
@@ -189,7 +205,8 @@ def expand(study: Study) -> Plan:
             for attack in study.attacks:
                 if _has_twin(defense, attack) and defense_rules.applies(defense, attack):
                     inputs = {"checkpoint": refs[src], **extra(i, src)}
-                    _attack(plan, ds_eval, src, inputs, _unadapted(defense), attack, once=True)
+                    twin = _unadapted(defense)
+                    _attack(plan, ds_eval, src, inputs, twin, attack, once=True, check=check)
     for kind in CELL_KINDS.values():  # kinds beyond the three plan their own cells
         if kind.plan is not None:
             kind.plan(plan)
@@ -350,6 +367,7 @@ def _attack(
     attack: Resolved,
     *,
     once: bool = False,
+    check: bool = True,
 ) -> PlannedCell:
     ref = inputs["checkpoint"]
     spec = {
@@ -360,7 +378,7 @@ def _attack(
         "attack": {"name": attack.name, "params": attack.params},
     }
     if ref[0] == "file":
-        spec.update(checkpoint_fields(plan.study, src, "source"))
+        spec.update(checkpoint_fields(plan.study, src, "source", check=check))
     return plan.add("attack", spec, inputs, once=once)
 
 

@@ -157,6 +157,8 @@ class Resolved:
     ``none`` allows gradient attacks through a non-differentiable defense, on purpose).
     ``models`` names the models the defense wraps (None: all of them;
     :func:`orchestrator.study.defense_rules.wraps`). None of them is a defense parameter.
+    ``models_from`` (datasets only) names the dataset whose models a dataset evaluates out
+    of domain (:mod:`orchestrator.study.domain_rules`); None: models trained on it.
     """
 
     name: str
@@ -166,6 +168,7 @@ class Resolved:
     eot_samples: int | None = None
     adaptive_given: bool = False
     models: tuple[str, ...] | None = None
+    models_from: str | None = None
 
 
 @dataclass
@@ -199,6 +202,17 @@ class Study:
     @property
     def spec_hash(self) -> str:
         return hashlib.sha256(self.shareable_text.encode()).hexdigest()
+
+    def home(self, dataset: Resolved) -> Resolved:
+        """The dataset whose models, defenses' artifacts and checkpoints' statistics a cell
+        on ``dataset`` uses: itself, or the one its ``models_from:`` names (out of domain)."""
+        if dataset.models_from is None:
+            return dataset
+        return next(d for d in self.datasets if d.label == dataset.models_from)
+
+    def home_datasets(self) -> list[Resolved]:
+        """The datasets models train on: all but those evaluated out of domain."""
+        return [d for d in self.datasets if d.models_from is None]
 
     def model_parts(self) -> list[ModelPart]:
         """Every model in file order, entries with ``splits`` expanded into their parts."""
