@@ -1,7 +1,9 @@
-"""Per-batch data augmentation of a training recipe: random crops and horizontal flips.
+"""Per-batch data augmentation of a training recipe: random crops, horizontal flips, cutout.
 
 The field's CIFAR recipe: pad each image by 4 pixels (zeros) and crop it back at a random
-offset, and flip half the images left to right. Both run on the whole batch on its device,
+offset, and flip half the images left to right; ``cutout`` (DeVries & Taylor 2017) zeroes one
+square of half the image's side (16 pixels on CIFAR) per image, centred anywhere on it (so
+part of the square may fall outside). All run on the whole batch on its device,
 each sample with its own draw, from a generator seeded by the recipe's seed, so a recipe
 trains the same weights every time and its augmentation draws never shift the stream that
 shuffles the batches.
@@ -40,6 +42,28 @@ def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
+def cutout(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Each image with one square of side ``H // 2`` zeroed, centred at its own draw."""
+    n, _, h, w = x.shape
+    side = max(1, h // 2)
+    cy = torch.randint(0, h, (n,), generator=gen, device=x.device)
+    cx = torch.randint(0, w, (n,), generator=gen, device=x.device)
+    rows = torch.arange(h, device=x.device)[None, :]
+    cols = torch.arange(w, device=x.device)[None, :]
+    top, left = cy[:, None] - side // 2, cx[:, None] - side // 2
+    inside_r = (rows >= top) & (rows < top + side)  # (n, h)
+    inside_c = (cols >= left) & (cols < left + side)  # (n, w)
+    hole = inside_r[:, :, None] & inside_c[:, None, :]
+    return x.masked_fill(hole[:, None], 0.0)
+
+
+AUGMENTATIONS = {
+    "crop": lambda x, gen: random_crop(x, PAD, gen),
+    "flip": random_flip,
+    "cutout": cutout,
+}
+
+
 class Augmenter:
     """The recipe's augmentations in order, applied per batch; the identity without any."""
 
@@ -49,5 +73,5 @@ class Augmenter:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         for name in self.names:
-            x = random_crop(x, PAD, self.gen) if name == "crop" else random_flip(x, self.gen)
+            x = AUGMENTATIONS[name](x, self.gen)
         return x

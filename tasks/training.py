@@ -13,10 +13,11 @@ from pydantic import (
     SerializerFunctionWrapHandler,
     field_validator,
     model_serializer,
+    model_validator,
 )
 from torch import nn
 
-from tasks import augmentation, gat, train_defenses  # noqa: F401  (gat: registration)
+from tasks import augmentation, gat, recipe, train_defenses  # noqa: F401  (gat: registration)
 from tasks.batches import batches
 from tasks.datasets import ImageSource, to_float
 from tasks.registry import Params
@@ -40,32 +41,100 @@ class DefenseChoice(BaseModel):
         return dict(self.model_extra or {})
 
 
-Augment = Literal["crop", "flip"]
+Augment = Literal["crop", "flip", "cutout"]
+
+# options that enter the train cell's key only when they differ from these defaults, so
+# recipes written before an option existed keep their keys (and their weights)
+_LATER = {
+    "defense": None,
+    "schedule": "constant",
+    "augment": (),
+    "nesterov": False,
+    "norm_bias_decay": True,
+    "milestones": None,
+    "gamma": 0.1,
+    "warmup_epochs": 0.0,
+    "label_smoothing": 0.0,
+    "ema": None,
+}
 
 
 class TrainParams(Params):
-    """A training recipe; every field enters the train cell's key (``defense``, ``schedule``
-    and ``augment`` only when set, so recipes without them keep the keys they had before
-    they existed)."""
+    """A training recipe; every field enters the train cell's key (those added after the
+    first recipes only when set, so recipes without them keep the keys they had before
+    they existed). :mod:`tasks.recipe` builds the optimizer, schedule and weight average."""
 
     epochs: int = Field(10, ge=1, le=10_000)
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    optimizer: Literal["adam", "sgd"] = "adam"
-    momentum: float = Field(0.9, ge=0, lt=1)
+    lr: float = Field(1e-3, gt=0, description="the learning rate (the peak, under a schedule)")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field(
+        "adam", description="adam; adamw (decoupled weight decay); sgd (with momentum)"
+    )
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd's momentum")
+    nesterov: bool = Field(False, description="sgd: Nesterov's momentum")
     weight_decay: float = Field(0.0, ge=0)
+    norm_bias_decay: bool = Field(
+        True,
+        description="weight decay on biases and normalization layers too; false: on the "
+        "weights of convolutions and linear layers only",
+    )
     seed: int = 0
-    schedule: Literal["constant", "cosine", "step"] = Field(
+    schedule: Literal["constant", "cosine", "step", "multistep", "onecycle"] = Field(
         "constant",
-        description="learning rate per step: constant; cosine decay to 0; or step (×0.1 at "
-        "half and at three quarters of the epochs, Madry et al.'s and Rice et al.'s recipe)",
+        description="learning rate per step: constant; cosine decay to 0; step (×0.1 at "
+        "half and at three quarters of the epochs, Madry et al.'s and Rice et al.'s recipe); "
+        "multistep (×gamma at each epoch of milestones); onecycle (0 up to lr at 2/5 of the "
+        "steps and back to 0, Wong et al.'s fast AT)",
+    )
+    milestones: list[int] | None = Field(
+        None, description="multistep: the epochs after which the rate is multiplied by gamma"
+    )
+    gamma: float = Field(0.1, gt=0, le=1, description="multistep: the factor at each milestone")
+    warmup_epochs: float = Field(
+        0.0, ge=0, description="a linear ramp of the rate from 0 over these first epochs"
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="plain training: the cross-entropy's label smoothing"
+    )
+    ema: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="decay per step of an exponential moving average of the weights, which "
+        "becomes the trained model (e.g. 0.999)",
     )
     augment: tuple[Augment, ...] = Field(
         (),
         description="per-batch augmentation: crop (pad 4 and crop back, per sample), flip "
-        "(horizontal, half the samples)",
+        "(horizontal, half the samples), cutout (a square of half the side zeroed)",
     )
     defense: DefenseChoice | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainParams:
+        if self.nesterov and self.optimizer != "sgd":
+            raise ValueError("nesterov applies to `optimizer: sgd`")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs a momentum > 0")
+        if (self.schedule == "multistep") != (self.milestones is not None):
+            raise ValueError(
+                "`schedule: multistep` takes `milestones:` (epochs, e.g. [75, 90]), and "
+                "milestones apply to that schedule only"
+            )
+        marks = self.milestones or []
+        if marks and (marks != sorted(set(marks)) or marks[0] < 1 or marks[-1] >= self.epochs):
+            raise ValueError(
+                f"milestones must be increasing epochs between 1 and epochs - 1 "
+                f"({self.epochs - 1}); got {marks}"
+            )
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs must be below epochs ({self.epochs})")
+        if self.label_smoothing > 0 and self.defense is not None:
+            raise ValueError(
+                "label_smoothing applies to plain training: a training defense computes its "
+                "own loss"
+            )
+        return self
 
     @field_validator("defense", mode="before")
     @classmethod
@@ -82,29 +151,20 @@ class TrainParams(Params):
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
-        if self.defense is None:
-            data.pop("defense", None)
-        if self.schedule == "constant":
-            data.pop("schedule", None)
-        if not self.augment:
-            data.pop("augment", None)
+        for key, default in _LATER.items():
+            value = getattr(self, key)
+            if value == default or (key == "augment" and not value):
+                data.pop(key, None)
         return data
 
 
-def _optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
-    if params.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(),
-            lr=params.lr,
-            momentum=params.momentum,
-            weight_decay=params.weight_decay,
-        )
-    return torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+def _plain(smoothing: float) -> StepFn:
+    def step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> train_defenses.Step:
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits, y, label_smoothing=smoothing)
+        return train_defenses.Step(loss, logits)
 
-
-def _plain(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> train_defenses.Step:
-    logits = model(x)
-    return train_defenses.Step(nn.functional.cross_entropy(logits, y), logits)
+    return step
 
 
 def defense_seed(seed: int) -> int:
@@ -118,7 +178,7 @@ def _step_fn(
 ) -> StepFn:
     """The per-minibatch loss: plain cross-entropy, or the recipe's defense."""
     if params.defense is None:
-        return _plain
+        return _plain(params.label_smoothing)
     defense = train_defenses.build(params.defense.name, params.defense.values, **artifacts)
     gen = torch.Generator(device=device).manual_seed(defense_seed(params.seed))
     return lambda model, x, y: defense.loss(model, x, y, gen)
@@ -149,10 +209,10 @@ def fit(
     """
     dev = _device_of(model, x)
     gen = torch.Generator().manual_seed(params.seed)
-    opt = _optimizer(model, params)
+    opt = recipe.optimizer(model, params)
     n = len(y) if indices is None else len(indices)
-    steps = params.epochs * -(-n // params.batch_size)
-    schedule = _schedule(opt, params, steps)
+    schedule = recipe.schedule(opt, params, -(-n // params.batch_size))
+    average = recipe.WeightAverage(model, params.ema)
     step_fn = _step_fn(params, dev, artifacts or {})
     augment = augmentation.Augmenter(params.augment, params.seed, dev)
     model.train()
@@ -169,11 +229,13 @@ def fit(
                 opt.zero_grad(set_to_none=True)
                 step.loss.backward()
                 opt.step()
+                average.update()
                 if schedule is not None:
                     schedule.step()
                 loss_sum += float(step.loss.detach()) * len(yb)
                 correct += float((step.logits.argmax(1) == yb).sum())
     opt.zero_grad(set_to_none=True)  # a checkpoint carries no stale gradients
+    average.finish()
     model.eval()
     return {"train_loss": loss_sum / n, "train_accuracy": correct / n}
 
@@ -182,18 +244,6 @@ def _device_of(model: nn.Module, x: object) -> torch.device:
     for p in model.parameters():
         return p.device
     return x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
-
-
-def _schedule(
-    opt: torch.optim.Optimizer, params: TrainParams, steps: int
-) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """The recipe's learning-rate schedule, stepped once per minibatch."""
-    if params.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
-    if params.schedule == "step":
-        marks = sorted({max(1, steps // 2), max(1, (3 * steps) // 4)})
-        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=marks, gamma=0.1)
-    return None
 
 
 @torch.inference_mode()
