@@ -123,10 +123,17 @@ def check(
 
 
 def is_gradient(name: str) -> bool:
-    """Whether the registered attack ``name`` follows gradients (neither black-box nor a
-    baseline)."""
+    """Whether the registered attack ``name`` follows the defended model's gradients
+    (neither black-box, nor a baseline, nor one that never runs the defense)."""
     cls = ATTACKS.get(name).obj
-    return not (cls.black_box or cls.baseline)
+    return not (cls.black_box or cls.baseline) and sees_defense(name)
+
+
+def sees_defense(name: str) -> bool:
+    """Whether the registered attack ``name`` runs the defended model while it searches;
+    ``on_range`` reads the generator and the classifier off it and never runs the defense,
+    so BPDA and EOT change nothing it does (its cells need no adaptive twin)."""
+    return bool(getattr(ATTACKS.get(name).obj, "sees_defense", True))
 
 
 def _names(grads: list[tuple[int, str]]) -> str:

@@ -93,35 +93,52 @@ def wraps(study: Study, defense: Resolved, model: str) -> bool:
 
 def attacks_generator(attack: str) -> bool:
     """Whether the registered attack ``attack`` attacks a generator (``vae_latent``,
-    ``vae_output``): its cells are made only on defenses that have one."""
+    ``vae_output``, ``on_range``): its cells are made only on defenses that have one."""
     return bool(getattr(ATTACKS.get(attack).obj, "needs_generator", False))
 
 
-def has_generator(defense: str) -> bool:
-    """Whether the defense ``defense`` purifies by encoding its input with a generator
-    (role ``vae``; not ``latent_projection``, whose search never runs the encoder that
-    the attacks on a generator move)."""
+def _needs_encoder(attack: str) -> bool:
+    """Whether an attack on a generator moves its encoder's output (``vae_latent``, not
+    ``on_range``, which decodes prior draws)."""
+    return bool(getattr(ATTACKS.get(attack).obj, "needs_encoder", True))
+
+
+def has_generator(defense: str, *, encoding: bool = True) -> bool:
+    """Whether the defense ``defense`` purifies with a generator (role ``vae``); with
+    ``encoding``, one that encodes its input (not ``latent_projection``, whose search never
+    runs the encoder that the latent and output attacks move)."""
     cls = DEFENSES.get(defense).obj
-    return "vae" in requires(defense) and getattr(cls, "encodes_input", True)
+    if "vae" not in requires(defense):
+        return False
+    return not encoding or getattr(cls, "encodes_input", True)
 
 
 def applies(defense: Resolved, attack: Resolved) -> bool:
     """Whether the study makes cells of ``attack`` on models behind ``defense``."""
-    return not attacks_generator(attack.name) or has_generator(defense.name)
+    if not attacks_generator(attack.name):
+        return True
+    return has_generator(defense.name, encoding=_needs_encoder(attack.name))
 
 
 def check_generator_attacks(
     defenses: list[tuple[int, Resolved]], attacks: list[tuple[int, str]], problems: Problems
 ) -> None:
-    """Refuse an attack on generators in a study without a generative purifier: it would
-    make no cell at all."""
-    if any(has_generator(d.name) for _, d in defenses):
-        return
+    """Refuse an attack on generators in a study without a purifier it applies to: it
+    would make no cell at all."""
     for j, name in attacks:
-        if attacks_generator(name):
-            problems.add(
-                ("attacks", j),
-                f"{name} attacks a generator, and no defense of this study has one that "
-                "encodes its input: add a generative purifier (vae_purify or mlvgm_purify) "
-                "to `defenses:`; its cells are made on the models behind those only",
-            )
+        if not attacks_generator(name):
+            continue
+        encoding = _needs_encoder(name)
+        if any(has_generator(d.name, encoding=encoding) for _, d in defenses):
+            continue
+        which = (
+            "one that encodes its input: add a generative purifier (vae_purify or mlvgm_purify)"
+            if encoding
+            else "a generator: add a generative purifier (latent_projection, vae_purify or "
+            "mlvgm_purify)"
+        )
+        problems.add(
+            ("attacks", j),
+            f"{name} attacks a generator, and no defense of this study has {which} to "
+            "`defenses:`; its cells are made on the models behind those only",
+        )

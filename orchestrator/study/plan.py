@@ -217,7 +217,7 @@ def _has_twin(defense: Resolved, attack: Resolved) -> bool:
     """Whether an attack cell on an adapted defense gets a non-adaptive twin: for gradient
     attacks (which BPDA and EOT change), and for any attack under EOT (which changes what
     a gradient-free attack sees of a randomized defense)."""
-    if defense.adaptive == "none":
+    if defense.adaptive == "none" or not adaptive_rules.sees_defense(attack.name):
         return False
     return "eot" in defense.adaptive or adaptive_rules.is_gradient(attack.name)
 

@@ -19,6 +19,7 @@ from tasks.attacks import (  # noqa: F401  (registration)
     lbfgs,
     mim,
     noise,
+    on_range,
     one_pixel,
     pgd,
     spsa,

@@ -89,8 +89,9 @@ def purifier_of(model: nn.Module) -> Any:
             break
         seen = inner
     raise InputError(
-        "attacks on a generator (vae_latent, vae_output) need a model behind a generative "
-        "purifier (vae_purify or mlvgm_purify): there is no generator to attack here"
+        "attacks on a generator (vae_latent, vae_output, on_range) need a model behind a "
+        "generative purifier (vae_purify, mlvgm_purify, latent_projection): there is no "
+        "generator to attack here"
     )
 
 

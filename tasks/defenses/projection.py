@@ -55,6 +55,79 @@ class ProjectionParams(Params):
     seed: int = Field(0, description="the starts' stream")
 
 
+class Range:
+    """The images a generator's prior decodes, ``G(z)``: ``z`` the standard-normal draws of
+    every level (``coarse``: only the coarsest is searched, the finer ones stay 0, the
+    prior means given the coarser codes), decoded at temperature 1."""
+
+    def __init__(self, generator: nn.Module, like: torch.Tensor, *, coarse: bool) -> None:
+        self.net, self.mean, self.std = network(generator)
+        self.coarse = coarse
+        self.shape = tuple(like.shape[1:])
+
+    def zeros(self, n: int, device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
+        """Every level's ``z`` at 0, for ``n`` images."""
+        shapes = self.net.noise_shapes(n, self.shape[-2], self.shape[-1])
+        return [torch.zeros(s, device=device, dtype=dtype) for s in shapes]
+
+    def searched(self, z: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The levels of ``z`` a search moves."""
+        return z[:1] if self.coarse else z
+
+    def decode(self, z: list[torch.Tensor]) -> torch.Tensor:
+        """``G(z)`` in [0, 1]; the posterior is computed and weighted by 0, so its input
+        only needs the right shape."""
+        dummy = torch.zeros((len(z[0]), *self.shape), device=z[0].device, dtype=z[0].dtype)
+        ones = [1.0] * self.net.levels
+        return torch.sigmoid(
+            self.net.generate((dummy - self.mean) / self.std, ones, noise=z).logits
+        )
+
+
+def project_codes(
+    generator: nn.Module,
+    x: torch.Tensor,
+    rng: torch.Generator | None,
+    *,
+    restarts: int,
+    steps: int,
+    lr: float,
+    coarse: bool = True,
+    shared: bool = False,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``(G(z*), z*)`` for each image of ``x``: the generator's closest image found from
+    ``restarts`` starts drawn from ``rng`` (``shared``: the same starts for every image),
+    and its codes (every level's, one row per image)."""
+    g = Range(generator, x, coarse=coarse)
+    n = len(x)
+    where = rng.device if rng is not None else x.device
+    with torch.inference_mode(False), torch.enable_grad():
+        target = x.detach().clone().repeat(restarts, 1, 1, 1)
+        z = g.zeros(len(target), x.device, x.dtype)
+        for i in range(1 if coarse else len(z)):
+            shape = z[i].shape
+            size = (restarts, 1, *shape[1:]) if shared else (restarts, n, *shape[1:])
+            drawn = torch.randn(size, generator=rng, device=where, dtype=x.dtype).to(x.device)
+            z[i] = drawn.expand(restarts, n, *shape[1:]).reshape(shape).clone()
+        searched = g.searched(z)
+        for v in searched:
+            v.requires_grad_(True)
+        opt = torch.optim.Adam(searched, lr=lr)
+        for _ in range(steps):
+            loss = ((g.decode(z) - target) ** 2).flatten(1).sum(1)
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            opt.step()
+        with torch.no_grad():
+            images = g.decode(z)
+            err = ((images - target) ** 2).flatten(1).sum(1).view(restarts, n)
+            best = err.argmin(0)
+            pick = (best, torch.arange(n, device=best.device))
+            chosen = images.view(restarts, n, *x.shape[1:])[pick]
+            codes = [v.detach().view(restarts, n, *v.shape[1:])[pick] for v in z]
+    return chosen.detach().to(x.dtype), codes
+
+
 def project(
     generator: nn.Module,
     x: torch.Tensor,
@@ -66,46 +139,10 @@ def project(
     coarse: bool = True,
     shared: bool = False,
 ) -> torch.Tensor:
-    """``G(z*)`` for each image of ``x``: the generator's closest image found from
-    ``restarts`` starts drawn from ``rng`` (``shared``: the same starts for every image);
-    ``coarse``: only the coarsest level's ``z`` is searched, the finer ones stay 0 (the
-    prior means given the coarser codes)."""
-    net, mean, std = network(generator)
-    n, levels = len(x), net.levels
-    where = rng.device if rng is not None else x.device
-    with torch.inference_mode(False), torch.enable_grad():
-        target = x.detach().clone().repeat(restarts, 1, 1, 1)
-        shapes = net.noise_shapes(len(target), x.shape[-2], x.shape[-1])
-
-        def start(shape: tuple[int, ...]) -> torch.Tensor:
-            size = (restarts, 1, *shape[1:]) if shared else (restarts, n, *shape[1:])
-            z = torch.randn(size, generator=rng, device=where, dtype=x.dtype).to(x.device)
-            return z.expand(restarts, n, *shape[1:]).reshape(shape).clone()
-
-        z = [start(s) if i == 0 or not coarse else torch.zeros(s, device=x.device, dtype=x.dtype)
-             for i, s in enumerate(shapes)]  # fmt: skip
-        searched = z[:1] if coarse else z
-        for v in searched:
-            v.requires_grad_(True)
-        opt = torch.optim.Adam(searched, lr=lr)
-        ones = [1.0] * levels
-        # the posterior is computed and weighted by 0: any input of the right shape will do
-        dummy = torch.zeros_like(target)
-
-        def decode() -> torch.Tensor:
-            return torch.sigmoid(net.generate((dummy - mean) / std, ones, noise=z).logits)
-
-        for _ in range(steps):
-            loss = ((decode() - target) ** 2).flatten(1).sum(1)
-            opt.zero_grad(set_to_none=True)
-            loss.sum().backward()
-            opt.step()
-        with torch.no_grad():
-            images = decode()
-            err = ((images - target) ** 2).flatten(1).sum(1).view(restarts, n)
-            best = err.argmin(0)
-            chosen = images.view(restarts, n, *x.shape[1:])[best, torch.arange(n)]
-    return chosen.detach().to(x.dtype)
+    """``G(z*)`` of :func:`project_codes`."""
+    return project_codes(
+        generator, x, rng, restarts=restarts, steps=steps, lr=lr, coarse=coarse, shared=shared
+    )[0]
 
 
 @register("latent_projection")

@@ -230,6 +230,45 @@ def test_attacks_on_the_generator_are_planned_on_purifiers_only(tmp_path) -> Non
     )
 
 
+def test_the_attack_on_the_range_is_planned_on_every_purifier_once(tmp_path) -> None:
+    """on_range decodes prior draws: it is planned on latent_projection too, which needs no
+    `adaptive:` for it (it never runs the defense) and gets no twin for it; a study with no
+    purifier at all is refused at the attack's line."""
+    from orchestrator.study import loader
+    from orchestrator.study.plan import expand
+
+    text = STUDY.replace(
+        "  - {name: pgd, norm: l2, eps: 1.0, steps: 5}\n",
+        "  - {name: on_range, eps: [1.0, 2.0], steps: 10}\n",
+    ).replace(
+        "  - {name: vae_purify, generator: {width: 16, epochs: 6}}\n",
+        "  - {name: vae_purify, generator: {width: 16, epochs: 6}}\n"
+        "  - {name: latent_projection, generator: {width: 16, epochs: 6}}\n",
+    )
+    study = tmp_path / "range.yaml"
+    study.write_text(text)
+    attacks = [c for c in expand(loader.load(study)).cells if c.kind == "attack"]
+    on_range = sorted(
+        c.spec["defense"]["name"] for c in attacks if c.spec["attack"]["name"] == "on_range"
+    )
+    # one cell per purifier, the adapted mlvgm_purify without a twin; not the bare cnn
+    assert on_range == ["latent_projection", "mlvgm_purify", "vae_purify"]
+    bare = text.replace("  - {name: vae_purify, generator: {width: 16, epochs: 6}}\n", "")
+    bare = bare.replace("  - {name: latent_projection, generator: {width: 16, epochs: 6}}\n", "")
+    bare = bare.replace(
+        "  - {name: mlvgm_purify, generator: {width: 16, epochs: 6}, alpha: [0, 1, 1], draws: 2,\n"
+        "     adaptive: eot, eot_samples: 2}\n",
+        "",
+    )
+    (tmp_path / "bare.yaml").write_text(bare)
+    out = Cli()("run", tmp_path / "bare.yaml", "--dry-run")
+    assert out.exit_code != 0
+    assert (
+        "on_range attacks a generator, and no defense of this study has a generator: add a "
+        "generative purifier (latent_projection, vae_purify or mlvgm_purify)"
+    ) in out.output
+
+
 LEARNED = STUDY.replace(
     "models:\n  - name: cnn\n",
     "models:\n  - name: cnn2\n    arch: small_cnn\n    train: {epochs: 2, seed: 1}\n"

@@ -560,3 +560,43 @@ def test_the_projection_finds_what_the_generator_can_draw(trained: Trained) -> N
             .mean()
         )
     assert acc >= 0.8
+
+
+def test_examples_on_the_range_fool_the_projection(trained: Trained) -> None:
+    """Athalye et al.'s attack on Defense-GAN (on_range): each example is an image the
+    generator draws, which the classifier gets wrong by the confidence margin; projecting it
+    again finds it far more closely than it finds a real digit, so the projection keeps the
+    mistake; the defended model's gradient is never taken; the search replays."""
+    from tasks.attacks import ATTACKS
+    from tasks.defenses.projection import project
+
+    x = trained.data.images(trained.split.eval[:32])
+    y = trained.data.y[trained.split.eval[:32]]
+    p = DEFENSES.params_of(
+        "latent_projection", {"generator": RECIPE.model_dump(), "restarts": 4, "steps": 30}
+    )
+    defended = DEFENSES.get("latent_projection").obj(p, vae=trained.vae).wrap(trained.classifier)
+    params = ATTACKS.params_of("on_range", {"eps": [2.0], "steps": 50, "search_steps": 3})
+    out = ATTACKS.get("on_range").obj(params)(defended, x, y)
+    again = ATTACKS.get("on_range").obj(params)(defended, x, y)
+    assert torch.equal(out.x_adv, again.x_adv)
+    assert out.counts["on_range_found"] == len(x)
+    assert out.backward == 0
+    with torch.no_grad():
+        logits = trained.classifier(out.x_adv)
+        clean = float((defended(x).argmax(1) == y).double().mean())
+        fooled = defended(out.x_adv).argmax(1) != y
+    margin = logits.gather(1, y[:, None])[:, 0] - logits.scatter(1, y[:, None], -1e9).amax(1)
+    assert bool((margin <= -2.0 + 1e-4).all())
+
+    def gap(images: torch.Tensor) -> float:
+        back = project(
+            trained.vae, images, torch.Generator().manual_seed(9), restarts=4, steps=60, lr=0.05
+        )
+        return float(((back - images) ** 2).flatten(1).sum(1).mean())
+
+    assert gap(out.x_adv) < 0.25 * gap(x)  # measured: 0.03 against 1.0
+    l2 = (out.x_adv - x).flatten(1).norm(dim=1)
+    robust = float((~fooled | (l2 > 2.0)).double().mean())
+    assert clean >= 0.8
+    assert robust <= 0.5  # measured here: 0.91 clean, 0.125 under the attack
