@@ -114,6 +114,18 @@ class CellsMixin(DatabaseCore):
             )
         return rows[0]
 
+    def states_of(self, keys: Iterable[str]) -> dict[str, set[str]]:
+        """The states of the cells with these keys, in every study that has them (a key
+        absent from the index is absent from the answer)."""
+        wanted = sorted(set(keys))
+        out: dict[str, set[str]] = {}
+        with self.session_scope(write=False) as s:
+            for batch in chunks(wanted, 500):  # bound parameters of one IN list
+                q = select(CellModel.key, CellModel.state).where(CellModel.key.in_(list(batch)))
+                for key, state in s.execute(q):
+                    out.setdefault(key, set()).add(state)
+        return out
+
     def _rows(self, s: Session, query: Select[Any]) -> list[CellRow]:
         """Cells selected by ``query`` with their metrics and artifacts (no N+1)."""
         cells = list(s.scalars(query))

@@ -44,6 +44,7 @@ class CommitsMixin(DatabaseCore):
         artifacts: dict[str, ArtifactRecord],
         duration_s: float | None,
         worker: str | None,
+        notes: list[str] | tuple[str, ...] = (),
     ) -> bool:
         """Record a cell's result if it still holds the lease ``token``.
 
@@ -55,6 +56,7 @@ class CommitsMixin(DatabaseCore):
             artifacts: ``{role: record}``; records already indexed are not rewritten.
             duration_s: Seconds the work took.
             worker: Where it ran.
+            notes: What the run said of itself, kept with its attempt (``attempts.note``).
 
         Returns:
             True when recorded, also when this very result was recorded before (a retry
@@ -77,7 +79,8 @@ class CommitsMixin(DatabaseCore):
             cell.lease_expires_at = None
             _write_metrics(s, cell_id, metrics)
             self._write_artifacts(s, cell_id, artifacts, now)
-            _close_attempt(s, cell_id, now, Outcome.OK, worker=worker, error=None)
+            note = "\n".join(notes) or None
+            _close_attempt(s, cell_id, now, Outcome.OK, worker=worker, error=None, note=note)
             return True
 
     def _write_artifacts(
@@ -189,10 +192,19 @@ def _finite(value: Any) -> bool:
 
 
 def _close_attempt(
-    s: Session, cell_id: int, now: datetime, outcome: str, *, worker: str | None, error: str | None
+    s: Session,
+    cell_id: int,
+    now: datetime,
+    outcome: str,
+    *,
+    worker: str | None,
+    error: str | None,
+    note: str | None = None,
 ) -> None:
     """Close the cell's open attempt (there is at most one)."""
     values: dict[str, Any] = {"outcome": outcome, "ended_at": now, Outcome.ERROR: error}
+    if note is not None:
+        values["note"] = note
     if worker:
         values["worker"] = worker
     s.execute(

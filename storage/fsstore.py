@@ -200,8 +200,8 @@ class FsspecFiles:
                 return
             raise
 
-    def listing(self) -> list[str]:
-        objects = self._path("objects")
+    def listing(self, folder: str = "objects", suffix: str = SUFFIX) -> list[str]:
+        objects = self._path(folder)
         self.fs.invalidate_cache(objects)
         try:
             names = self.fs.find(objects)
@@ -209,12 +209,15 @@ class FsspecFiles:
             return []
         except Exception as exc:
             raise StorageError(
-                f"cannot list the artifact store {self.location('objects')}: "
-                f"{mask_secrets(str(exc))}"
+                f"cannot list the artifact store {self.location(folder)}: {mask_secrets(str(exc))}"
             ) from exc
         prefix = f"{objects}/"
         rels = (name.removeprefix(prefix) for name in names if name.startswith(prefix))
-        return sorted(r for r in rels if not r.rpartition("/")[2].startswith(TMP_PREFIX))
+        return sorted(
+            r
+            for r in rels
+            if r.endswith(suffix) and not r.rpartition("/")[2].startswith(TMP_PREFIX)
+        )
 
     def remove(self, rel: str) -> bool:
         if self._info(rel) is None:  # object stores delete a missing key without complaint

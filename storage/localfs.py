@@ -28,14 +28,14 @@ class Files(Protocol):
     """Where a store's bytes live. ``rel`` is a path such as ``objects/ab/cdef….safetensors``;
     ``size``, ``read`` and ``mtime`` answer None for a missing file, ``remove`` False; ``write``
     never makes a partly written file visible under ``rel``; ``listing`` gives the files
-    ``ab/cdef…`` under ``objects/``, sorted, without temporaries; ``location`` is for messages
-    (any password masked)."""
+    ``ab/cdef…<suffix>`` under ``folder`` (``objects/``: the artifacts), sorted, without
+    temporaries; ``location`` is for messages (any password masked)."""
 
     def location(self, rel: str = "") -> str: ...
     def size(self, rel: str) -> int | None: ...
     def read(self, rel: str) -> bytes | None: ...
     def write(self, rel: str, blob: bytes) -> None: ...
-    def listing(self) -> list[str]: ...
+    def listing(self, folder: str = "objects", suffix: str = SUFFIX) -> list[str]: ...
     def remove(self, rel: str) -> bool: ...
     def mtime(self, rel: str) -> float | None: ...
 
@@ -58,8 +58,8 @@ class LocalFiles:
     def write(self, rel: str, blob: bytes) -> None:
         _write_atomic(self.root / rel, blob)
 
-    def listing(self) -> list[str]:
-        return _list(self.root / "objects")
+    def listing(self, folder: str = "objects", suffix: str = SUFFIX) -> list[str]:
+        return _list(self.root / folder, suffix)
 
     def remove(self, rel: str) -> bool:
         try:
@@ -91,13 +91,13 @@ def _read(path: Path) -> bytes | None:
         raise StorageError(f"cannot read artifact {path}: {exc.strerror or exc}") from exc
 
 
-def _list(folder: Path) -> list[str]:
-    """Paths ``ab/cdef…`` of the artifact files under ``folder``, sorted."""
+def _list(folder: Path, suffix: str) -> list[str]:
+    """Paths ``ab/cdef…`` of the files under ``folder`` whose names end in ``suffix``, sorted."""
     if not folder.is_dir():
         return []
     return sorted(
         f"{p.parent.name}/{p.name}"
-        for p in folder.glob(f"??/*{SUFFIX}")
+        for p in folder.glob(f"??/*{suffix}")
         if not p.name.startswith(TMP_PREFIX)
     )
 

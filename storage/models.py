@@ -109,7 +109,8 @@ class AttemptModel(Base):
     :meth:`storage.Database.retry_quarantined`, which resets ``cells.attempts`` only.
     ``owner`` is the lease owner (``host:pid:nonce``) whose claim opened the attempt, never
     changed afterwards (NULL for attempts recorded before revision 0002); ``worker`` starts
-    as the owner and becomes where the attempt ran once its result is recorded.
+    as the owner and becomes where the attempt ran once its result is recorded. ``note`` is
+    what a successful attempt said of its run (revision 0003): a train cell's resume.
     """
 
     __tablename__ = "attempts"
@@ -124,6 +125,7 @@ class AttemptModel(Base):
     worker: Mapped[str | None] = mapped_column(String(255))
     error: Mapped[str | None] = mapped_column(Text)
     owner: Mapped[str | None] = mapped_column(String(255))
+    note: Mapped[str | None] = mapped_column(Text)
 
 
 class MetricModel(Base):

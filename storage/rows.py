@@ -98,6 +98,8 @@ class AttemptRow:
         worker: Where the attempt ran once its result is recorded; until then its owner.
         owner: The lease owner (``host:pid:nonce``) that claimed it; None for attempts
             recorded before schema revision 0002.
+        note: What the attempt said of its run (``resumed at epoch 2 of 4 …``), lines
+            joined by newlines; None when it said nothing.
     """
 
     id: int
@@ -109,6 +111,7 @@ class AttemptRow:
     worker: str | None
     error: str | None
     owner: str | None
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,7 @@ def attempt_row(m: AttemptModel) -> AttemptRow:
         worker=m.worker,
         error=m.error,
         owner=m.owner,
+        note=m.note,
     )
 
 

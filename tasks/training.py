@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from pydantic import (
@@ -17,7 +17,7 @@ from pydantic import (
 )
 from torch import nn
 
-from tasks import augmentation, gat, recipe, train_defenses  # noqa: F401  (gat: registration)
+from tasks import augmentation, gat, recipe, resume, train_defenses  # noqa: F401  (gat)
 from tasks.batches import batches
 from tasks.datasets import ImageSource, to_float
 from tasks.registry import Params
@@ -175,13 +175,24 @@ def defense_seed(seed: int) -> int:
 
 def _step_fn(
     params: TrainParams, device: torch.device, artifacts: Mapping[str, nn.Module]
-) -> StepFn:
-    """The per-minibatch loss: plain cross-entropy, or the recipe's defense."""
+) -> tuple[StepFn, torch.Generator | None]:
+    """The per-minibatch loss: plain cross-entropy, or the recipe's defense; and the
+    defense's random stream (None for plain training)."""
     if params.defense is None:
-        return _plain(params.label_smoothing)
+        return _plain(params.label_smoothing), None
     defense = train_defenses.build(params.defense.name, params.defense.values, **artifacts)
     gen = torch.Generator(device=device).manual_seed(defense_seed(params.seed))
-    return lambda model, x, y: defense.loss(model, x, y, gen)
+    return (lambda model, x, y: defense.loss(model, x, y, gen)), gen
+
+
+class Checkpoints(Protocol):
+    """Where :func:`fit` saves its state at an epoch's end (a train cell's store)."""
+
+    def due(self, epoch: int) -> bool:
+        """Whether to save after ``epoch`` epochs (never called after the last)."""
+        ...
+
+    def save(self, state: resume.TrainState) -> None: ...
 
 
 def fit(
@@ -193,6 +204,8 @@ def fit(
     indices: torch.Tensor | None = None,
     workers: int = 0,
     artifacts: Mapping[str, nn.Module] | None = None,
+    checkpoints: Checkpoints | None = None,
+    start: resume.TrainState | None = None,
 ) -> dict[str, float]:
     """Train ``model`` in place on ``(x, y)``; same inputs and seed give the same weights.
 
@@ -206,20 +219,33 @@ def fit(
     generator, by role); augmentation draws from its own stream. Returns the final epoch's mean
     loss and accuracy on the inputs trained on (see :class:`tasks.train_defenses.Step`);
     the model is left in eval mode.
+
+    With ``checkpoints``, the whole state is handed to it after each epoch it says is due
+    (:class:`tasks.resume.TrainState`); with ``start``, a state saved by a run of the same
+    recipe on the same data, training continues after its epoch and ends with the weights
+    the uninterrupted run would have had.
     """
     dev = _device_of(model, x)
     gen = torch.Generator().manual_seed(params.seed)
     opt = recipe.optimizer(model, params)
     n = len(y) if indices is None else len(indices)
-    schedule = recipe.schedule(opt, params, -(-n // params.batch_size))
+    per_epoch = -(-n // params.batch_size)
+    schedule = recipe.schedule(opt, params, per_epoch)
     average = recipe.WeightAverage(model, params.ema)
-    step_fn = _step_fn(params, dev, artifacts or {})
+    step_fn, defense_gen = _step_fn(params, dev, artifacts or {})
     augment = augmentation.Augmenter(params.augment, params.seed, dev)
+    streams = resume.Streams({"batches": gen, "augment": augment.gen}, dev)
+    if defense_gen is not None:
+        streams.generators["defense"] = defense_gen
     model.train()
     loss_sum = correct = 0.0
+    first = 0 if start is None else start.epoch
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(params.seed)  # dropout and other in-model randomness
-        for _ in range(params.epochs):
+        if start is not None:
+            start.restore(model, opt, schedule, average.average, streams, first * per_epoch)
+            model.train()
+        for epoch in range(first, params.epochs):
             loss_sum = correct = 0.0
             order = torch.randperm(n, generator=gen)
             if indices is not None:
@@ -234,6 +260,12 @@ def fit(
                     schedule.step()
                 loss_sum += float(step.loss.detach()) * len(yb)
                 correct += float((step.logits.argmax(1) == yb).sum())
+            done = epoch + 1
+            if checkpoints is not None and done < params.epochs and checkpoints.due(done):
+                opt.zero_grad(set_to_none=True)
+                checkpoints.save(
+                    resume.TrainState.capture(done, model, opt, average.average, streams)
+                )
     opt.zero_grad(set_to_none=True)  # a checkpoint carries no stale gradients
     average.finish()
     model.eval()

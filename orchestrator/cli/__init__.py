@@ -5,6 +5,7 @@ with what they share in :mod:`orchestrator.cli.options`.
 """
 
 from orchestrator.cli import (
+    attempts_command,
     bundle_commands,
     data_commands,
     list_command,
@@ -21,6 +22,7 @@ for command in (
     run_commands.run,
     run_commands.plan,
     run_commands.status,
+    attempts_command.attempts,
     view_commands.results,
     view_commands.transfer,
     view_commands.curve,

@@ -20,6 +20,7 @@ from orchestrator.cli.options import (
     user_errors,
 )
 from orchestrator.views import artifact_list
+from storage.enums import CellState
 
 
 @click.group()
@@ -159,7 +160,9 @@ def gc(
 ) -> None:
     """List (or with --delete remove) stored files no index row points at.
 
-    Only orphans are touched: a file the index lists is never removed. Run it without
+    Only orphans are touched: a file the index lists is never removed, nor the saved state
+    of a cell that is not done (a train cell's next attempt continues from it). The saved
+    state of a done cell, or of a cell no study has, is stale and goes too. Run it without
     --delete first and read the list.
 
     \b
@@ -172,8 +175,24 @@ def gc(
 
     with user_errors():
         settings = resolve_settings(db, store, mlflow_uri)
-        indexed = set(open_db(settings.db_url).artifact_digests())
+        database = open_db(settings.db_url)
+        indexed = set(database.artifact_digests())
         store_ = ArtifactStore(settings.store_root)
+        partials = list(store_.iter_partials())
+        states = database.states_of(key for key, _ in partials)
+        stale = []
+        for key, pointer in partials:
+            if pointer is not None and states.get(key, set()) - {CellState.DONE}:
+                indexed.add(str(pointer["digest"]))  # an unfinished cell's state: kept
+            else:
+                stale.append((key, pointer))
+                if pointer is not None:  # listed as a stale state, not as an orphan
+                    indexed.add(str(pointer["digest"]))
+        for key, pointer in stale:
+            epoch = "" if pointer is None else f" after epoch {pointer.get('epoch')}"
+            out.print(f"{'deleted' if delete else 'stale'} state{epoch} of cell {key}")
+            if delete:
+                store_.drop_partial(key)
         orphans, young = [], 0
         for digest in store_.iter_digests():
             if digest in indexed:
@@ -192,6 +211,6 @@ def gc(
                 store_.remove(digest)
     verb = "deleted" if delete else "would delete (dry run; add --delete)"
     out.print(
-        f"{len(orphans)} orphaned files, {size / 1e6:.1f} MB: {verb}; "
-        f"{young} younger than {min_age:g} s left alone"
+        f"{len(orphans)} orphaned files, {size / 1e6:.1f} MB, and {len(stale)} stale saved "
+        f"states: {verb}; {young} younger than {min_age:g} s left alone"
     )

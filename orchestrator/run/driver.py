@@ -285,6 +285,8 @@ class Driver:
             allow_imports=self.study.file.allow_imports,
             num_cpus=self.execution.resources_for(cell.kind).num_cpus,
             data_workers=self.execution.data_workers,
+            checkpoint_every=self.execution.checkpoint_every,
+            checkpoint_minutes=self.execution.checkpoint_minutes,
         ).wire()
 
     def _commit(
@@ -323,6 +325,7 @@ class Driver:
             artifacts=records,
             duration_s=result["duration_s"],
             worker=result["worker"],
+            notes=result.get("notes", ()),
         )
         if not ok:
             summary.dropped += 1

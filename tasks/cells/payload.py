@@ -35,6 +35,10 @@ class CellPayload(BaseModel):
         num_cpus: The cell's CPU share; torch uses that many threads.
         data_workers: DataLoader worker processes that gather a train cell's minibatches
             (``execution.data_workers``); 0 gathers them in the cell's own process.
+        checkpoint_every: A train cell saves its state after every this many epochs
+            (``execution.checkpoint_every``; None: not by epochs).
+        checkpoint_minutes: A train cell saves its state when this many minutes have
+            passed since it last did (``execution.checkpoint_minutes``; None: not by time).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -49,6 +53,8 @@ class CellPayload(BaseModel):
     allow_imports: Any = False
     num_cpus: float = 1
     data_workers: int = 0
+    checkpoint_every: int | None = None
+    checkpoint_minutes: float | None = None
 
     def wire(self) -> dict[str, Any]:
         """The plain payload, as the driver sent it (keys it left out stay out)."""
@@ -57,13 +63,15 @@ class CellPayload(BaseModel):
 
 
 class CellOutput(BaseModel):
-    """What a kind's runner returns: its metrics and the records of the artifacts it
-    stored, each :class:`storage.ArtifactRecord` as a dict, by role."""
+    """What a kind's runner returns: its metrics, the records of the artifacts it stored
+    (each :class:`storage.ArtifactRecord` as a dict, by role), and what it says of its run
+    (``notes``, kept with its attempt: a train cell that resumed from a saved state)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     metrics: dict[str, float]
     artifacts: dict[str, dict[str, Any]]
+    notes: tuple[str, ...] = ()
 
 
 class CellResult(CellOutput):

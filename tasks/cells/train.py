@@ -8,7 +8,8 @@ from typing import Any
 import torch
 
 from storage import ArtifactStore
-from tasks import datasets, defenses, models, train_defenses, training
+from tasks import datasets, defenses, models, resume, train_defenses, training
+from tasks.cells import saved_state
 from tasks.cells.payload import CellOutput, CellPayload
 from tasks.cells.specs import DefenseModelSpec, TrainSpec
 from tasks.cells.worker import (
@@ -18,6 +19,7 @@ from tasks.cells.worker import (
     load_dataset,
     load_model,
     memory_layout,
+    worker_name,
 )
 
 # what ``advgrid results`` shows of a train cell
@@ -75,6 +77,24 @@ def _fit_model(cell: CellPayload, payload: dict, store: ArtifactStore) -> CellOu
     dev = device()
     net = memory_layout(net.to(dev), payload)
     artifacts = {role: load_model(payload, role, store, dev) for role in _requires(recipe)}
+    expected = {
+        "kind": resume.KIND,
+        "cell_key": cell.key,
+        "code_version": CODE_VERSION,
+        "device": dev.type,
+        "epochs": recipe.epochs,
+    }
+    start, notes = saved_state.load(store, cell.key, expected, net)
+    checkpoints = None
+    if cell.checkpoint_every is not None or cell.checkpoint_minutes is not None:
+        checkpoints = saved_state.StoreCheckpoints(
+            store,
+            cell.key,
+            expected,
+            every=cell.checkpoint_every,
+            minutes=cell.checkpoint_minutes,
+            worker=worker_name(),
+        )
     metrics = training.fit(
         net,
         data.x,
@@ -83,13 +103,19 @@ def _fit_model(cell: CellPayload, payload: dict, store: ArtifactStore) -> CellOu
         indices=train,
         workers=cell.data_workers,
         artifacts=artifacts,
+        checkpoints=checkpoints,
+        start=start,
     )
     batch_size = 1024 if cell.batch_size is None else cell.batch_size
     pred = training.predict(net, data.x[split.eval], batch_size)
     metrics["eval_accuracy"] = float((pred.cpu() == data.y[split.eval]).float().mean())
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     record = store.put(state, _checkpoint_meta(spec.dump(), data))
-    return CellOutput(metrics=metrics, artifacts={"checkpoint": dataclasses.asdict(record)})
+    if start is not None or (checkpoints is not None and checkpoints.saved):
+        store.drop_partial(cell.key)  # done: no attempt continues from it again
+    return CellOutput(
+        metrics=metrics, artifacts={"checkpoint": dataclasses.asdict(record)}, notes=tuple(notes)
+    )
 
 
 def _requires(recipe: training.TrainParams) -> tuple[str, ...]:

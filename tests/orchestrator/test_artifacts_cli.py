@@ -113,3 +113,38 @@ def test_every_command_a_message_names_exists() -> None:
         elif isinstance(command, click.Group) and sub and sub not in command.commands:
             missing.append(f"{verb} {sub}")
     assert missing == []
+
+
+def test_gc_keeps_the_saved_state_of_an_unfinished_cell_only(
+    tiny_finished: FinishedStudy, tmp_path: Path, cli
+) -> None:
+    from storage.rows import NewCell
+
+    env = tiny_finished.copy(tmp_path).env
+    store, db = ArtifactStore(env["ADVGRID_STORE"]), Database.open(env["ADVGRID_DB"])
+    done_key = db.cells(db.get_study("tiny").id)[0].key
+    running_key, unknown_key = "a" * 64, "b" * 64
+    other = db.upsert_study("other", "name: other", "0" * 64, "me", "0").id
+    db.add_cells(other, [NewCell(key=running_key, kind="train", spec_json="{}")])
+    states = {}
+    for i, key in enumerate((running_key, done_key, unknown_key)):
+        record = store.put({"w": torch.full((2,), float(i))}, {"kind": "train_state"})
+        os.utime(store.path(record.digest), (time.time() - 7200, time.time() - 7200))
+        store.set_partial(key, record, {"epoch": 2})
+        states[key] = record.digest
+
+    dry = cli("artifacts", "gc", env=env)
+    assert dry.exit_code == 0, dry.output
+    assert f"stale state after epoch 2 of cell {done_key}" in dry.output
+    assert f"stale state after epoch 2 of cell {unknown_key}" in dry.output
+    assert running_key not in dry.output
+    assert all(d not in dry.output for d in states.values())  # states are not orphans
+    assert "0 orphaned files, 0.0 MB, and 2 stale saved states" in dry.output
+
+    cli("artifacts", "gc", "--delete", env=env)
+    assert store.partial(running_key) == {"digest": states[running_key], "epoch": 2}
+    assert store.exists(states[running_key])
+    for key in (done_key, unknown_key):
+        assert store.partial(key) is None
+        assert not store.exists(states[key])
+    assert cli("artifacts", "verify", env=env).exit_code == 0

@@ -151,6 +151,25 @@ def test_0002_downgrades_to_0001_and_back_keeping_the_attempts(db: Database) -> 
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
 
+def test_0003_keeps_an_attempt_note_and_downgrades_without_it(db: Database) -> None:
+    study = db.upsert_study("s", "name: s", "0" * 64, "me", "0").id
+    db.add_cells(study, [NewCell(key="b" * 64, kind="train", spec_json="{}")])
+    (claimed,) = db.claim(study, "host:1:abc", 1, 60, 3)
+    note = ["resumed at epoch 2 of 4 from state 0123456789ab"]
+    assert db.complete(
+        claimed.id, claimed.token, metrics={}, artifacts={}, duration_s=1.0, worker="w", notes=note
+    )
+    (attempt,) = db.attempts(claimed.id)
+    assert attempt.note == note[0]
+    with db.engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0002")
+    with db.engine.connect() as conn:
+        assert "note" not in {c["name"] for c in inspect(conn).get_columns("attempts")}
+    assert db.upgrade() == ("0002", head_revision())
+    (attempt,) = db.attempts(claimed.id)
+    assert (attempt.outcome, attempt.note) == ("ok", None)
+
+
 def test_downgrade_drops_every_table(db: Database) -> None:
     with db.engine.begin() as conn:
         command.downgrade(alembic_config(conn), "base")

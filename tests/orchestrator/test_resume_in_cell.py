@@ -1,0 +1,118 @@
+"""A train cell SIGKILLed on its Ray worker after epoch 2 of 4 continues from its saved state
+when it runs again (Ray's retry of the task, or the driver's next attempt), says so in its
+attempt's note, and ends with the weights of a run that was never interrupted (the same
+checkpoint digest: the same bytes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from storage import ArtifactStore, Database
+from tests.conftest import data_env
+from tests.faults.killer import cell_workers
+
+STUDY = """\
+name: long
+datasets:
+  - {name: synthetic, n_samples: 16000, image_size: 16, num_classes: 4, eval_size: 50}
+models:
+  - name: cnn
+    arch: small_cnn
+    params: {width: 8, hidden: 32}
+    train: {epochs: 4, batch_size: 32, lr: 0.003, seed: 0}
+attacks:
+  - {name: fgsm, eps: 0.1}
+execution:
+  checkpoint_every: 1
+  max_attempts: 3
+"""
+
+
+def _train_key(env: dict[str, str]) -> str:
+    db = Database.open(env["ADVGRID_DB"])
+    (cell,) = db.cells(db.get_study("long").id, kind="train")
+    return cell.key
+
+
+def _kill_after_epoch_two(env: dict[str, str], root: Path, stop: threading.Event) -> list[int]:
+    """Wait for the train cell's state after epoch 2, then SIGKILL the worker running it."""
+    killed: list[int] = []
+    store = ArtifactStore(env["ADVGRID_STORE"])
+    deadline = time.monotonic() + 240
+    key = None
+    while not stop.is_set() and time.monotonic() < deadline:
+        if key is None and Path(env["ADVGRID_DB"].removeprefix("sqlite:///")).exists():
+            try:
+                key = _train_key(env)
+            except Exception:  # the study is not planned yet
+                key = None
+        pointer = store.partial(key) if key else None
+        if pointer is not None and pointer["epoch"] >= 2:
+            for pid in cell_workers():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            return killed
+        time.sleep(0.02)
+    return killed
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_killed_train_cell_resumes_with_identical_weights(
+    ray_cluster: str, tmp_path: Path, cli
+) -> None:
+    whole_root, cut_root = tmp_path / "whole", tmp_path / "cut"
+    for root in (whole_root, cut_root):
+        root.mkdir()
+        (root / "long.yaml").write_text(STUDY)
+    whole_env, cut_env = data_env(whole_root), data_env(cut_root)
+    ok = cli("run", whole_root / "long.yaml", "-q", "--no-mlflow", "--ray-address", ray_cluster,
+             env=whole_env)  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+
+    stop = threading.Event()
+    killed: list[int] = []
+    killer = threading.Thread(
+        target=lambda: killed.extend(_kill_after_epoch_two(cut_env, cut_root, stop)), daemon=True
+    )
+    killer.start()
+    try:
+        run = cli("run", cut_root / "long.yaml", "-q", "--no-mlflow", "--ray-address",
+                  ray_cluster, env=cut_env)  # fmt: skip
+    finally:
+        stop.set()
+        killer.join(10)
+    assert run.exit_code == 0, run.output
+    assert killed, "the worker must have been killed mid-training"
+
+    db = Database.open(cut_env["ADVGRID_DB"])
+    (cell,) = db.cells(db.get_study("long").id, kind="train")
+    attempts = db.attempts(cell.id)
+    # Ray retries a task whose worker died (the same attempt, to the index); either way the
+    # attempt that finished is the one that resumed
+    assert [a.outcome for a in attempts].count("ok") == 1
+    assert attempts[-1].outcome == "ok"
+    assert attempts[-1].note is not None
+    assert attempts[-1].note.startswith("resumed at epoch 2 of 4 from state ")
+    whole_db = Database.open(whole_env["ADVGRID_DB"])
+    (whole,) = whole_db.cells(whole_db.get_study("long").id, kind="train")
+    assert cell.artifacts["checkpoint"] == whole.artifacts["checkpoint"]  # same bytes
+    assert cell.metrics == whole.metrics
+    assert whole_db.attempts(whole.id)[0].note is None  # nothing to say when not resumed
+    store = ArtifactStore(cut_env["ADVGRID_STORE"])
+    assert list(store.iter_partials()) == []  # done: no saved state is left
+
+    shown = cli("attempts", "long", "--format", "json", env=cut_env)
+    assert shown.exit_code == 0, shown.output
+    rows = json.loads(shown.output)
+    assert [r["n"] for r in rows] == [a.n for a in attempts]
+    assert rows[-1]["note"].startswith("resumed at epoch 2 of 4")
+    table = cli("attempts", "long", cell.key[:8], env=cut_env)
+    assert "resumed at epoch 2 of 4" in table.output
