@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import torch
     from fsspec import AbstractFileSystem
 
-__all__ = ["ArtifactRecord", "ArtifactStore", "check_digest"]
+__all__ = ["ArtifactRecord", "ArtifactStore", "check_digest", "partial_files"]
 
 log = logging.getLogger(__name__)
 
@@ -259,14 +259,20 @@ class ArtifactStore:
 
     def set_partial(self, cell_key: str, record: ArtifactRecord, info: dict[str, Any]) -> None:
         """Make ``record`` (an artifact already stored) the saved state of the unfinished
-        cell ``cell_key``, replacing the one before, whose file is then removed. The pointer
-        is written whole or not at all, after the state's file: a reader finds the old state
-        or the new one, never half of one."""
-        before = self.partial(cell_key)
+        cell ``cell_key``, replacing the one before, whose files are then removed (those
+        the new pointer does not name again). ``info["parts"]`` may list the digests of
+        more artifacts the state stands on (an attack cell's finished batches). The pointer
+        is written whole or not at all, after the state's files: a reader finds the old
+        state or the new one, never half of one."""
+        try:
+            before = self.partial(cell_key)
+        except CorruptArtifactError:
+            before = None
         pointer = {"digest": record.digest, **info}
         self._files.write(self._partial_uri(cell_key), json.dumps(pointer).encode())
-        if before is not None and before.get("digest") not in (None, record.digest):
-            self.remove(str(before["digest"]))
+        if before is not None:
+            for digest in set(partial_files(before)) - set(partial_files(pointer)):
+                self.remove(digest)
 
     def partial(self, cell_key: str) -> dict[str, Any] | None:
         """The pointer to the saved state of cell ``cell_key`` (``digest`` and what the
@@ -296,8 +302,8 @@ class ArtifactStore:
         except CorruptArtifactError:
             pointer = {}
         removed = self._files.remove(self._partial_uri(cell_key))
-        if pointer and pointer.get("digest"):
-            self.remove(str(pointer["digest"]))
+        for digest in partial_files(pointer or {}):
+            self.remove(digest)
         return removed
 
     def iter_partials(self) -> Iterator[tuple[str, dict[str, Any] | None]]:
@@ -326,6 +332,12 @@ class ArtifactStore:
             except StorageError as exc:
                 problems.append((digest, str(exc)))
         return problems
+
+
+def partial_files(pointer: dict[str, Any]) -> list[str]:
+    """The digests of the files a saved-state pointer stands on: its state and its parts."""
+    named = [pointer.get("digest"), *list(pointer.get("parts") or [])]
+    return [str(d) for d in named if isinstance(d, str) and _DIGEST.fullmatch(d)]
 
 
 def _serialize(

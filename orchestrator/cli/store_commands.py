@@ -172,6 +172,7 @@ def gc(
       advgrid artifacts gc --store s3://lab-bucket/advgrid
     """
     from storage import ArtifactStore
+    from storage.artifacts import partial_files
 
     with user_errors():
         settings = resolve_settings(db, store, mlflow_uri)
@@ -182,12 +183,10 @@ def gc(
         states = database.states_of(key for key, _ in partials)
         stale = []
         for key, pointer in partials:
-            if pointer is not None and states.get(key, set()) - {CellState.DONE}:
-                indexed.add(str(pointer["digest"]))  # an unfinished cell's state: kept
-            else:
+            if pointer is not None:  # kept (an unfinished cell's) or listed as stale: no orphan
+                indexed.update(partial_files(pointer))
+            if pointer is None or not states.get(key, set()) - {CellState.DONE}:
                 stale.append((key, pointer))
-                if pointer is not None:  # listed as a stale state, not as an orphan
-                    indexed.add(str(pointer["digest"]))
         for key, pointer in stale:
             epoch = "" if pointer is None else f" after epoch {pointer.get('epoch')}"
             out.print(f"{'deleted' if delete else 'stale'} state{epoch} of cell {key}")

@@ -104,8 +104,9 @@ class Execution(_Strict):
     # from files, such as an ImageFolder); 0: the cell's own process
     data_workers: int = Field(0, ge=0, le=64)
     # a train cell saves its whole state (weights, optimizer, random streams) after every
-    # this many epochs, and when this many minutes have passed since its last save, so that
-    # its next attempt continues from there (tasks.cells.saved_state); neither enters a key
+    # this many epochs, an attack cell its finished batches after every this many batches,
+    # and both when this many minutes have passed since their last save, so that their next
+    # run continues from there (tasks.cells.saved_state, attack_state); neither enters a key
     checkpoint_every: int | None = Field(None, ge=1)
     checkpoint_minutes: float | None = Field(10.0, gt=0)
     resources: dict[str, Resources] = Field(default_factory=dict)

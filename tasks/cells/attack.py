@@ -12,7 +12,8 @@ from torch import nn
 
 from storage import ArtifactStore
 from tasks import datasets, defenses, training
-from tasks.attacks import ATTACKS, MinNormAttack
+from tasks.attacks import ATTACKS, AttackOutput, MinNormAttack
+from tasks.cells import attack_state
 from tasks.cells.payload import CellOutput, CellPayload
 from tasks.cells.specs import AttackSpec
 from tasks.cells.worker import CODE_VERSION, behind_defense, device, load_dataset, load_model
@@ -33,6 +34,7 @@ class _Attacked:
     wall: float
     fit_metrics: dict[str, float]
     fit_indices: torch.Tensor | None
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 def run_attack(cell: CellPayload, store: ArtifactStore) -> CellOutput:
@@ -52,7 +54,18 @@ def run_attack(cell: CellPayload, store: ArtifactStore) -> CellOutput:
     name, bs = spec.attack.name, cell.batch_size
     attack = ATTACKS.get(name).obj(ATTACKS.params_of(name, spec.attack.params))
     x_all, y_all = data.images(split.eval), data.y[split.eval]
-    run = _perturb(attack, attacked, data, split, bs=bs, dev=dev)
+    expected = {
+        "kind": attack_state.KIND,
+        "cell_key": cell.key,
+        "code_version": CODE_VERSION,
+        "device": dev.type,
+        "batch_size": bs,
+        "of": -(-len(y_all) // bs),
+    }
+    saved = attack_state.Batches(
+        store, cell.key, expected, every=cell.checkpoint_every, minutes=cell.checkpoint_minutes
+    )
+    run = _perturb(attack, attacked, data, split, bs=bs, dev=dev, saved=saved)
     seed = attack.params.seed
     tensors = _scored(run.outs, model, x_all, y_all, split, own=own, seed=seed, bs=bs, dev=dev)
     metrics = _metrics(attack, run, x_all, tensors, passes=passes, own=own)
@@ -73,7 +86,10 @@ def run_attack(cell: CellPayload, store: ArtifactStore) -> CellOutput:
         "eval_hash": spec.eval_hash,
         "code_version": CODE_VERSION,
     }
-    return CellOutput(metrics=metrics, artifacts=_stored(store, tensors, meta, attack, run))
+    artifacts = _stored(store, tensors, meta, attack, run)
+    if run.notes or saved.saved:
+        store.drop_partial(cell.key)  # done: no attempt continues from it again
+    return CellOutput(metrics=metrics, artifacts=artifacts, notes=tuple(run.notes))
 
 
 def _checked_source(
@@ -109,20 +125,33 @@ def _perturb(
     *,
     bs: int,
     dev: torch.device,
+    saved: attack_state.Batches | None = None,
 ) -> _Attacked:
     """Fit a universal attack on training samples, then attack the eval slice batch by
-    batch; every random draw comes from one generator seeded by the attack's seed."""
+    batch; every random draw comes from one generator seeded by the attack's seed. With
+    ``saved``, the batches an earlier run of the cell finished are taken back and the new
+    ones saved as it says (not for a universal attack, whose fit comes first)."""
     x_all, y_all = data.images(split.eval), data.y[split.eval]
     gen = torch.Generator(device=dev).manual_seed(attack.params.seed)
     start = time.perf_counter()
     fit_metrics, fit_indices = {}, None
     if attack.universal:  # one perturbation, fit on training samples
+        saved = None
         fit_indices = _fit_indices(split.train, attack.params.fit_size, attack.params.seed)
         fit_metrics = attack.fit(attacked, data.images(fit_indices).to(dev), generator=gen)
-    outs = []
-    for xb, yb in zip(x_all.split(bs), y_all.split(bs), strict=True):
+    streams = attack_state.Streams(attack_state.generators(gen, attacked, attack), dev)
+    outs: list[AttackOutput] = []
+    notes: list[str] = []
+    before = 0.0
+    if saved is not None:
+        outs, before, notes = saved.load(streams)
+    pairs = list(zip(x_all.split(bs), y_all.split(bs), strict=True))
+    for done, (xb, yb) in enumerate(pairs[len(outs) :], start=len(outs) + 1):
         outs.append(attack(attacked, xb.to(dev), yb.to(dev), generator=gen))
-    return _Attacked(outs, time.perf_counter() - start, fit_metrics, fit_indices)
+        if saved is not None and done < len(pairs) and saved.due(done):
+            saved.save(outs, streams, before + time.perf_counter() - start)
+    wall = before + time.perf_counter() - start
+    return _Attacked(outs, wall, fit_metrics, fit_indices, notes)
 
 
 def _scored(

@@ -35,10 +35,11 @@ class CellPayload(BaseModel):
         num_cpus: The cell's CPU share; torch uses that many threads.
         data_workers: DataLoader worker processes that gather a train cell's minibatches
             (``execution.data_workers``); 0 gathers them in the cell's own process.
-        checkpoint_every: A train cell saves its state after every this many epochs
-            (``execution.checkpoint_every``; None: not by epochs).
-        checkpoint_minutes: A train cell saves its state when this many minutes have
-            passed since it last did (``execution.checkpoint_minutes``; None: not by time).
+        checkpoint_every: A train cell saves its state after every this many epochs, an
+            attack cell its finished batches after every this many batches
+            (``execution.checkpoint_every``; None: not by count).
+        checkpoint_minutes: Either saves when this many minutes have passed since it last
+            did (``execution.checkpoint_minutes``; None: not by time).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
