@@ -8,9 +8,9 @@ file. Every read re-hashes the bytes. No pickle anywhere: tensors are safetensor
 metadata is JSON in the safetensors header (``{"advgrid": "<json>"}``).
 
 An unfinished cell may save where it is (a train cell's weights, optimizer and random
-streams after an epoch) as an ordinary artifact, named for it by a small JSON pointer at
-``<root>/partials/ab/cdef….json`` (``abcdef…`` the cell key), written after the state's file
-and replaced whole, so a reader finds the old state or the new one and never half of one.
+streams after an epoch) as an ordinary artifact, named for it by a small JSON pointer under
+``<root>/partials/``, and say how far it is under ``<root>/progress/``
+(:mod:`storage.cell_files`).
 
 The root is a local folder (a path, or a ``file://`` URL, which is the same folder) or any
 fsspec URL (``s3://bucket/prefix``, ``gs://…``). All file I/O goes through a small backend:
@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from storage.cell_files import CellFiles, partial_files
 from storage.errors import CorruptArtifactError, NotFoundError, StorageError
 from storage.localfs import SUFFIX, Files, LocalFiles
 from storage.rows import ArtifactRecord
@@ -42,8 +43,6 @@ __all__ = ["ArtifactRecord", "ArtifactStore", "check_digest", "partial_files"]
 log = logging.getLogger(__name__)
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
-PARTIALS = "partials"  # <root>/partials/ab/cdef….json: the saved state of unfinished cell abcdef…
-POINTER = ".json"
 
 
 def check_digest(digest: str) -> str:
@@ -60,7 +59,7 @@ def check_digest(digest: str) -> str:
     return digest
 
 
-class ArtifactStore:
+class ArtifactStore(CellFiles):
     """Tensors in, digests out; digests in, verified tensors out.
 
     Args:
@@ -250,74 +249,6 @@ class ArtifactStore:
         written = self._files.mtime(self.uri(digest))
         return None if written is None else max(0.0, time.time() - written)
 
-    # --- partial states: where an unfinished cell left off ------------------------------
-
-    @staticmethod
-    def _partial_uri(cell_key: str) -> str:
-        check_digest(cell_key)  # a cell key is a SHA-256 too: it cannot name another path
-        return f"{PARTIALS}/{cell_key[:2]}/{cell_key[2:]}{POINTER}"
-
-    def set_partial(self, cell_key: str, record: ArtifactRecord, info: dict[str, Any]) -> None:
-        """Make ``record`` (an artifact already stored) the saved state of the unfinished
-        cell ``cell_key``, replacing the one before, whose files are then removed (those
-        the new pointer does not name again). ``info["parts"]`` may list the digests of
-        more artifacts the state stands on (an attack cell's finished batches). The pointer
-        is written whole or not at all, after the state's files: a reader finds the old
-        state or the new one, never half of one."""
-        try:
-            before = self.partial(cell_key)
-        except CorruptArtifactError:
-            before = None
-        pointer = {"digest": record.digest, **info}
-        self._files.write(self._partial_uri(cell_key), json.dumps(pointer).encode())
-        if before is not None:
-            for digest in set(partial_files(before)) - set(partial_files(pointer)):
-                self.remove(digest)
-
-    def partial(self, cell_key: str) -> dict[str, Any] | None:
-        """The pointer to the saved state of cell ``cell_key`` (``digest`` and what the
-        writer added), or None when it has none.
-
-        Raises:
-            CorruptArtifactError: The pointer is not the JSON this store writes.
-        """
-        rel = self._partial_uri(cell_key)
-        blob = self._files.read(rel)
-        if blob is None:
-            return None
-        try:
-            pointer = json.loads(blob)
-            check_digest(pointer["digest"])
-        except (ValueError, KeyError, TypeError, StorageError) as exc:
-            raise CorruptArtifactError(
-                f"the saved state pointer {self._files.location(rel)} is corrupt ({exc})"
-            ) from exc
-        return dict(pointer)
-
-    def drop_partial(self, cell_key: str) -> bool:
-        """Remove the saved state of cell ``cell_key`` (pointer, then file); False when
-        there was none. A corrupt pointer is removed too."""
-        try:
-            pointer = self.partial(cell_key)
-        except CorruptArtifactError:
-            pointer = {}
-        removed = self._files.remove(self._partial_uri(cell_key))
-        for digest in partial_files(pointer or {}):
-            self.remove(digest)
-        return removed
-
-    def iter_partials(self) -> Iterator[tuple[str, dict[str, Any] | None]]:
-        """``(cell key, pointer)`` of every saved state, sorted by key; the pointer is None
-        where it is corrupt."""
-        for rel in self._files.listing(PARTIALS, POINTER):
-            key = rel.replace("/", "").removesuffix(POINTER)
-            if not _DIGEST.fullmatch(key):
-                continue
-            try:
-                yield key, self.partial(key)
-            except CorruptArtifactError:
-                yield key, None
-
     def verify(self) -> list[tuple[str, str]]:
         """Re-hash every file in the store.
 
@@ -332,12 +263,6 @@ class ArtifactStore:
             except StorageError as exc:
                 problems.append((digest, str(exc)))
         return problems
-
-
-def partial_files(pointer: dict[str, Any]) -> list[str]:
-    """The digests of the files a saved-state pointer stands on: its state and its parts."""
-    named = [pointer.get("digest"), *list(pointer.get("parts") or [])]
-    return [str(d) for d in named if isinstance(d, str) and _DIGEST.fullmatch(d)]
 
 
 def _serialize(

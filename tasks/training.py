@@ -17,7 +17,7 @@ from pydantic import (
 )
 from torch import nn
 
-from tasks import augmentation, gat, recipe, resume, train_defenses  # noqa: F401  (gat)
+from tasks import augmentation, gat, progress, recipe, resume, train_defenses  # noqa: F401
 from tasks.batches import batches
 from tasks.datasets import ImageSource, to_float
 from tasks.registry import Params
@@ -206,6 +206,7 @@ def fit(
     artifacts: Mapping[str, nn.Module] | None = None,
     checkpoints: Checkpoints | None = None,
     start: resume.TrainState | None = None,
+    report: progress.Sink | None = None,
 ) -> dict[str, float]:
     """Train ``model`` in place on ``(x, y)``; same inputs and seed give the same weights.
 
@@ -223,7 +224,8 @@ def fit(
     With ``checkpoints``, the whole state is handed to it after each epoch it says is due
     (:class:`tasks.resume.TrainState`); with ``start``, a state saved by a run of the same
     recipe on the same data, training continues after its epoch and ends with the weights
-    the uninterrupted run would have had.
+    the uninterrupted run would have had. ``report`` gets the run's progress in epochs
+    (:class:`tasks.progress.Reporter`: loss and accuracy so far in the epoch, samples/s, ETA).
     """
     dev = _device_of(model, x)
     gen = torch.Generator().manual_seed(params.seed)
@@ -240,6 +242,7 @@ def fit(
     model.train()
     loss_sum = correct = 0.0
     first = 0 if start is None else start.epoch
+    reporter = progress.Reporter(report, "epoch", params.epochs, first)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(params.seed)  # dropout and other in-model randomness
         if start is not None:
@@ -250,6 +253,7 @@ def fit(
             order = torch.randperm(n, generator=gen)
             if indices is not None:
                 order = indices[order]
+            seen = 0
             for xb, yb in batches(x, y, order.split(params.batch_size), dev, workers=workers):
                 step = step_fn(model, augment(xb), yb)
                 opt.zero_grad(set_to_none=True)
@@ -260,7 +264,10 @@ def fit(
                     schedule.step()
                 loss_sum += float(step.loss.detach()) * len(yb)
                 correct += float((step.logits.argmax(1) == yb).sum())
+                seen += len(yb)
+                reporter(epoch + seen / n, len(yb), loss=loss_sum / seen, accuracy=correct / seen)
             done = epoch + 1
+            reporter(done, final=True, loss=loss_sum / n, accuracy=correct / n)
             if checkpoints is not None and done < params.epochs and checkpoints.due(done):
                 opt.zero_grad(set_to_none=True)
                 checkpoints.save(

@@ -21,7 +21,7 @@ from orchestrator.cli.options import (
 from orchestrator.run.study_run import RunOptions, plan_only, run_study
 from orchestrator.study import loader
 from orchestrator.study.schema import Study
-from orchestrator.views import render
+from orchestrator.views import live, render
 from orchestrator.views.table import Column, TableView
 from storage.enums import CellState
 
@@ -155,7 +155,9 @@ def plan(
 def status(
     study: str | None, db: str | None, store: str | None, mlflow_uri: str | None, fmt: str
 ) -> None:
-    """Progress of STUDY (a name or its file): cells by kind and state, and failures.
+    """Progress of STUDY (a name or its file): cells by kind and state, the running cells
+    with how far each is (epoch or batch, loss, samples/s, ETA: what the cell last said,
+    under whichever driver it runs), and failures.
 
     Without STUDY, lists the studies in the database.
 
@@ -166,13 +168,15 @@ def status(
     """
     with user_errors():
         name, loaded = study_ref(study) if study else (None, None)
-        database = open_db(resolve_settings(db, store, mlflow_uri, loaded).db_url)
+        settings = resolve_settings(db, store, mlflow_uri, loaded)
+        database = open_db(settings.db_url)
         if name is None:
             names = [s.name for s in database.list_studies()]
             render_json(names) if fmt == "json" else out.print("\n".join(names) or "no studies")
             return
         row = database.get_study(name)
         counts = database.counts(row.id)
+        running = live.running(database, row.id, settings.store_root)
         failed = [
             c
             for state in (CellState.FAILED, CellState.QUARANTINED)
@@ -193,6 +197,7 @@ def status(
                     }
                     for c in failed
                 ],
+                "running": running,
             }
         )
         return
@@ -203,6 +208,8 @@ def status(
         title=f"study {name}",
     )
     echo_table(render.rich_table(view))
+    for r in running:
+        out.print(f"[cyan]running[/] {live.describe(r)}")
     for c in failed:
         last = (c.error or "").strip().splitlines()
         out.print(

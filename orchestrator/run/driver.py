@@ -152,7 +152,7 @@ class Driver:
         beat = Heartbeat(self.db, self.execution.lease_seconds)
         beat.start()
         try:
-            with RunProgress(self.console, summary.to_run) as progress:
+            with RunProgress(self.console, summary.to_run, self.settings.store_root) as progress:
                 self._loop(study_id, summary, beat, tracker, progress)
         except DatabaseLostError:
             self.executor.cancel_all()  # their leases expire; the database cannot be told
@@ -201,6 +201,7 @@ class Driver:
                 self._commit(cell, outcome, summary, tracker)
                 progress.update(summary, running=len(self.inflight))
             progress.update(summary, running=len(self.inflight))
+            progress.cells({c.key: p.kind for c, p in self.inflight.values()})
         pending = self._db(
             "listing blocked cells", self.db.cells, study_id, state=CellState.PENDING
         )

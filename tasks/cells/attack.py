@@ -11,10 +11,11 @@ import torch
 from torch import nn
 
 from storage import ArtifactStore
-from tasks import datasets, defenses, training
+from tasks import datasets, defenses, progress, training
 from tasks.attacks import ATTACKS, AttackOutput, MinNormAttack
 from tasks.cells import attack_state
 from tasks.cells.payload import CellOutput, CellPayload
+from tasks.cells.progress_files import drop_progress, progress_sink
 from tasks.cells.specs import AttackSpec
 from tasks.cells.worker import CODE_VERSION, behind_defense, device, load_dataset, load_model
 from tasks.defenses import adaptive
@@ -65,7 +66,9 @@ def run_attack(cell: CellPayload, store: ArtifactStore) -> CellOutput:
     saved = attack_state.Batches(
         store, cell.key, expected, every=cell.checkpoint_every, minutes=cell.checkpoint_minutes
     )
-    run = _perturb(attack, attacked, data, split, bs=bs, dev=dev, saved=saved)
+    what = f"{name} on {spec.source}+{defense['label']}"
+    report = progress_sink(store, cell.key, "attack", what)
+    run = _perturb(attack, attacked, data, split, bs=bs, dev=dev, saved=saved, report=report)
     seed = attack.params.seed
     tensors = _scored(run.outs, model, x_all, y_all, split, own=own, seed=seed, bs=bs, dev=dev)
     metrics = _metrics(attack, run, x_all, tensors, passes=passes, own=own)
@@ -89,6 +92,7 @@ def run_attack(cell: CellPayload, store: ArtifactStore) -> CellOutput:
     artifacts = _stored(store, tensors, meta, attack, run)
     if run.notes or saved.saved:
         store.drop_partial(cell.key)  # done: no attempt continues from it again
+    drop_progress(store, cell.key)
     return CellOutput(metrics=metrics, artifacts=artifacts, notes=tuple(run.notes))
 
 
@@ -126,6 +130,7 @@ def _perturb(
     bs: int,
     dev: torch.device,
     saved: attack_state.Batches | None = None,
+    report: progress.Sink | None = None,
 ) -> _Attacked:
     """Fit a universal attack on training samples, then attack the eval slice batch by
     batch; every random draw comes from one generator seeded by the attack's seed. With
@@ -146,8 +151,10 @@ def _perturb(
     if saved is not None:
         outs, before, notes = saved.load(streams)
     pairs = list(zip(x_all.split(bs), y_all.split(bs), strict=True))
+    reporter = progress.Reporter(report, "batch", len(pairs), len(outs))
     for done, (xb, yb) in enumerate(pairs[len(outs) :], start=len(outs) + 1):
         outs.append(attack(attacked, xb.to(dev), yb.to(dev), generator=gen))
+        reporter(done, len(yb), final=done == len(pairs))
         if saved is not None and done < len(pairs) and saved.due(done):
             saved.save(outs, streams, before + time.perf_counter() - start)
     wall = before + time.perf_counter() - start

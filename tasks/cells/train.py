@@ -11,6 +11,7 @@ from storage import ArtifactStore
 from tasks import datasets, defenses, models, resume, train_defenses, training
 from tasks.cells import saved_state
 from tasks.cells.payload import CellOutput, CellPayload
+from tasks.cells.progress_files import drop_progress, progress_sink
 from tasks.cells.specs import DefenseModelSpec, TrainSpec
 from tasks.cells.worker import (
     CODE_VERSION,
@@ -105,6 +106,7 @@ def _fit_model(cell: CellPayload, payload: dict, store: ArtifactStore) -> CellOu
         artifacts=artifacts,
         checkpoints=checkpoints,
         start=start,
+        report=progress_sink(store, cell.key, "train", spec.model.name),
     )
     batch_size = 1024 if cell.batch_size is None else cell.batch_size
     pred = training.predict(net, data.x[split.eval], batch_size)
@@ -113,6 +115,7 @@ def _fit_model(cell: CellPayload, payload: dict, store: ArtifactStore) -> CellOu
     record = store.put(state, _checkpoint_meta(spec.dump(), data))
     if start is not None or (checkpoints is not None and checkpoints.saved):
         store.drop_partial(cell.key)  # done: no attempt continues from it again
+    drop_progress(store, cell.key)
     return CellOutput(
         metrics=metrics, artifacts={"checkpoint": dataclasses.asdict(record)}, notes=tuple(notes)
     )
