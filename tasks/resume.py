@@ -117,6 +117,15 @@ class TrainState:
             average.load_state_dict({k[8:]: v for k, v in t.items() if k.startswith("average/")})
         streams.restore(t)
 
+    def history(self) -> list[dict[str, float]]:
+        """The per-epoch records of the epochs before this state (see
+        :func:`tasks.training.fit`)."""
+        return _history(self.meta)
+
+
+def _history(meta: dict[str, Any]) -> list[dict[str, float]]:
+    return [dict(e) for e in meta.get("history") or []]
+
 
 def mismatch(
     meta: dict[str, Any],

@@ -207,6 +207,7 @@ def fit(
     checkpoints: Checkpoints | None = None,
     start: resume.TrainState | None = None,
     report: progress.Sink | None = None,
+    history: list[dict[str, float]] | None = None,
 ) -> dict[str, float]:
     """Train ``model`` in place on ``(x, y)``; same inputs and seed give the same weights.
 
@@ -226,6 +227,8 @@ def fit(
     recipe on the same data, training continues after its epoch and ends with the weights
     the uninterrupted run would have had. ``report`` gets the run's progress in epochs
     (:class:`tasks.progress.Reporter`: loss and accuracy so far in the epoch, samples/s, ETA).
+    ``history`` gets one entry per epoch: ``epoch``, ``train_loss``, ``train_accuracy`` and
+    ``lr`` (the rate the epoch started at); a resumed run puts back the saved epochs' first.
     """
     dev = _device_of(model, x)
     gen = torch.Generator().manual_seed(params.seed)
@@ -248,8 +251,10 @@ def fit(
         if start is not None:
             start.restore(model, opt, schedule, average.average, streams, first * per_epoch)
             model.train()
+        epochs: list[dict[str, float]] = [] if start is None else start.history()
         for epoch in range(first, params.epochs):
             loss_sum = correct = 0.0
+            rate = float(opt.param_groups[0]["lr"])
             order = torch.randperm(n, generator=gen)
             if indices is not None:
                 order = indices[order]
@@ -268,13 +273,23 @@ def fit(
                 reporter(epoch + seen / n, len(yb), loss=loss_sum / seen, accuracy=correct / seen)
             done = epoch + 1
             reporter(done, final=True, loss=loss_sum / n, accuracy=correct / n)
+            epochs.append(
+                {
+                    "epoch": done,
+                    "train_loss": loss_sum / n,
+                    "train_accuracy": correct / n,
+                    "lr": rate,
+                }
+            )
             if checkpoints is not None and done < params.epochs and checkpoints.due(done):
                 opt.zero_grad(set_to_none=True)
-                checkpoints.save(
-                    resume.TrainState.capture(done, model, opt, average.average, streams)
-                )
+                state = resume.TrainState.capture(done, model, opt, average.average, streams)
+                state.meta["history"] = list(epochs)
+                checkpoints.save(state)
     opt.zero_grad(set_to_none=True)  # a checkpoint carries no stale gradients
     average.finish()
+    if history is not None:
+        history.extend(epochs)
     model.eval()
     return {"train_loss": loss_sum / n, "train_accuracy": correct / n}
 

@@ -142,6 +142,22 @@ class Tracker(threading.Thread):
             if not token:
                 return found
 
+    def _history(self, cell: Any) -> list[dict[str, float]]:
+        """A train cell's per-epoch records (training loss and accuracy, learning rate), from
+        its checkpoint's metadata: MLflow gets them as step metrics ``epoch/…``."""
+        digest = cell.artifacts.get("checkpoint") if cell.kind == "train" else None
+        if digest is None:
+            return []
+        from storage import ArtifactStore
+        from storage.artifacts import metadata
+        from storage.errors import StorageError
+
+        try:
+            meta = metadata(ArtifactStore(self.settings.store_root).read_bytes(digest))
+        except (StorageError, ValueError):
+            return []
+        return [e for e in meta.get("history") or [] if isinstance(e, dict) and "epoch" in e]
+
     def _log(self, client: Any, exp_id: str, parent: str, cell: Any, existing: dict) -> None:
         from mlflow.entities import Metric, Param
 
@@ -163,6 +179,12 @@ class Tracker(threading.Thread):
             now = int(time.time() * 1000)
             params = [Param(k, v) for k, v in flatten(spec).items()]
             metrics = [Metric(k, float(v), now, 0) for k, v in cell.metrics.items()]
+            metrics += [
+                Metric(f"epoch/{name}", float(value), now, int(entry["epoch"]))
+                for entry in self._history(cell)
+                for name, value in entry.items()
+                if name != "epoch"
+            ]
             for i in range(0, max(len(params), len(metrics)), 100):
                 client.log_batch(run_id, metrics=metrics[i : i + 100], params=params[i : i + 100])
             client.set_terminated(run_id)

@@ -86,6 +86,7 @@ def _fit_model(cell: CellPayload, payload: dict, store: ArtifactStore) -> CellOu
         "epochs": recipe.epochs,
     }
     start, notes = saved_state.load(store, cell.key, expected, net)
+    history: list[dict[str, float]] = []
     checkpoints = None
     if cell.checkpoint_every is not None or cell.checkpoint_minutes is not None:
         checkpoints = saved_state.StoreCheckpoints(
@@ -107,12 +108,13 @@ def _fit_model(cell: CellPayload, payload: dict, store: ArtifactStore) -> CellOu
         checkpoints=checkpoints,
         start=start,
         report=progress_sink(store, cell.key, "train", spec.model.name),
+        history=history,
     )
     batch_size = 1024 if cell.batch_size is None else cell.batch_size
     pred = training.predict(net, data.x[split.eval], batch_size)
     metrics["eval_accuracy"] = float((pred.cpu() == data.y[split.eval]).float().mean())
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-    record = store.put(state, _checkpoint_meta(spec.dump(), data))
+    record = store.put(state, {**_checkpoint_meta(spec.dump(), data), "history": history})
     if start is not None or (checkpoints is not None and checkpoints.saved):
         store.drop_partial(cell.key)  # done: no attempt continues from it again
     drop_progress(store, cell.key)

@@ -143,6 +143,27 @@ def test_mlflow_has_one_child_run_per_done_cell(finished) -> None:
     assert len(parent) == 1
 
 
+def test_mlflow_has_the_epochs_of_each_train_cell(finished) -> None:
+    """Per-epoch step metrics (epoch/train_loss, epoch/train_accuracy, epoch/lr), one step
+    per epoch of the recipe, the last epoch's loss the cell's own train_loss."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    _, env, _ = finished
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    client = MlflowClient()
+    db = Database.open(env["ADVGRID_DB"])
+    for cell in db.cells(db.get_study("tiny").id, kind="train"):
+        epochs = json.loads(cell.spec_json)["train"]["epochs"]
+        steps = client.get_metric_history(cell.mlflow_run_id, "epoch/train_loss")
+        assert [m.step for m in sorted(steps, key=lambda m: m.step)] == list(range(1, epochs + 1))
+        last = max(steps, key=lambda m: m.step)
+        assert last.value == pytest.approx(cell.metrics["train_loss"])
+        rates = client.get_metric_history(cell.mlflow_run_id, "epoch/lr")
+        assert {m.value for m in rates} == {0.005}  # the recipe's constant rate
+        assert len(client.get_metric_history(cell.mlflow_run_id, "epoch/train_accuracy")) == epochs
+
+
 def test_outbox_logs_cells_done_without_mlflow(workdir: Path, cli) -> None:
     import mlflow
 
