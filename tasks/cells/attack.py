@@ -144,7 +144,9 @@ def _perturb(
         saved = None
         fit_indices = _fit_indices(split.train, attack.params.fit_size, attack.params.seed)
         fit_metrics = attack.fit(attacked, data.images(fit_indices).to(dev), generator=gen)
-    streams = attack_state.Streams(attack_state.generators(gen, attacked, attack), dev)
+    streams = attack_state.Streams(
+        attack_state.generators(gen, attacked, attack), dev, attack_state.kept_states(attacked)
+    )
     outs: list[AttackOutput] = []
     notes: list[str] = []
     before = 0.0

@@ -4,7 +4,7 @@ most the batch it was in and stores the adversarial set the uninterrupted run st
 After every ``checkpoint_every`` batches (and when ``checkpoint_minutes`` have passed since
 the last save) the cell stores each new batch's outputs as an artifact and a small state
 artifact with every random stream it draws from (the attack's generator, each generator a
-defense or an EOT wrapper keeps, torch's global stream, CUDA's on a GPU), named for the cell
+defense keeps, an EOT wrapper's anchor, torch's global stream, CUDA's on a GPU), named for the cell
 by the store's pointer, which lists the batches as its parts
 (:meth:`storage.ArtifactStore.set_partial`). The next run of the cell checks the state
 (hash, cell key, code version, device type, batch size, slice size), takes the finished
@@ -44,14 +44,36 @@ def generators(*roots: object) -> list[torch.Generator]:
     return list(found.values())
 
 
-class Streams:
-    """The random streams an attack cell draws from, captured and restored together."""
+def kept_states(*roots: object) -> list[tuple[object, str]]:
+    """``(module, attribute)`` of each tensor a module inside ``roots`` keeps as random state
+    besides its generators, as its class's ``random_state`` names them (an EOT wrapper's
+    anchor: the generator state its common draws replay)."""
+    found: list[tuple[object, str]] = []
+    for root in roots:
+        for module in root.modules() if isinstance(root, nn.Module) else []:
+            found += [(module, name) for name in getattr(type(module), "random_state", ())]
+    return found
 
-    def __init__(self, gens: list[torch.Generator], device: torch.device) -> None:
-        self.gens, self.device = gens, device
+
+class Streams:
+    """The random streams an attack cell draws from, captured and restored together: its
+    generators, the tensors modules keep as random state (None until first set), torch's
+    global stream and CUDA's."""
+
+    def __init__(
+        self,
+        gens: list[torch.Generator],
+        device: torch.device,
+        kept: list[tuple[object, str]] | None = None,
+    ) -> None:
+        self.gens, self.device, self.kept = gens, device, kept or []
 
     def states(self) -> dict[str, torch.Tensor]:
         out = {f"rng/{i}": g.get_state() for i, g in enumerate(self.gens)}
+        for i, (owner, name) in enumerate(self.kept):
+            value = getattr(owner, name)
+            if isinstance(value, torch.Tensor):
+                out[f"kept/{i}"] = value.clone()
         out["rng/torch"] = torch.get_rng_state()
         if self.device.type == "cuda":
             out["rng/cuda"] = torch.cuda.get_rng_state(self.device)
@@ -60,6 +82,8 @@ class Streams:
     def restore(self, tensors: dict[str, torch.Tensor]) -> None:
         for i, g in enumerate(self.gens):
             g.set_state(tensors[f"rng/{i}"])
+        for i, (owner, name) in enumerate(self.kept):
+            setattr(owner, name, tensors.get(f"kept/{i}"))
         torch.set_rng_state(tensors["rng/torch"])
         if self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng/cuda"], self.device)

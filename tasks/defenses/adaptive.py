@@ -106,6 +106,9 @@ class EOT(nn.Module):
     draws on every call.
     """
 
+    # what a resumed attack cell must put back besides the generators (tasks.cells.attack_state)
+    random_state = ("_anchor",)
+
     def __init__(self, inner: nn.Module, samples: int, *, common: bool = True) -> None:
         super().__init__()
         if samples < 1:

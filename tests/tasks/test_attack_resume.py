@@ -125,3 +125,23 @@ def test_batches_of_another_batch_size_are_discarded(tmp_path: Path) -> None:
     assert "discarded the saved batches" in note
     assert "its batch_size is 10, this run's 20" in note
     assert ArtifactStore(tmp_path).partial(cell.key) is None
+
+
+def test_an_eot_anchor_is_saved_with_the_streams() -> None:
+    """The generator state an EOT wrapper's common draws replay is put back too (before its
+    first call there is none, and none is put back)."""
+    import torch
+
+    from tasks.defenses.adaptive import EOT
+
+    eot = EOT(torch.nn.Identity(), 2)
+    gen = torch.Generator().manual_seed(3)
+    streams = attack_state.Streams([gen], torch.device("cpu"), attack_state.kept_states(eot))
+    assert "kept/0" not in streams.states()  # no anchor yet
+    eot._anchor = gen.get_state()
+    saved = streams.states()
+    eot._anchor = None
+    torch.rand(3, generator=gen)
+    streams.restore(saved)
+    assert torch.equal(eot._anchor, saved["kept/0"])
+    assert torch.equal(gen.get_state(), saved["rng/0"])
