@@ -56,6 +56,7 @@ _LATER = {
     "warmup_epochs": 0.0,
     "label_smoothing": 0.0,
     "ema": None,
+    "eval_every": None,
 }
 
 
@@ -102,6 +103,12 @@ class TrainParams(Params):
         lt=1,
         description="decay per step of an exponential moving average of the weights, which "
         "becomes the trained model (e.g. 0.999)",
+    )
+    eval_every: int | None = Field(
+        None,
+        ge=1,
+        description="every this many epochs, the clean accuracy on the evaluation slice, "
+        "kept in the history (epoch/eval_accuracy in MLflow); the weights do not change",
     )
     augment: tuple[Augment, ...] = Field(
         (),
@@ -208,6 +215,7 @@ def fit(
     start: resume.TrainState | None = None,
     report: progress.Sink | None = None,
     history: list[dict[str, float]] | None = None,
+    holdout: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Train ``model`` in place on ``(x, y)``; same inputs and seed give the same weights.
 
@@ -228,7 +236,9 @@ def fit(
     the uninterrupted run would have had. ``report`` gets the run's progress in epochs
     (:class:`tasks.progress.Reporter`: loss and accuracy so far in the epoch, samples/s, ETA).
     ``history`` gets one entry per epoch: ``epoch``, ``train_loss``, ``train_accuracy`` and
-    ``lr`` (the rate the epoch started at); a resumed run puts back the saved epochs' first.
+    ``lr`` (the rate the epoch started at), and every ``params.eval_every`` epochs
+    ``eval_accuracy`` on ``holdout`` (images, labels); a resumed run puts back the saved
+    epochs' first.
     """
     dev = _device_of(model, x)
     gen = torch.Generator().manual_seed(params.seed)
@@ -273,14 +283,13 @@ def fit(
                 reporter(epoch + seen / n, len(yb), loss=loss_sum / seen, accuracy=correct / seen)
             done = epoch + 1
             reporter(done, final=True, loss=loss_sum / n, accuracy=correct / n)
-            epochs.append(
-                {
-                    "epoch": done,
-                    "train_loss": loss_sum / n,
-                    "train_accuracy": correct / n,
-                    "lr": rate,
-                }
-            )
+            entry = {"epoch": done, "train_loss": loss_sum / n, "train_accuracy": correct / n}
+            entry["lr"] = rate
+            if params.eval_every and holdout is not None and done % params.eval_every == 0:
+                pred = predict(model, holdout[0])  # eval mode: no statistics, no draws
+                entry["eval_accuracy"] = float((pred.cpu() == holdout[1]).float().mean())
+                model.train()
+            epochs.append(entry)
             if checkpoints is not None and done < params.epochs and checkpoints.due(done):
                 opt.zero_grad(set_to_none=True)
                 state = resume.TrainState.capture(done, model, opt, average.average, streams)

@@ -109,6 +109,7 @@ def _fit_model(cell: CellPayload, payload: dict, store: ArtifactStore) -> CellOu
         start=start,
         report=progress_sink(store, cell.key, "train", spec.model.name),
         history=history,
+        holdout=(data.x[split.eval], data.y[split.eval]),
     )
     batch_size = 1024 if cell.batch_size is None else cell.batch_size
     pred = training.predict(net, data.x[split.eval], batch_size)

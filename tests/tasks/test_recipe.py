@@ -169,3 +169,25 @@ def test_cutout_zeroes_one_square_per_image() -> None:
 def test_options_that_do_not_fit_are_refused(values: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace(")", r"\)")):
         training.TrainParams(**values)
+
+
+def test_eval_every_records_the_held_out_accuracy_and_leaves_the_weights() -> None:
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(96, 1, 8, 8, generator=g), torch.randint(0, 3, (96,), generator=g)
+    hx, hy = torch.rand(40, 1, 8, 8, generator=g), torch.randint(0, 3, (40,), generator=g)
+    plain, evaluated = _net(), _net()
+    history: list[dict] = []
+    training.fit(plain, x, y, training.TrainParams(**BASE))
+    recipe = training.TrainParams(**BASE, eval_every=2)
+    assert recipe.model_dump() != training.TrainParams(**BASE).model_dump()  # in the key
+    training.fit(evaluated, x, y, recipe, history=history, holdout=(hx, hy))
+    a, b = plain.state_dict(), evaluated.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [e["epoch"] for e in history] == [1, 2, 3]
+    assert ["eval_accuracy" in e for e in history] == [False, True, False]
+    two = _net()  # the same recipe stopped after 2 epochs: the weights epoch 2 was scored on
+    training.fit(two, x, y, training.TrainParams(**{**BASE, "epochs": 2}))
+    with torch.no_grad():
+        at_two = float((two(hx).argmax(1) == hy).float().mean())
+    assert history[1]["eval_accuracy"] == at_two
+    assert history[-1]["lr"] == BASE["lr"]
