@@ -4,6 +4,7 @@ options that do not fit together refused; recipes without the new options keep t
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,7 +30,15 @@ OPTIONS = [
     ({"label_smoothing": 0.1}, {}),
     ({"ema": 0.9}, {}),
     ({"augment": ["cutout"]}, {}),
+    ({"epochs": 4}, {}),
+    ({"batch_size": 32}, {}),
+    ({"lr": 0.01}, {}),
+    ({"optimizer": "sgd", "momentum": 0.5}, {"optimizer": "sgd"}),
+    ({"seed": 1}, {}),
+    ({"defense": {"name": "fgsm_at", "eps": 0.1}}, {}),
 ]  # fmt: skip
+# recorded, not trained differently (tested on its own below)
+LEAVES_THE_WEIGHTS = {"eval_every"}
 
 
 def _net() -> nn.Module:
@@ -60,6 +69,17 @@ def test_each_option_changes_the_key_and_the_weights(option: dict, base: dict) -
     assert any(not torch.equal(a[k], b[k]) for k in a)
     again = _fit({**base, **option})
     assert all(torch.equal(a[k], again[k]) for k in a)  # and it replays
+
+
+def test_every_option_is_tested_and_in_the_readme_table() -> None:
+    fields = set(training.TrainParams.model_fields)
+    tested = {k for option, _ in OPTIONS for k in option} | LEAVES_THE_WEIGHTS
+    assert fields - tested == set()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("**Training recipes.**") : readme.index("Options that do not fit")]
+    rows = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    listed = {name.strip(" `") for row in rows for name in row.split(",")}
+    assert fields - listed == set()
 
 
 def test_recipes_without_the_new_options_keep_their_dump() -> None:
