@@ -57,6 +57,7 @@ _LATER = {
     "label_smoothing": 0.0,
     "ema": None,
     "eval_every": None,
+    "compile": False,
 }
 
 
@@ -109,6 +110,11 @@ class TrainParams(Params):
         ge=1,
         description="every this many epochs, the clean accuracy on the evaluation slice, "
         "kept in the history (epoch/eval_accuracy in MLflow); the weights do not change",
+    )
+    compile: bool = Field(
+        False,
+        description="train through torch.compile (fused kernels; its floats differ from "
+        "eager's, so it is part of the key)",
     )
     augment: tuple[Augment, ...] = Field(
         (),
@@ -252,6 +258,9 @@ def fit(
     streams = resume.Streams({"batches": gen, "augment": augment.gen}, dev)
     if defense_gen is not None:
         streams.generators["defense"] = defense_gen
+    # the steps run through the compiled module; the weights, their average and a saved
+    # state are the model's own (the compiled one shares its parameters)
+    run: nn.Module = torch.compile(model) if params.compile else model  # type: ignore[assignment]
     model.train()
     loss_sum = correct = 0.0
     first = 0 if start is None else start.epoch
@@ -270,7 +279,7 @@ def fit(
                 order = indices[order]
             seen = 0
             for xb, yb in batches(x, y, order.split(params.batch_size), dev, workers=workers):
-                step = step_fn(model, augment(xb), yb)
+                step = step_fn(run, augment(xb), yb)
                 opt.zero_grad(set_to_none=True)
                 step.loss.backward()
                 opt.step()

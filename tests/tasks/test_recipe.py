@@ -37,8 +37,9 @@ OPTIONS = [
     ({"seed": 1}, {}),
     ({"defense": {"name": "fgsm_at", "eps": 0.1}}, {}),
 ]  # fmt: skip
-# recorded, not trained differently (tested on its own below)
-LEAVES_THE_WEIGHTS = {"eval_every"}
+# tested on their own below: eval_every records and does not train differently; compile
+# trains the same recipe through other kernels (slow: it compiles)
+LEAVES_THE_WEIGHTS = {"eval_every", "compile"}
 
 
 def _net() -> nn.Module:
@@ -211,3 +212,26 @@ def test_eval_every_records_the_held_out_accuracy_and_leaves_the_weights() -> No
         at_two = float((two(hx).argmax(1) == hy).float().mean())
     assert history[1]["eval_accuracy"] == at_two
     assert history[-1]["lr"] == BASE["lr"]
+
+
+@pytest.mark.slow
+def test_compile_trains_the_same_recipe_through_other_kernels() -> None:
+    recipe = training.TrainParams(**{**BASE, "epochs": 1}, compile=True)
+    eager = training.TrainParams(**{**BASE, "epochs": 1})
+    assert recipe.model_dump() != eager.model_dump()  # in the key: its floats may differ
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(96, 1, 8, 8, generator=g), torch.randint(0, 3, (96,), generator=g)
+
+    def fitted(params: training.TrainParams) -> dict[str, torch.Tensor]:
+        # no normalization layer: a conv bias before BatchNorm gets a zero gradient up to
+        # rounding, which Adam turns into ±lr steps of either sign, kernels apart
+        torch.manual_seed(3)
+        net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten())
+        net.append(nn.Linear(4 * 8 * 8, 3))
+        training.fit(net, x, y, params)
+        return net.state_dict()
+
+    a, b = fitted(recipe), fitted(eager)
+    assert a.keys() == b.keys()  # the model's own names, not the compiled wrapper's
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-4), k
