@@ -1,7 +1,9 @@
-"""A train cell SIGKILLed on its Ray worker after epoch 2 of 4 continues from its saved state
-when it runs again (Ray's retry of the task, or the driver's next attempt), says so in its
-attempt's note, and ends with the weights of a run that was never interrupted (the same
-checkpoint digest: the same bytes)."""
+"""Cells SIGKILLed on their Ray worker continue from what they saved when they run again
+(Ray's retry of the task, or the driver's next attempt), and say so in their attempt's note:
+a train cell killed after epoch 2 of 4 ends with the weights of a run never interrupted,
+an attack cell killed after 3 of 6 batches with its adversarial set (the same digests: the
+same bytes).
+"""
 
 from __future__ import annotations
 
@@ -116,3 +118,81 @@ def test_a_killed_train_cell_resumes_with_identical_weights(
     assert rows[-1]["note"].startswith("resumed at epoch 2 of 4")
     table = cli("attempts", "long", cell.key[:8], env=cut_env)
     assert "resumed at epoch 2 of 4" in table.output
+
+
+ATTACK_STUDY = """\
+name: slow_attack
+datasets:
+  - {name: synthetic, n_samples: 2400, image_size: 16, num_classes: 4, eval_size: 600}
+models:
+  - name: cnn
+    arch: small_cnn
+    params: {width: 8, hidden: 32}
+    train: {epochs: 1, batch_size: 32, lr: 0.003, seed: 0}
+attacks:
+  - {name: pgd, eps: 0.1, steps: 150, random_start: true}
+execution:
+  batch_size: 100
+  checkpoint_every: 1
+"""
+
+
+def _kill_after_batch_three(env: dict[str, str], stop: threading.Event) -> list[int]:
+    """Wait for the attack cell's saved batches to reach 3 of 6, then SIGKILL its worker."""
+    killed: list[int] = []
+    store = ArtifactStore(env["ADVGRID_STORE"])
+    deadline = time.monotonic() + 240
+    key = None
+    while not stop.is_set() and time.monotonic() < deadline:
+        if key is None and Path(env["ADVGRID_DB"].removeprefix("sqlite:///")).exists():
+            try:
+                db = Database.open(env["ADVGRID_DB"])
+                key = db.cells(db.get_study("slow_attack").id, kind="attack")[0].key
+            except Exception:  # the study is not planned yet
+                key = None
+        pointer = store.partial(key) if key else None
+        if pointer is not None and pointer["batches"] >= 3:
+            for pid in cell_workers():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            return killed
+        time.sleep(0.02)
+    return killed
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_killed_attack_cell_resumes_at_its_batch_with_the_same_examples(
+    ray_cluster: str, tmp_path: Path, cli
+) -> None:
+    envs = {}
+    for name in ("whole", "cut"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "s.yaml").write_text(ATTACK_STUDY)
+        envs[name] = data_env(tmp_path / name)
+    args = ("-q", "--no-mlflow", "--ray-address", ray_cluster)
+    ok = cli("run", tmp_path / "whole" / "s.yaml", *args, env=envs["whole"])
+    assert ok.exit_code == 0, ok.output
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(
+        target=lambda: killed.extend(_kill_after_batch_three(envs["cut"], stop)), daemon=True
+    )
+    killer.start()
+    try:
+        run = cli("run", tmp_path / "cut" / "s.yaml", *args, env=envs["cut"])
+    finally:
+        stop.set()
+        killer.join(10)
+    assert run.exit_code == 0, run.output
+    assert killed, "the worker must have been killed mid-attack"
+    cells = {}
+    for name, env in envs.items():
+        db = Database.open(env["ADVGRID_DB"])
+        (cell,) = db.cells(db.get_study("slow_attack").id, kind="attack")
+        cells[name] = (cell, db.attempts(cell.id))
+    (cut, attempts), (whole, _) = cells["cut"], cells["whole"]
+    assert attempts[-1].outcome == "ok"
+    assert attempts[-1].note is not None
+    assert attempts[-1].note.startswith("resumed at batch 3 of 6 from state ")
+    assert cut.artifacts["adversarial"] == whole.artifacts["adversarial"]  # the same bytes
+    assert list(ArtifactStore(envs["cut"]["ADVGRID_STORE"]).iter_partials()) == []
