@@ -61,6 +61,28 @@ _LATER = {
 }
 
 
+# the recipes the training defenses' papers state for CIFAR-10, as `train: {preset: NAME}`:
+# the values it names fill what the entry does not give, and the key holds those values (a
+# preset written out in full is the same recipe, the same key)
+PRESETS: dict[str, dict[str, Any]] = {
+    # Madry et al. 2018: 80 000 steps of 128 (≈ 205 epochs), ×0.1 at 40 000 and 60 000
+    "madry": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4,
+              "batch_size": 128, "epochs": 205, "schedule": "step", "augment": ["crop", "flip"]},
+    # Rice et al. 2020: 200 epochs, ×0.1 at 100 and 150
+    "rice": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
+             "batch_size": 128, "epochs": 200, "schedule": "multistep", "milestones": [100, 150],
+             "augment": ["crop", "flip"]},
+    # Zhang et al. 2019 (TRADES's code): 76 epochs, ×0.1 at 75
+    "trades": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4,
+               "batch_size": 128, "epochs": 76, "schedule": "multistep", "milestones": [75],
+               "augment": ["crop", "flip"]},
+    # Wong et al. 2020 (fast adversarial training): 15 epochs, cyclic rate peaking at 0.2
+    "fast_at": {"optimizer": "sgd", "lr": 0.2, "momentum": 0.9, "weight_decay": 5e-4,
+                "batch_size": 128, "epochs": 15, "schedule": "onecycle",
+                "augment": ["crop", "flip"]},
+}  # fmt: skip
+
+
 class TrainParams(Params):
     """A training recipe; every field enters the train cell's key (those added after the
     first recipes only when set, so recipes without them keep the keys they had before
@@ -148,6 +170,18 @@ class TrainParams(Params):
                 "own loss"
             )
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "preset" not in data:
+            return data
+        data = dict(data)
+        name = data.pop("preset")
+        if name not in PRESETS:
+            known = ", ".join(sorted(PRESETS))
+            raise ValueError(f"unknown preset {name!r}; the presets: {known}")
+        return {**PRESETS[name], **data}
 
     @field_validator("defense", mode="before")
     @classmethod

@@ -235,3 +235,22 @@ def test_compile_trains_the_same_recipe_through_other_kernels() -> None:
     assert a.keys() == b.keys()  # the model's own names, not the compiled wrapper's
     for k in a:
         assert torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-4), k
+
+
+def test_a_preset_is_the_papers_recipe_and_the_same_key_written_out() -> None:
+    rice = training.TrainParams(preset="rice")
+    spelled = training.TrainParams(**training.PRESETS["rice"])
+    assert rice.model_dump() == spelled.model_dump()  # one recipe, one key
+    assert (rice.optimizer, rice.lr, rice.weight_decay, rice.milestones) == (
+        "sgd",
+        0.1,
+        5e-4,
+        [100, 150],
+    )
+    short = training.TrainParams(preset="fast_at", epochs=3)  # what is given wins
+    assert (short.epochs, short.schedule, short.lr) == (3, "onecycle", 0.2)
+    assert "preset" not in short.model_dump()
+    for name in training.PRESETS:  # each one is a valid recipe on its own
+        training.TrainParams(preset=name)
+    with pytest.raises(ValidationError, match="unknown preset 'madri'; the presets: fast_at"):
+        training.TrainParams(preset="madri")
