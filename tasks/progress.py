@@ -11,13 +11,35 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[dict[str, Any]], None]
 EVERY_S = 2.0  # the shortest time between two reports (the last one is always made)
+
+# where the training loops of a defense's parts (a generator, an autoencoder) report, set by
+# the train cell around them: those loops are reached through their recipes' fit, which
+# does not pass a sink along
+_SINK: ContextVar[Sink | None] = ContextVar("advgrid_progress_sink", default=None)
+
+
+@contextmanager
+def reporting(sink: Sink | None) -> Iterator[None]:
+    """Make ``sink`` the :func:`current` one inside the block."""
+    token = _SINK.set(sink)
+    try:
+        yield
+    finally:
+        _SINK.reset(token)
+
+
+def current() -> Sink | None:
+    """The sink :func:`reporting` set here; None outside one."""
+    return _SINK.get()
 
 
 class Reporter:

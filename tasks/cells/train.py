@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from storage import ArtifactStore
-from tasks import datasets, defenses, models, resume, train_defenses, training
+from tasks import datasets, defenses, models, progress, resume, train_defenses, training
 from tasks.cells import saved_state
 from tasks.cells.payload import CellOutput, CellPayload
 from tasks.cells.progress_files import drop_progress, progress_sink
@@ -144,9 +144,12 @@ def _train_artifact(
     artifacts = {}
     if requirement.per_model:  # the classifier it is fit for, and the defense's other parts
         artifacts = {r: load_model(payload, r, store, dev) for r in payload["inputs"]}
-    net, metrics = requirement.fit(spec[role], data, split, dev, artifacts)
+    what = f"{role} of {spec['train']['defense']['name']}"
+    with progress.reporting(progress_sink(store, payload["key"], "train", what)):
+        net, metrics = requirement.fit(spec[role], data, split, dev, artifacts)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     record = store.put(state, _checkpoint_meta(spec, data, role))
+    drop_progress(store, payload["key"])
     return {"metrics": metrics, "artifacts": {"checkpoint": dataclasses.asdict(record)}}
 
 

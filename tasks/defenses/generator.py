@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 from torch import nn
 
-from tasks import models
+from tasks import models, progress
 from tasks.batches import batches
 from tasks.datasets import Data, Split
 from tasks.defenses.base import device_of
@@ -188,8 +188,10 @@ def fit_generator(
         torch.manual_seed(params.seed)
         order = torch.Generator().manual_seed(params.seed)
         generator.train()
+        report = progress.Reporter(progress.current(), "epoch", params.epochs)
         for epoch in range(params.epochs):
             loss_sum = kl_sum = 0.0
+            seen = 0
             perm = indices[torch.randperm(len(indices), generator=order)]
             for step, (x, _) in enumerate(
                 batches(data.x, data.y, perm.split(params.batch_size), dev)
@@ -205,6 +207,9 @@ def fit_generator(
                 opt.step()
                 loss_sum += float(loss.detach()) * len(x)
                 kl_sum += float(kl.detach().sum())
+                seen += len(x)
+                report(epoch + seen / len(indices), len(x), loss=loss_sum / seen)
+            report(epoch + 1, final=True, loss=loss_sum / max(1, len(indices)))
     opt.zero_grad(set_to_none=True)
     generator.eval()
     n = max(1, len(indices))

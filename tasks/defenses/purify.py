@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from tasks import models
+from tasks import models, progress
 from tasks.datasets import Data, Split
 from tasks.defenses.base import Defended, InputTransform, register
 from tasks.defenses.requirements import Recipe, Requirement
@@ -189,8 +189,10 @@ def fit_autoencoder(dae: nn.Module, x: torch.Tensor, params: PurifyParams) -> di
     opt = torch.optim.Adam(dae.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     dae.train()
     mse = noisy_mse = 0.0
-    for _ in range(params.epochs):
+    report = progress.Reporter(progress.current(), "epoch", params.epochs)
+    for epoch in range(params.epochs):
         mse = noisy_mse = 0.0
+        seen = 0
         for batch in (
             torch.randperm(len(x), generator=order_gen).to(x.device).split(params.batch_size)
         ):
@@ -203,6 +205,9 @@ def fit_autoencoder(dae: nn.Module, x: torch.Tensor, params: PurifyParams) -> di
             opt.step()
             mse += float(loss.detach()) * len(batch)
             noisy_mse += float(F.mse_loss(noisy, clean)) * len(batch)
+            seen += len(batch)
+            report(epoch + seen / len(x), len(batch), loss=mse / seen)
+        report(epoch + 1, final=True, loss=mse / len(x))
     opt.zero_grad(set_to_none=True)
     dae.eval()
     return {"train_mse": mse / len(x), "noisy_mse": noisy_mse / len(x)}

@@ -122,3 +122,36 @@ def test_status_from_another_process_shows_the_epoch_and_eta(tmp_path: Path, cli
     assert done["running"] == []
     store = ArtifactStore(data_env(tmp_path)["ADVGRID_STORE"])
     assert store.progress(seen["cell_key"]) is None  # a done cell's report is removed
+
+
+def test_a_defense_s_generator_and_autoencoder_report_their_epochs(monkeypatch) -> None:
+    """Their loops are reached through their recipes' fit, so the train cell sets the sink
+    around them (tasks.progress.reporting); outside one they report nowhere."""
+    from tasks import datasets
+    from tasks.defenses.generator import GeneratorParams, build_generator, fit_generator
+    from tasks.defenses.purify import PurifyParams, build_autoencoder, fit_autoencoder
+
+    monkeypatch.setattr(progress, "EVERY_S", 0.0)
+    params = datasets.params_of("digits", {})
+    data = datasets.load("digits", params)
+    split = datasets.split(len(data.y), params)
+    recipe = GeneratorParams(epochs=2, width=8, top_dim=4, levels=2)
+    got: list[dict] = []
+    with progress.reporting(got.append):
+        fit_generator(build_generator(recipe, data), data, split.train[:128], recipe)
+    assert got[-1]["done"] == 2
+    assert got[-1]["of"] == 2
+    assert got[-1]["unit"] == "epoch"
+    assert all(r["loss"] > 0 for r in got)
+    assert progress.current() is None  # the block restores what was there
+    dae_params = PurifyParams(epochs=2)
+    seen: list[dict] = []
+    with progress.reporting(seen.append):
+        x = data.images(split.train[:64])
+        dae = build_autoencoder(
+            dae_params, input_shape=data.input_shape, mean=data.mean, std=data.std
+        )
+        fit_autoencoder(dae, x, dae_params)
+    assert {r["done"] for r in seen if float(r["done"]).is_integer()} == {1, 2}
+    assert seen[-1]["done"] == 2
+    assert all(r["samples_per_s"] > 0 for r in seen)
