@@ -75,13 +75,9 @@ class Range:
         return z[:1] if self.coarse else z
 
     def decode(self, z: list[torch.Tensor]) -> torch.Tensor:
-        """``G(z)`` in [0, 1]; the posterior is computed and weighted by 0, so its input
-        only needs the right shape."""
-        dummy = torch.zeros((len(z[0]), *self.shape), device=z[0].device, dtype=z[0].dtype)
-        ones = [1.0] * self.net.levels
-        return torch.sigmoid(
-            self.net.generate((dummy - self.mean) / self.std, ones, noise=z).logits
-        )
+        """``G(z)`` in [0, 1]: the top-down pass alone (the prior at every level), no
+        encoder (:meth:`~tasks.models.generative.HVAE.decode_prior`)."""
+        return torch.sigmoid(self.net.decode_prior(z, self.shape[-2], self.shape[-1]))
 
 
 def project_codes(

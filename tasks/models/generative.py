@@ -216,6 +216,28 @@ class HVAE(nn.Module):
         out.logits = self.out(s)
         return out
 
+    def decode_prior(
+        self, noise: Sequence[torch.Tensor], height: int, width: int, temperature: float = 1.0
+    ) -> torch.Tensor:
+        """The logits :meth:`generate` gives with every α = 1 (prior samples at every level,
+        ``noise`` the ``ε_i``), without the bottom-up pass over an input, whose posterior
+        α = 1 weights by 0: what a projection onto the generator's range decodes."""
+        eps = list(noise)
+        n = len(eps[0])
+        zeros = torch.zeros(n, self.top_dim, device=eps[0].device, dtype=eps[0].dtype)
+        top_logvar = zeros.clamp(*LOGVAR_RANGE)
+        z = zeros + temperature * (0.5 * top_logvar).exp() * eps[0]
+        s = F.silu(self.top_out(z)).view(n, -1, TOP_GRID, TOP_GRID)
+        sizes = level_sizes(height, width, self.levels) + [(height, width)]
+        s = self.top_block(F.interpolate(s, size=sizes[0], mode="nearest"))
+        for i in range(1, self.levels):
+            p_mu, p_logvar = self.priors[i - 1](s).chunk(2, 1)
+            p_logvar = p_logvar.clamp(*LOGVAR_RANGE)
+            z = p_mu + temperature * (0.5 * p_logvar).exp() * eps[i]
+            s = self.down_blocks[i - 1](s + self.merges[i - 1](z))
+            s = F.interpolate(s, size=sizes[i], mode="nearest")
+        return self.out(s)
+
     def _choose(
         self,
         out: Pass,
