@@ -7,6 +7,7 @@ import click
 from orchestrator.cli.options import (
     echo_table,
     open_db,
+    out,
     render_json,
     resolve_settings,
     storage_options,
@@ -69,6 +70,12 @@ def attempts(
                 }
                 for c, a in found
             ]
+        )
+        return
+    if not found:
+        out.print(
+            f"no cell of study {name!r} was retried or said anything of its run; "
+            f"`advgrid attempts {name} KEY` shows any one cell's attempts"
         )
         return
     view = TableView(

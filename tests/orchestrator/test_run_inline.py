@@ -199,3 +199,17 @@ def test_other_formats(finished, cli) -> None:
     none = cli("transfer", "tiny", "--attack", "cw_l2", env=env)
     assert none.exit_code == 1
     assert "no done transfer cells in study 'tiny' match the filters" in none.output
+
+
+def test_attempts_says_when_no_cell_was_retried(finished, cli) -> None:
+    _, env, _ = finished
+    quiet = cli("attempts", "tiny", env=env)
+    assert quiet.exit_code == 0, quiet.output
+    assert "no cell of study 'tiny' was retried or said anything of its run" in quiet.output
+    db = Database.open(env["ADVGRID_DB"])
+    key = db.cells(db.get_study("tiny").id, kind="train")[0].key
+    one = json.loads(cli("attempts", "tiny", key[:10], "--format", "json", env=env).output)
+    assert [(r["cell_key"], r["n"], r["outcome"], r["note"]) for r in one] == [(key, 1, "ok", None)]
+    missing = cli("attempts", "tiny", "zzzz", env=env)
+    assert missing.exit_code != 0
+    assert "no cell of study 'tiny' has a key starting 'zzzz'" in missing.output
