@@ -26,3 +26,24 @@ class FactoryError(TaskError):
 
 class NotDifferentiableError(TaskError, RuntimeError):
     """A gradient asked of a defense that declares itself not differentiable."""
+
+
+class WorkerDataError(InputError):
+    """Data on this worker that is not the study's (missing files, another copy): another
+    worker may have the right one, so a cell that meets it is retried."""
+
+
+def recurs(exc: BaseException) -> bool:
+    """Whether ``exc`` would be raised again by every attempt of the cell: bad input (a
+    contract, a component, a file's content) rather than a flaky worker, a full disk or a
+    lost connection. Such a cell is quarantined at its first failure, not retried."""
+    if isinstance(exc, WorkerDataError):
+        return False
+    deterministic = (
+        InputError,
+        UnknownComponentError,
+        ImportNotAllowedError,
+        FactoryError,
+        NotDifferentiableError,
+    )
+    return isinstance(exc, deterministic) or getattr(exc, "recurs", False) is True

@@ -294,7 +294,12 @@ class Driver:
         self, cell: ClaimedCell, outcome, summary: Summary, tracker: Tracker | None
     ) -> None:
         summary.ran += 1
-        error = outcome.error if outcome.error is not None else self._missing(outcome.result)
+        result = outcome.result
+        # an error the cell says recurs on every attempt (bad input) is not retried
+        recurring = outcome.error is None and bool(result and result.get("recurs"))
+        error = outcome.error if outcome.error is not None else self._missing(result)
+        if recurring:
+            error = str(result["error"])
         if error is not None:
             state = self._db(
                 "recording a failure",
@@ -303,7 +308,7 @@ class Driver:
                 cell.token,
                 error=error,
                 worker="?",
-                max_attempts=self.execution.max_attempts,
+                max_attempts=1 if recurring else self.execution.max_attempts,
             )
             summary.failed += 1
             log.warning(
@@ -315,7 +320,6 @@ class Driver:
             if state is None:
                 summary.dropped += 1
             return
-        result = outcome.result
         records = {role: ArtifactRecord(**rec) for role, rec in result["artifacts"].items()}
         ok = self._db(
             "recording a result",

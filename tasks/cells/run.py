@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +13,7 @@ from storage import ArtifactStore
 from tasks.cells.kinds import CELL_KINDS
 from tasks.cells.payload import CellPayload, CellResult
 from tasks.cells.worker import precision_context, worker_name
+from tasks.errors import recurs
 
 
 def parse_payload(payload: Mapping[str, Any]) -> CellPayload:
@@ -25,6 +27,12 @@ def parse_payload(payload: Mapping[str, Any]) -> CellPayload:
     return CellPayload.model_validate({**payload, "spec": typed})
 
 
+RECURS = (
+    "this error recurs on every attempt (bad input, not a flaky worker): the cell is "
+    "quarantined at once; fix the input, then `advgrid run STUDY.yaml --retry-failed`\n"
+)
+
+
 def run_cell(payload: dict[str, Any] | CellPayload) -> dict[str, Any]:
     """Run one cell with the runner of its kind (:data:`tasks.cells.CELL_KINDS`).
 
@@ -33,7 +41,9 @@ def run_cell(payload: dict[str, Any] | CellPayload) -> dict[str, Any]:
 
     Returns:
         The :class:`CellResult` as a plain dict: ``metrics``, ``artifacts``, ``worker``,
-        ``duration_s``, ``started_at`` and ``ended_at``.
+        ``duration_s``, ``started_at`` and ``ended_at``; for an error that would recur on
+        every attempt (:func:`tasks.errors.recurs`), ``{"error": traceback, "recurs": True}``
+        instead. Any other error is raised.
     """
     started_at, start = time.time(), time.perf_counter()
     cell = payload if isinstance(payload, CellPayload) else parse_payload(payload)
@@ -45,6 +55,11 @@ def run_cell(payload: dict[str, Any] | CellPayload) -> dict[str, Any]:
     try:
         with precision_context(getattr(cell.spec, "precision", "fp32")):
             output = CELL_KINDS[cell.kind].run(cell, store)
+    except Exception as exc:
+        if not recurs(exc):
+            raise  # the executor reports it; the cell is tried again
+        # bad input: every attempt would fail the same way, so it says so in its result
+        return {"error": RECURS + traceback.format_exc(), "recurs": True}
     finally:
         torch.set_num_threads(threads)
     worker = worker_name()

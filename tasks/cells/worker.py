@@ -22,7 +22,7 @@ from torch import nn
 
 from storage import ArtifactStore, __version__
 from tasks import datasets, defenses, models
-from tasks.errors import InputError
+from tasks.errors import WorkerDataError
 
 CODE_VERSION = __version__
 
@@ -79,7 +79,7 @@ def load_dataset(spec: dict) -> tuple[datasets.Data, datasets.Split]:
         if expected is not None:
             found = datasets.describe(name, params).digest
             if found != expected:
-                raise InputError(
+                raise WorkerDataError(
                     f"dataset {spec.get('label', name)!r}: the files found on this worker "
                     f"(digest {str(found)[:12]}…) are not the ones the study was planned with "
                     f"({expected[:12]}…); give every machine the same copy (the same "

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.datasets.base import DATASETS, Data, DatasetParams, FileParams
-from tasks.errors import InputError
+from tasks.errors import WorkerDataError
 
 ENV_DATA, ENV_CACHE = "ADVGRID_DATA", "ADVGRID_CACHE"
 _CHUNK = 1 << 20
 
 
-class MissingDataError(InputError):
+class MissingDataError(WorkerDataError):
     """A dataset's folder is missing or lacks some of the files its format needs."""
 
 

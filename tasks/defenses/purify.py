@@ -55,6 +55,8 @@ from tasks.registry import Params
 class MissingArtifactError(TaskError):
     """A defense built without the trained artifact (an autoencoder) that it needs."""
 
+    recurs = True  # every attempt builds it the same way (tasks.errors.recurs)
+
 
 class PurifyParams(Params):
     """The autoencoder's architecture and training recipe (both enter the cell key)."""

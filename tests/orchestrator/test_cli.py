@@ -101,7 +101,9 @@ def test_failing_cells_are_recorded_and_the_run_exits_1(cli, workdir: Path) -> N
     assert doc["cells"]["attack"] == {"done": 3, "quarantined": 3}
     assert doc["cells"]["transfer"] == {"done": 9, "pending": 9}
     failure = doc["failures"][0]
-    assert failure["attempts"] == 3
+    # bad input fails every attempt alike: quarantined at the first, not retried
+    assert failure["attempts"] == 1
+    assert failure["error"].startswith("this error recurs on every attempt (bad input")
     assert "Traceback" in failure["error"]
     assert "target class 50 is outside 0..9" in failure["error"]
     table = cli("status", "broken").output
