@@ -22,6 +22,7 @@ from torch import nn
 
 from storage import ArtifactStore
 from storage.errors import StorageError
+from tasks import resume
 from tasks.attacks import AttackOutput
 
 KIND = "attack_state"
@@ -55,10 +56,11 @@ def kept_states(*roots: object) -> list[tuple[object, str]]:
     return found
 
 
-class Streams:
+class Streams(resume.Streams):
     """The random streams an attack cell draws from, captured and restored together: its
-    generators, the tensors modules keep as random state (None until first set), torch's
-    global stream and CUDA's."""
+    generators (``rng/0``, ``rng/1``, … in :func:`generators`' order), torch's global stream
+    and CUDA's (as a train cell's, :class:`tasks.resume.Streams`), and the tensors modules
+    keep as random state (``kept/<i>``; None until first set)."""
 
     def __init__(
         self,
@@ -66,27 +68,21 @@ class Streams:
         device: torch.device,
         kept: list[tuple[object, str]] | None = None,
     ) -> None:
-        self.gens, self.device, self.kept = gens, device, kept or []
+        super().__init__({str(i): g for i, g in enumerate(gens)}, device)
+        self.kept = kept or []
 
     def states(self) -> dict[str, torch.Tensor]:
-        out = {f"rng/{i}": g.get_state() for i, g in enumerate(self.gens)}
+        out = super().states()
         for i, (owner, name) in enumerate(self.kept):
             value = getattr(owner, name)
             if isinstance(value, torch.Tensor):
                 out[f"kept/{i}"] = value.clone()
-        out["rng/torch"] = torch.get_rng_state()
-        if self.device.type == "cuda":
-            out["rng/cuda"] = torch.cuda.get_rng_state(self.device)
         return out
 
     def restore(self, tensors: dict[str, torch.Tensor]) -> None:
-        for i, g in enumerate(self.gens):
-            g.set_state(tensors[f"rng/{i}"])
+        super().restore(tensors)
         for i, (owner, name) in enumerate(self.kept):
             setattr(owner, name, tensors.get(f"kept/{i}"))
-        torch.set_rng_state(tensors["rng/torch"])
-        if self.device.type == "cuda":
-            torch.cuda.set_rng_state(tensors["rng/cuda"], self.device)
 
 
 def _batch_tensors(out: AttackOutput) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
