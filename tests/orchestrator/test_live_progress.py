@@ -16,19 +16,7 @@ from orchestrator.views import live
 from storage import ArtifactStore
 from tasks import progress
 from tests.conftest import data_env
-
-STUDY = """\
-name: long
-datasets:
-  - {name: synthetic, n_samples: 16000, image_size: 16, num_classes: 4, eval_size: 50}
-models:
-  - name: cnn
-    arch: small_cnn
-    params: {width: 8, hidden: 32}
-    train: {epochs: 4, batch_size: 32, lr: 0.003, seed: 0}
-attacks:
-  - {name: fgsm, eps: 0.1}
-"""
+from tests.orchestrator.test_resume_in_cell import STUDY
 
 
 def test_reports_are_throttled_and_give_rate_and_eta(monkeypatch) -> None:

@@ -37,14 +37,11 @@ execution:
 """
 
 
-def _train_key(env: dict[str, str]) -> str:
-    db = Database.open(env["ADVGRID_DB"])
-    (cell,) = db.cells(db.get_study("long").id, kind="train")
-    return cell.key
-
-
-def _kill_after_epoch_two(env: dict[str, str], root: Path, stop: threading.Event) -> list[int]:
-    """Wait for the train cell's state after epoch 2, then SIGKILL the worker running it."""
+def _kill_when_saved(
+    env: dict[str, str], study: str, kind: str, field: str, at: int, stop: threading.Event
+) -> list[int]:
+    """Wait until the study's one ``kind`` cell has saved a state whose pointer says
+    ``field >= at`` (``epoch``, ``batches``), then SIGKILL the workers running cells."""
     killed: list[int] = []
     store = ArtifactStore(env["ADVGRID_STORE"])
     deadline = time.monotonic() + 240
@@ -52,11 +49,12 @@ def _kill_after_epoch_two(env: dict[str, str], root: Path, stop: threading.Event
     while not stop.is_set() and time.monotonic() < deadline:
         if key is None and Path(env["ADVGRID_DB"].removeprefix("sqlite:///")).exists():
             try:
-                key = _train_key(env)
+                db = Database.open(env["ADVGRID_DB"])
+                key = db.cells(db.get_study(study).id, kind=kind)[0].key
             except Exception:  # the study is not planned yet
                 key = None
         pointer = store.partial(key) if key else None
-        if pointer is not None and pointer["epoch"] >= 2:
+        if pointer is not None and pointer[field] >= at:
             for pid in cell_workers():
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
@@ -82,7 +80,8 @@ def test_a_killed_train_cell_resumes_with_identical_weights(
     stop = threading.Event()
     killed: list[int] = []
     killer = threading.Thread(
-        target=lambda: killed.extend(_kill_after_epoch_two(cut_env, cut_root, stop)), daemon=True
+        target=lambda: killed.extend(_kill_when_saved(cut_env, "long", "train", "epoch", 2, stop)),
+        daemon=True,
     )
     killer.start()
     try:
@@ -137,29 +136,6 @@ execution:
 """
 
 
-def _kill_after_batch_three(env: dict[str, str], stop: threading.Event) -> list[int]:
-    """Wait for the attack cell's saved batches to reach 3 of 6, then SIGKILL its worker."""
-    killed: list[int] = []
-    store = ArtifactStore(env["ADVGRID_STORE"])
-    deadline = time.monotonic() + 240
-    key = None
-    while not stop.is_set() and time.monotonic() < deadline:
-        if key is None and Path(env["ADVGRID_DB"].removeprefix("sqlite:///")).exists():
-            try:
-                db = Database.open(env["ADVGRID_DB"])
-                key = db.cells(db.get_study("slow_attack").id, kind="attack")[0].key
-            except Exception:  # the study is not planned yet
-                key = None
-        pointer = store.partial(key) if key else None
-        if pointer is not None and pointer["batches"] >= 3:
-            for pid in cell_workers():
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-            return killed
-        time.sleep(0.02)
-    return killed
-
-
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_killed_attack_cell_resumes_at_its_batch_with_the_same_examples(
@@ -175,7 +151,10 @@ def test_a_killed_attack_cell_resumes_at_its_batch_with_the_same_examples(
     assert ok.exit_code == 0, ok.output
     stop, killed = threading.Event(), []
     killer = threading.Thread(
-        target=lambda: killed.extend(_kill_after_batch_three(envs["cut"], stop)), daemon=True
+        target=lambda: killed.extend(
+            _kill_when_saved(envs["cut"], "slow_attack", "attack", "batches", 3, stop)
+        ),
+        daemon=True,
     )
     killer.start()
     try:
