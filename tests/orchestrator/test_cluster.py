@@ -110,7 +110,10 @@ def test_a_node_killed_mid_run_costs_only_its_cells(tmp_path: Path) -> None:
         head = cluster.node_id(cluster.nodes[0])
         node2 = cluster.start_node("--num-cpus=1", '--resources={"node2": 1}')
         env = _env(cluster, tmp_path, "path")
-        proc = start_run(_study(tmp_path / "s.yaml", "nodes", "[500, 1000]"), env, "--no-mlflow")
+        # cells of seconds: long enough that one is still running when its node is killed,
+        # also under the load of the whole suite
+        study = _study(tmp_path / "s.yaml", "nodes", "[1000, 2000]")
+        proc = start_run(study, env, "--no-mlflow")
         try:
             while True:  # until the node dies in the middle of an attack cell
                 pid, title = _wait_for_an_attack_on(cluster, node2, proc)
